@@ -1,0 +1,39 @@
+import createError from '@fastify/error'
+
+// Every error the plugin raises carries a stable `code`: applications and tests match on the code,
+// never on the wording of the message, which says what was wrong and what is allowed.
+
+/** A plugin option is missing, of the wrong type, out of range or inconsistent with another. */
+export const InvalidOptionError = createError<'FST_TASKQUEUE_INVALID_OPTION', [string]>(
+  'FST_TASKQUEUE_INVALID_OPTION', 'Invalid taskqueue option: %s', 500)
+
+/** The url given to `add()` is not a path of this app, or carries a query string together with `params`. */
+export const InvalidUrlError = createError<'FST_TASKQUEUE_INVALID_URL', [string]>(
+  'FST_TASKQUEUE_INVALID_URL', 'Invalid task url: %s', 500)
+
+/** The method given to `add()` is not one a task may use. */
+export const InvalidMethodError = createError<'FST_TASKQUEUE_INVALID_METHOD', [string]>(
+  'FST_TASKQUEUE_INVALID_METHOD', 'Invalid task method: %s', 500)
+
+/** An argument of `add()` other than url, method and queue is malformed. */
+export const InvalidArgumentError = createError<'FST_TASKQUEUE_INVALID_ARGUMENT', [string]>(
+  'FST_TASKQUEUE_INVALID_ARGUMENT', 'Invalid task argument: %s', 500)
+
+/** A queue name that no registered queue has. */
+export const UnknownQueueError = createError<'FST_TASKQUEUE_UNKNOWN_QUEUE', [string, string]>(
+  'FST_TASKQUEUE_UNKNOWN_QUEUE', 'Unknown task queue "%s"; registered queues: %s', 500)
+
+/** `add()` called after the app began to close: the task could not be run or kept. */
+export const ClosedError = createError<'FST_TASKQUEUE_CLOSED', []>(
+  'FST_TASKQUEUE_CLOSED', 'The task queue is closed: no task can be added while the app is closing', 503)
+
+/** Pushing the tasks of a response to a shared queue failed before the response was sent. */
+export const EnqueueFailedError = createError<'FST_TASKQUEUE_ENQUEUE_FAILED', [string]>(
+  'FST_TASKQUEUE_ENQUEUE_FAILED', 'The tasks of this request could not be queued: %s', 503)
+
+/**
+ * Thrown by a task handler to ask for the task to be dispatched again later: the analogue of the
+ * original's database conflict. It answers 409, the status the consumer retries.
+ */
+export const TaskConflictError = createError<'FST_TASKQUEUE_CONFLICT', []>(
+  'FST_TASKQUEUE_CONFLICT', 'The task met a conflict and is to be dispatched again', 409)

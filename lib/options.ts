@@ -1,0 +1,178 @@
+// The plugin's options: one TypeBox schema is the source of their TypeScript types, their defaults
+// and their validation. `resolveOptions` turns what the user passed into a complete, checked set.
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value, type ValueError } from '@sinclair/typebox/value'
+import type { Cluster, Redis } from 'ioredis'
+import type { QueueBackend, QueueBackendFactory } from '../types'
+import { InvalidOptionError } from './errors'
+
+/** Queue names end up in Redis keys, log lines and headers: keep them plain. */
+const QueueName = Type.String({
+  minLength: 1,
+  maxLength: 100,
+  pattern: '^[A-Za-z0-9_.:-]+$',
+  description: 'letters, digits, and _ . : -'
+})
+
+const Milliseconds = Type.Integer({ minimum: 0 })
+
+const QueueBackendSchema = Type.Unsafe<QueueBackend | QueueBackendFactory>(Type.Union([
+  Type.Function([], Type.Any()),
+  Type.Object({
+    name: Type.String(),
+    shared: Type.Boolean(),
+    put: Type.Function([], Type.Any()),
+    receive: Type.Function([], Type.Any()),
+    length: Type.Function([], Type.Any()),
+    reset: Type.Function([], Type.Any()),
+    close: Type.Function([], Type.Any())
+  })
+], { description: "'local', 'redis', a queue backend object or a factory returning one" }))
+
+const RedisClientSchema = Type.Unsafe<Redis | Cluster>(Type.Object({
+  duplicate: Type.Function([], Type.Any())
+}, { description: 'an ioredis client or Cluster' }))
+
+/** Keys that only a Redis queue understands. */
+export const redisOnlyKeys = [
+  'host', 'port', 'db', 'password', 'username', 'unixSocketPath', 'url', 'tls', 'prefix', 'client',
+  'enqueueMode', 'heartbeatInterval', 'recoveryMaxCount'
+] as const
+
+export const QueueOptionsSchema = Type.Object({
+  queue: Type.Optional(Type.String({ ...QueueName, default: 'default' })),
+  type: Type.Optional(Type.Union([
+    Type.Literal('local'),
+    Type.Literal('redis'),
+    QueueBackendSchema
+  ], { default: 'local' })),
+  // Redis connection, as in ioredis; defaults as in the original (localhost:6379, db 0).
+  host: Type.Optional(Type.String({ minLength: 1 })),
+  port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+  db: Type.Optional(Type.Integer({ minimum: 0 })),
+  password: Type.Optional(Type.String()),
+  username: Type.Optional(Type.String()),
+  unixSocketPath: Type.Optional(Type.String({ minLength: 1 })),
+  url: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  tls: Type.Optional(Type.Union([Type.Boolean(), Type.Record(Type.String(), Type.Unknown())])),
+  /** Namespace of every Redis key of the queue. */
+  prefix: Type.Optional(Type.String({ minLength: 1, pattern: '^[^{}]+$' })),
+  /** An ioredis client (or Cluster) to use instead of opening connections; never closed by the plugin. */
+  client: Type.Optional(RedisClientSchema),
+  /**
+   * `after-response` (default): the tasks of a response are pushed once it was sent, and a failed push
+   * is retried while the process lives. `before-response`: they are pushed before the response is
+   * sent, and a failed push turns the response into a 503.
+   */
+  enqueueMode: Type.Optional(Type.Union([Type.Literal('after-response'), Type.Literal('before-response')])),
+  /** How often a consumer renews its heartbeat; it counts as dead after three missed beats. */
+  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100 })),
+  /** How often a task may be recovered from a dead consumer before it is set aside as a poison pill. */
+  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0 }))
+}, { additionalProperties: false })
+
+export const RetryDelaySchema = Type.Object({
+  /** Delay before the first retry; each further retry doubles it, with jitter. */
+  min: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
+  /** Upper bound of any retry delay. */
+  max: Type.Optional(Type.Integer({ minimum: 0, default: 300_000 }))
+}, { additionalProperties: false })
+
+export const ConsumerOptionsSchema = Type.Object({
+  queue: Type.Optional(Type.String({ ...QueueName, default: 'default' })),
+  /** Consumer name; the default is unique per process. */
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[^{}]+$' })),
+  /** Tasks dispatched at once; 0 means no limit. */
+  concurrentLimit: Type.Optional(Type.Integer({ minimum: 0, default: 1 })),
+  /** Retries of a task after a retryable outcome, before it is given up. */
+  retryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 10 })),
+  retryDelay: Type.Optional(RetryDelaySchema)
+}, { additionalProperties: false })
+
+export const TaskQueuePluginOptionsSchema = Type.Object({
+  queues: Type.Optional(Type.Array(QueueOptionsSchema, { minItems: 1 })),
+  consumers: Type.Optional(Type.Array(ConsumerOptionsSchema)),
+  /** How long `close()` waits for tasks in flight. */
+  closeTimeout: Type.Optional(Type.Integer({ ...Milliseconds, default: 10_000 }))
+}, { additionalProperties: false })
+
+export type QueueOptions = Static<typeof QueueOptionsSchema>
+export type ConsumerOptions = Static<typeof ConsumerOptionsSchema>
+export type TaskQueuePluginOptions = Static<typeof TaskQueuePluginOptionsSchema>
+
+type Resolved<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], undefined> }
+
+export type ResolvedQueueOptions = Resolved<QueueOptions, 'queue' | 'type'>
+export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount'> & {
+  retryDelay: { min: number, max: number }
+}
+export interface ResolvedOptions {
+  queues: ResolvedQueueOptions[]
+  /** Left out when the user gave none: then each queue that is not shared gets a default consumer. */
+  consumers: ResolvedConsumerOptions[] | undefined
+  closeTimeout: number
+}
+
+/** `/queues/1/concurrentLimit` becomes `queues[1].concurrentLimit`, as a user wrote it. */
+function optionPath (pointer: string): string {
+  return pointer.split('/').slice(1).reduce((path, part) =>
+    /^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`, '')
+}
+
+function describeError (error: ValueError): string {
+  const path = optionPath(error.path) || 'options'
+  const allowed = (error.schema as TSchema).description
+  const got = typeof error.value === 'function' ? 'a function' : JSON.stringify(error.value)
+  return `${path}: ${error.message}${allowed === undefined ? '' : ` (${allowed})`}, got ${got}`
+}
+
+function firstError (schema: TSchema, value: unknown): string | undefined {
+  const error = Value.Errors(schema, value).First()
+  return error === undefined ? undefined : describeError(error)
+}
+
+/** A consumer's options with every default filled in. */
+export function resolveConsumer (consumer: ConsumerOptions): ResolvedConsumerOptions {
+  return Value.Default(ConsumerOptionsSchema, { ...consumer, retryDelay: { ...consumer.retryDelay } }) as ResolvedConsumerOptions
+}
+
+/**
+ * Validates the options and fills in their defaults. Throws FST_TASKQUEUE_INVALID_OPTION naming
+ * the option path of the first problem.
+ */
+export function resolveOptions (input: unknown): ResolvedOptions {
+  const rawProblem = firstError(TaskQueuePluginOptionsSchema, input ?? {})
+  if (rawProblem !== undefined) throw new InvalidOptionError(rawProblem)
+  const given = input as TaskQueuePluginOptions ?? {}
+
+  const queues = (given.queues ?? [{}]).map((queue, index) => {
+    const resolved = Value.Default(QueueOptionsSchema, { ...queue }) as ResolvedQueueOptions
+    if (resolved.type !== 'redis') {
+      const misplaced = redisOnlyKeys.find((key) => (queue as Record<string, unknown>)[key] !== undefined)
+      if (misplaced !== undefined) {
+        throw new InvalidOptionError(`queues[${index}].${misplaced}: only a queue of type 'redis' takes it`)
+      }
+    }
+    return resolved
+  })
+
+  const names = new Set<string>()
+  queues.forEach(({ queue }, index) => {
+    if (names.has(queue)) throw new InvalidOptionError(`queues[${index}].queue: "${queue}" is registered twice`)
+    names.add(queue)
+  })
+
+  const consumers = given.consumers?.map((consumer, index) => {
+    const resolved = resolveConsumer(consumer)
+    if (!names.has(resolved.queue)) {
+      throw new InvalidOptionError(`consumers[${index}].queue: no queue "${resolved.queue}" is registered; registered queues: ${[...names].join(', ')}`)
+    }
+    if (resolved.retryDelay.min > resolved.retryDelay.max) {
+      throw new InvalidOptionError(`consumers[${index}].retryDelay: min (${resolved.retryDelay.min}) is above max (${resolved.retryDelay.max})`)
+    }
+    return resolved
+  })
+
+  const { closeTimeout } = Value.Default(TaskQueuePluginOptionsSchema, { closeTimeout: given.closeTimeout }) as { closeTimeout: number }
+  return { queues, consumers, closeTimeout }
+}

@@ -1,0 +1,124 @@
+// `request.taskqueue`: the tasks a request adds are held with it and handed to their queues only
+// once its response was sent successfully, as the original queued them when the transaction
+// committed.
+import type { FastifyReply, FastifyRequest, onRequestHookHandler, onResponseHookHandler, onSendHookHandler, onErrorHookHandler, onRequestAbortHookHandler } from 'fastify'
+import type { DispatchedTask, TaskMessage } from '../types'
+import type { AddOptions } from './message'
+import type { TaskQueueService } from './taskqueue'
+import { dispatchedTask } from './dispatch-mark'
+
+const kRequestTasks = Symbol('taskqueue.requestTasks')
+const kFailed = Symbol('taskqueue.failed')
+
+interface TaskQueueRequest extends FastifyRequest {
+  [kRequestTasks]?: RequestTaskQueue
+  [kFailed]?: true
+}
+
+export class RequestTaskQueue {
+  /** Tasks added while handling the request, in the order added; null until one is. */
+  held: TaskMessage[] | null = null
+
+  constructor (
+    private readonly service: TaskQueueService,
+    private readonly request: FastifyRequest,
+    /** The task this request runs, when a consumer of this app dispatched it. */
+    readonly task: DispatchedTask | null
+  ) {}
+
+  /**
+   * Adds a task, to be queued once the response was sent with a status below 400. Returns the
+   * task id at once. Throws a coded error for a bad argument.
+   */
+  add (url: string, options?: AddOptions): string {
+    const message = this.service.createMessage(url, options, this.request)
+    if (this.held === null) {
+      this.held = [message]
+      this.service.holding(1)
+    } else {
+      this.held.push(message)
+    }
+    return message.id
+  }
+}
+
+/** The request's task API, made on first use: requests that queue nothing pay nothing. */
+export function requestTaskQueue (service: TaskQueueService, request: FastifyRequest): RequestTaskQueue {
+  const tasked = request as TaskQueueRequest
+  return (tasked[kRequestTasks] ??= new RequestTaskQueue(service, request, null))
+}
+
+/** Marks dispatched tasks, and hides `taskOnly` routes from every other request. */
+export function onRequestHook (service: TaskQueueService): onRequestHookHandler {
+  return function markDispatchedTask (request, reply, done) {
+    const task = dispatchedTask(request, service.dispatchKey)
+    if (task !== null) {
+      (request as TaskQueueRequest)[kRequestTasks] = new RequestTaskQueue(service, request, task)
+    } else if (request.routeOptions.config.taskOnly === true) {
+      reply.callNotFound()
+      return
+    }
+    done()
+  }
+}
+
+/** A handler error fails the request even when an error handler answers it with a success. */
+export function onErrorHook (): onErrorHookHandler {
+  return function markFailedRequest (request, reply, error, done) {
+    (request as TaskQueueRequest)[kFailed] = true
+    done()
+  }
+}
+
+/** A request whose client went away before the response fails too. */
+export function onRequestAbortHook (): onRequestAbortHookHandler {
+  return function markAbortedRequest (request, done) {
+    (request as TaskQueueRequest)[kFailed] = true
+    done()
+  }
+}
+
+function takeHeldTasks (request: FastifyRequest): TaskMessage[] | null {
+  const requestTasks = (request as TaskQueueRequest)[kRequestTasks]
+  const held = requestTasks?.held ?? null
+  if (requestTasks !== undefined) requestTasks.held = null
+  return held
+}
+
+function succeeded (request: FastifyRequest, reply: FastifyReply): boolean {
+  return reply.statusCode < 400 && (request as TaskQueueRequest)[kFailed] !== true
+}
+
+/**
+ * Tasks held by a request that succeeded are handed to their queues after the response was sent;
+ * for a failed or aborted request they are dropped.
+ */
+export function onResponseHook (service: TaskQueueService): onResponseHookHandler {
+  return function handOverTasks (request, reply, done) {
+    const held = takeHeldTasks(request)
+    if (held !== null) {
+      if (succeeded(request, reply)) {
+        service.enqueueAfterResponse(held)
+      } else {
+        request.log.debug({ taskIds: held.map(({ id }) => id), statusCode: reply.statusCode }, 'taskqueue: request failed, its tasks are dropped')
+      }
+      service.holding(-1)
+    }
+    done()
+  }
+}
+
+/**
+ * For queues in `before-response` mode: the tasks are pushed before the response is sent, and a
+ * failure to push turns the response into a 503.
+ */
+export function onSendHook (service: TaskQueueService): onSendHookHandler {
+  return async function enqueueBeforeResponse (request, reply, payload) {
+    const requestTasks = (request as TaskQueueRequest)[kRequestTasks]
+    if (requestTasks?.held == null || !succeeded(request, reply)) return payload
+    const early = service.takeEarlyTasks(requestTasks.held)
+    if (early.length === 0) return payload
+    await service.enqueueNow(early)
+    return payload
+  }
+}

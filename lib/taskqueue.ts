@@ -1,0 +1,213 @@
+// `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
+import type { QueueBackend, TaskMessage } from '../types'
+import { ClosedError, EnqueueFailedError, UnknownQueueError } from './errors'
+import { createTaskMessage, type AddOptions } from './message'
+import { Consumer, uniqueConsumerName } from './consumer'
+import { createDispatchKey } from './dispatch-mark'
+import { LocalQueue } from './queues/local'
+import type { ResolvedConsumerOptions } from './options'
+
+/** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
+export interface QueueHandle {
+  readonly name: string
+  /** Waiting tasks, not those in flight. */
+  length (): Promise<number>
+  /** Drops every waiting task. */
+  reset (): Promise<void>
+}
+
+/** How long a failed push after a response waits before it is tried again, at most. */
+const pushRetryCeiling = 30_000
+
+export class TaskQueueService {
+  readonly dispatchKey = createDispatchKey()
+  private readonly backends = new Map<string, QueueBackend>()
+  /** Queues whose tasks are pushed before the response is sent. */
+  private readonly earlyQueues = new Set<string>()
+  private readonly consumers: Consumer[] = []
+  private readonly defaultQueue: string
+  /** Requests that hold tasks not yet handed to their queues. */
+  private heldRequests = 0
+  /** Pushes started and not yet finished, with those waiting to be tried again. */
+  private pendingPushes = 0
+  private drainWaiters: Array<() => void> = []
+  private closed = false
+
+  constructor (
+    private readonly app: FastifyInstance,
+    private readonly log: FastifyBaseLogger,
+    backends: QueueBackend[],
+    earlyQueues: string[]
+  ) {
+    for (const backend of backends) this.backends.set(backend.name, backend)
+    for (const name of earlyQueues) this.earlyQueues.add(name)
+    // As in the original: the default queue is the alphabetically first.
+    this.defaultQueue = [...this.backends.keys()].sort()[0]
+  }
+
+  /** The names of the registered queues. */
+  get queueNames (): string[] {
+    return [...this.backends.keys()]
+  }
+
+  private backend (name: string): QueueBackend {
+    const backend = this.backends.get(name)
+    if (backend === undefined) throw new UnknownQueueError(name, this.queueNames.join(', '))
+    return backend
+  }
+
+  private readonly resolveQueue = (queue: string | undefined): string => {
+    if (queue === undefined) return this.defaultQueue
+    this.backend(queue)
+    return queue
+  }
+
+  createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
+    if (this.closed) throw new ClosedError()
+    return createTaskMessage(url, options, this.resolveQueue, request)
+  }
+
+  /**
+   * Adds a task outside any request: it is queued at once. Bad arguments throw synchronously;
+   * the promise resolves to the task id once the queue holds the task.
+   */
+  add (url: string, options?: AddOptions): Promise<string> {
+    const message = this.createMessage(url, options, undefined)
+    return this.backend(message.queue).put([message]).then(() => message.id)
+  }
+
+  /** A registered queue. Throws FST_TASKQUEUE_UNKNOWN_QUEUE for any other name. */
+  queue (name: string): QueueHandle {
+    const backend = this.backend(name)
+    return {
+      name,
+      length: () => backend.length(),
+      reset: () => backend.reset()
+    }
+  }
+
+  /**
+   * Resolves once the local queues that have a consumer here are empty, no task is in flight and
+   * no finished request still holds tasks. Shared queues are not waited for: other processes may
+   * feed them forever.
+   */
+  drain (): Promise<void> {
+    if (this.idle()) return Promise.resolve()
+    return new Promise((resolve) => this.drainWaiters.push(resolve))
+  }
+
+  private idle (): boolean {
+    if (this.heldRequests > 0 || this.pendingPushes > 0) return false
+    for (const consumer of this.consumers) {
+      if (consumer.busy > 0) return false
+      const backend = this.backends.get(consumer.queue)
+      if (backend instanceof LocalQueue && backend.size + backend.reserved > 0) return false
+    }
+    return true
+  }
+
+  /** Called whenever work finished: wakes `drain()` callers once everything is idle. */
+  readonly settled = (): void => {
+    if (this.drainWaiters.length === 0 || !this.idle()) return
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+
+  /** A request began (1) or stopped (-1) holding tasks. */
+  holding (change: 1 | -1): void {
+    this.heldRequests += change
+    if (change === -1) this.settled()
+  }
+
+  /** Separates the tasks of `before-response` queues from the rest, which stay held. */
+  takeEarlyTasks (held: TaskMessage[]): TaskMessage[] {
+    if (this.earlyQueues.size === 0) return []
+    const early = held.filter(({ queue }) => this.earlyQueues.has(queue))
+    if (early.length > 0) {
+      const rest = held.filter(({ queue }) => !this.earlyQueues.has(queue))
+      held.splice(0, held.length, ...rest)
+    }
+    return early
+  }
+
+  /** Pushes tasks now; a failure rejects with FST_TASKQUEUE_ENQUEUE_FAILED. */
+  async enqueueNow (tasks: TaskMessage[]): Promise<void> {
+    try {
+      await Promise.all(groupByQueue(tasks).map(([queue, batch]) => this.backend(queue).put(batch)))
+    } catch (error) {
+      throw new EnqueueFailedError((error as Error).message)
+    }
+  }
+
+  /**
+   * Hands the tasks of a sent response to their queues, one batch per queue in the order added.
+   * A failed push is logged and tried again, with a growing delay, while the process lives.
+   */
+  enqueueAfterResponse (tasks: TaskMessage[]): void {
+    for (const [queue, batch] of groupByQueue(tasks)) {
+      const backend = this.backend(queue)
+      this.pendingPushes++
+      const push = (attempt: number): void => {
+        backend.put(batch).then(() => {
+          this.pendingPushes--
+          this.settled()
+        }, (error: unknown) => {
+          const delay = Math.min(pushRetryCeiling, 100 * 2 ** attempt)
+          this.log.error({ err: error, queue, taskIds: batch.map(({ id }) => id), attempt, delay }, 'taskqueue: queuing tasks failed, trying again')
+          setTimeout(push, delay, attempt + 1)
+        })
+      }
+      push(0)
+    }
+  }
+
+  /** Starts the consumers; with no consumer options, each queue not shared gets one. */
+  startConsumers (options: ResolvedConsumerOptions[]): void {
+    for (const consumerOptions of options) {
+      const backend = this.backend(consumerOptions.queue)
+      const name = consumerOptions.name ?? uniqueConsumerName()
+      const consumer = new Consumer(name, backend.name, backend.receive(name), consumerOptions, {
+        app: this.app,
+        log: this.log,
+        dispatchKey: this.dispatchKey,
+        onSettled: this.settled
+      })
+      this.consumers.push(consumer)
+      consumer.start()
+    }
+  }
+
+  /** First step of closing: no new task is taken; those in flight get up to `timeout` ms. */
+  async stopConsumers (timeout: number): Promise<void> {
+    await Promise.all(this.consumers.map((consumer) => consumer.stop(timeout)))
+  }
+
+  /** Last step of closing, once no request can add tasks any more. */
+  async close (): Promise<void> {
+    this.closed = true
+    for (const backend of this.backends.values()) {
+      if (backend.shared) continue
+      const waiting = await backend.length()
+      if (waiting > 0) this.log.warn({ queue: backend.name, waiting }, 'taskqueue: local tasks still waiting are lost at close')
+    }
+    for (const backend of this.backends.values()) {
+      try {
+        await backend.close()
+      } catch (error) {
+        this.log.error({ err: error, queue: backend.name }, 'taskqueue: closing the queue failed')
+      }
+    }
+  }
+}
+
+function groupByQueue (tasks: TaskMessage[]): Array<[string, TaskMessage[]]> {
+  const byQueue = new Map<string, TaskMessage[]>()
+  for (const task of tasks) {
+    const batch = byQueue.get(task.queue)
+    if (batch === undefined) byQueue.set(task.queue, [task])
+    else batch.push(task)
+  }
+  return [...byQueue]
+}

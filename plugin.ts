@@ -1,0 +1,54 @@
+// fastify-taskqueue: routes queue tasks, which are requests to other routes of the same app, and
+// embedded consumers dispatch them with `fastify.inject()`. This file only wires the parts in lib/.
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import { resolveOptions, resolveConsumer, type TaskQueuePluginOptions } from './lib/options'
+import { createBackend } from './lib/queues'
+import { TaskQueueService } from './lib/taskqueue'
+import { onErrorHook, onRequestAbortHook, onRequestHook, onResponseHook, onSendHook, requestTaskQueue } from './lib/request-tasks'
+
+async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginOptions): Promise<void> {
+  const resolved = resolveOptions(options)
+  const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log))
+  const earlyQueues = resolved.queues.filter(({ enqueueMode }) => enqueueMode === 'before-response').map(({ queue }) => queue)
+  const service = new TaskQueueService(app, app.log, backends, earlyQueues)
+
+  app.decorate('taskqueue', service)
+  app.decorateRequest('taskqueue', {
+    getter (this: import('fastify').FastifyRequest) { return requestTaskQueue(service, this) }
+  })
+  app.addHook('onRequest', onRequestHook(service))
+  app.addHook('onError', onErrorHook())
+  app.addHook('onRequestAbort', onRequestAbortHook())
+  if (earlyQueues.length > 0) app.addHook('onSend', onSendHook(service))
+  app.addHook('onResponse', onResponseHook(service))
+
+  // Ready only once every backend is: a Redis that cannot be reached fails `ready()`.
+  await Promise.all(backends.map((backend) => backend.ready?.()))
+
+  app.addHook('onReady', async () => {
+    service.startConsumers(resolved.consumers ??
+      backends.filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name })))
+  })
+  app.addHook('preClose', async () => { await service.stopConsumers(resolved.closeTimeout) })
+  app.addHook('onClose', async () => { await service.close() })
+}
+
+const taskqueue: FastifyPluginAsync<TaskQueuePluginOptions> = fp(fastifyTaskqueue, {
+  fastify: '5.x',
+  name: 'fastify-taskqueue'
+})
+
+export default taskqueue
+export { taskqueue as fastifyTaskqueue }
+export { TaskConflictError, InvalidOptionError, InvalidUrlError, InvalidMethodError, InvalidArgumentError, UnknownQueueError, ClosedError, EnqueueFailedError } from './lib/errors'
+export { TaskQueuePluginOptionsSchema } from './lib/options'
+export type { TaskQueuePluginOptions, QueueOptions, ConsumerOptions } from './lib/options'
+export type { AddOptions } from './lib/message'
+export type { TaskQueueService, QueueHandle } from './lib/taskqueue'
+export type { RequestTaskQueue } from './lib/request-tasks'
+export type * from './types'
+
+// CommonJS callers get the plugin itself from require(), as with every Fastify plugin, with the
+// named exports hanging from it.
+module.exports = Object.assign(taskqueue, exports)

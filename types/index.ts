@@ -1,0 +1,106 @@
+// Public types of fastify-taskqueue: the task message, the queue backend interface that the local
+// and Redis queues implement (and that a user may implement), and the Fastify augmentation.
+import type { FastifyBaseLogger } from 'fastify'
+import type { TaskQueueService } from '../lib/taskqueue'
+import type { RequestTaskQueue } from '../lib/request-tasks'
+
+/** The HTTP methods a task may use. */
+export type TaskMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+
+/**
+ * One queued task: everything needed to replay it as a request of this app. Version 1 of the
+ * message format; the Redis queue stores it as JSON, with a binary payload in base64.
+ */
+export interface TaskMessage {
+  v: 1
+  /** Task id: a UUID, or the id the caller chose. Sent as `x-task-id`. */
+  id: string
+  queue: string
+  /** Path of this app, with its query string. */
+  url: string
+  method: TaskMethod
+  /** Lower-case header names. */
+  headers: Record<string, string>
+  /** Request body as it will be sent: text or bytes, or absent. */
+  payload?: string | Buffer
+  /** How many times the task was dispatched again after a retryable outcome. */
+  retries: number
+  /** Milliseconds since the epoch when the task was added. */
+  createdAt: number
+}
+
+/** A task handed to a consumer, to be acknowledged, retried or released exactly once. */
+export interface ReservedTask {
+  readonly message: TaskMessage
+}
+
+/**
+ * The consuming side of a queue for one consumer: what it reserved is its own until it
+ * acknowledges, retries or releases it.
+ */
+export interface TaskReceiver {
+  /**
+   * Resolves with the next task as soon as one is available, or with `null` once `signal` is
+   * aborted. Only one `reserve()` of a receiver is pending at a time.
+   */
+  reserve (signal: AbortSignal): Promise<ReservedTask | null>
+  /** The task is finished (done or given up): forget it. */
+  ack (task: ReservedTask): Promise<void>
+  /** Dispatch the task again after `delayMs`, its retry count raised by one. */
+  retry (task: ReservedTask, delayMs: number): Promise<void>
+  /** Put the task back unchanged, as if it had never been reserved (used when the app closes). */
+  release (task: ReservedTask): Promise<void>
+  /** Stop receiving: called once, after every reserved task was settled. */
+  close (): Promise<void>
+}
+
+/** A queue backend. `local` and `redis` implement it; pass your own as a queue's `type`. */
+export interface QueueBackend {
+  readonly name: string
+  /**
+   * True when other processes can see the queue. Shared queues get no consumer by default, and
+   * their waiting tasks are not waited for by `drain()` nor counted as lost on close.
+   */
+  readonly shared: boolean
+  /** Called while the plugin starts: resolve when the backend can take tasks, reject if it cannot. */
+  ready? (): Promise<void>
+  /** Appends the tasks, in order. */
+  put (tasks: readonly TaskMessage[]): Promise<void>
+  /** Opens the consuming side for one consumer name. */
+  receive (consumerName: string): TaskReceiver
+  /** Waiting tasks, not those in flight. */
+  length (): Promise<number>
+  /** Drops every waiting task. */
+  reset (): Promise<void>
+  /** Called once when the app closes, after every receiver was closed. */
+  close (): Promise<void>
+}
+
+/** What a backend factory receives. */
+export interface QueueBackendContext {
+  queue: string
+  log: FastifyBaseLogger
+}
+
+/** A function that makes a backend for a queue name. */
+export type QueueBackendFactory = (context: QueueBackendContext) => QueueBackend
+
+/** What `request.taskqueue.task` holds for a dispatched task. */
+export interface DispatchedTask {
+  id: string
+  queue: string
+  retries: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    taskqueue: TaskQueueService
+  }
+  interface FastifyRequest {
+    taskqueue: RequestTaskQueue
+  }
+  interface FastifyContextConfig {
+    /** Answer 404 to every request that is not a task dispatched by this app's consumers. */
+    taskOnly?: boolean
+  }
+}
