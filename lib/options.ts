@@ -46,17 +46,18 @@ export const QueueOptionsSchema = Type.Object({
     Type.Literal('redis'),
     QueueBackendSchema
   ], { default: 'local' })),
-  // Redis connection, as in ioredis; defaults as in the original (localhost:6379, db 0).
-  host: Type.Optional(Type.String({ minLength: 1 })),
-  port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
-  db: Type.Optional(Type.Integer({ minimum: 0 })),
+  // Redis connection, as in ioredis; defaults as in the original (localhost:6379, db 0). The
+  // defaults of these keys are filled in for every queue but only a Redis queue reads them.
+  host: Type.Optional(Type.String({ minLength: 1, default: 'localhost' })),
+  port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, default: 6379 })),
+  db: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
   password: Type.Optional(Type.String()),
   username: Type.Optional(Type.String()),
   unixSocketPath: Type.Optional(Type.String({ minLength: 1 })),
   url: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   tls: Type.Optional(Type.Union([Type.Boolean(), Type.Record(Type.String(), Type.Unknown())])),
   /** Namespace of every Redis key of the queue. */
-  prefix: Type.Optional(Type.String({ minLength: 1, pattern: '^[^{}]+$' })),
+  prefix: Type.Optional(Type.String({ minLength: 1, pattern: '^[^{}]+$', default: 'taskqueue' })),
   /** An ioredis client (or Cluster) to use instead of opening connections; never closed by the plugin. */
   client: Type.Optional(RedisClientSchema),
   /**
@@ -64,11 +65,11 @@ export const QueueOptionsSchema = Type.Object({
    * is retried while the process lives. `before-response`: they are pushed before the response is
    * sent, and a failed push turns the response into a 503.
    */
-  enqueueMode: Type.Optional(Type.Union([Type.Literal('after-response'), Type.Literal('before-response')])),
+  enqueueMode: Type.Optional(Type.Union([Type.Literal('after-response'), Type.Literal('before-response')], { default: 'after-response' })),
   /** How often a consumer renews its heartbeat; it counts as dead after three missed beats. */
-  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100 })),
+  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100, default: 5000 })),
   /** How often a task may be recovered from a dead consumer before it is set aside as a poison pill. */
-  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0 }))
+  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 }))
 }, { additionalProperties: false })
 
 export const RetryDelaySchema = Type.Object({

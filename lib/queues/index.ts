@@ -4,11 +4,12 @@ import type { QueueBackend } from '../../types'
 import type { ResolvedQueueOptions } from '../options'
 import { InvalidOptionError } from '../errors'
 import { LocalQueue } from './local'
+import { RedisQueue } from './redis'
 
 export function createBackend (options: ResolvedQueueOptions, index: number, log: FastifyBaseLogger): QueueBackend {
   const { queue, type } = options
   if (type === 'local') return new LocalQueue(queue)
-  if (type === 'redis') throw new InvalidOptionError(`queues[${index}].type: the redis queue is not available yet`)
+  if (type === 'redis') return new RedisQueue(options, log)
   const backend = typeof type === 'function' ? type({ queue, log }) : type
   if (backend?.name !== queue || typeof backend.put !== 'function' || typeof backend.receive !== 'function') {
     throw new InvalidOptionError(`queues[${index}].type: a custom backend must implement QueueBackend with name "${queue}"`)

@@ -1,0 +1,56 @@
+// Task messages as stored in Redis: versioned JSON, with a binary payload in base64 so that it
+// survives the round trip byte for byte. Decoding checks the shape of what it reads: Redis may
+// hold anything, put there by an older version, another program or a person.
+import { Type } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import secureJsonParse from 'secure-json-parse'
+import type { TaskMessage } from '../../types'
+import { taskMethods } from '../message'
+
+const StoredMessage = Type.Object({
+  v: Type.Literal(1),
+  id: Type.String({ minLength: 1, maxLength: 200 }),
+  queue: Type.String({ minLength: 1 }),
+  url: Type.String({ pattern: '^/(?![/\\\\])' }),
+  method: Type.Union(taskMethods.map((method) => Type.Literal(method))),
+  headers: Type.Record(Type.String(), Type.String()),
+  payload: Type.Optional(Type.String()),
+  /** Set when `payload` holds base64 of a binary body. */
+  binary: Type.Optional(Type.Literal(true)),
+  retries: Type.Integer({ minimum: 0 }),
+  createdAt: Type.Number()
+})
+
+const checkStored = TypeCompiler.Compile(StoredMessage)
+
+/** Largest message a consumer accepts from Redis; larger ones are set aside unread. */
+export const maxMessageBytes = 16 * 1024 * 1024
+
+export function encodeMessage (message: TaskMessage): string {
+  const { payload } = message
+  if (Buffer.isBuffer(payload)) {
+    return JSON.stringify({ ...message, payload: payload.toString('base64'), binary: true })
+  }
+  return JSON.stringify(message)
+}
+
+export type Decoded = { message: TaskMessage, problem?: undefined } | { message?: undefined, problem: string }
+
+/** Reads a stored message; a malformed, foreign or oversized one yields the problem instead. */
+export function decodeMessage (raw: string): Decoded {
+  if (raw.length > maxMessageBytes) return { problem: `message of ${raw.length} bytes is over the limit of ${maxMessageBytes}` }
+  let parsed: unknown
+  try {
+    // Parsed without letting "__proto__" or "constructor.prototype" through.
+    parsed = secureJsonParse.parse(raw, undefined, { protoAction: 'error', constructorAction: 'error' })
+  } catch (error) {
+    return { problem: `not a task message: ${(error as Error).message}` }
+  }
+  if (!checkStored.Check(parsed)) {
+    const error = checkStored.Errors(parsed).First()
+    return { problem: `not a task message: ${error?.path ?? ''} ${error?.message ?? ''}`.trim() }
+  }
+  const { binary, ...message } = parsed
+  if (binary === true) (message as TaskMessage).payload = Buffer.from(message.payload ?? '', 'base64')
+  return { message: message as TaskMessage }
+}

@@ -1,0 +1,125 @@
+// The Lua scripts of the Redis queue: every state change that touches more than one key runs in
+// one of them, so no other client ever sees a task in two places or in none.
+//
+// Keys of a queue share the hash tag `{queue}` (see keysOf in redis.ts), so a Redis Cluster keeps
+// them in one slot. Keys derived inside a script (`base .. 'processing:' .. id`) carry the same tag.
+
+/**
+ * Acknowledges a reserved task: removes the exact string that was reserved.
+ * KEYS[1] processing list of the consumer, KEYS[2] recovery counts (hash)
+ * ARGV[1] the reserved string, ARGV[2] task id
+ * Returns 1 when the task was still reserved, 0 when it was not (recovered by another consumer).
+ */
+export const ackScript = `
+local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return removed
+`
+
+/**
+ * Gives a reserved task back to the consuming end of the waiting list, unchanged.
+ * KEYS[1] processing list, KEYS[2] waiting list
+ * ARGV[1] the reserved string
+ */
+export const releaseScript = `
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+`
+
+/**
+ * Schedules a reserved task to run again: it leaves the processing list and waits in the delayed
+ * set, scored by the Redis time (ms) at which it is due, so that every instance agrees on it.
+ * KEYS[1] processing list, KEYS[2] delayed set
+ * ARGV[1] the reserved string, ARGV[2] the message to run again, ARGV[3] delay in ms
+ */
+export const retryScript = `
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[2], nowMs + tonumber(ARGV[3]), ARGV[2])
+return 1
+`
+
+/**
+ * Moves due tasks of the delayed set to the back of the waiting list, oldest due first.
+ * KEYS[1] delayed set, KEYS[2] waiting list
+ * ARGV[1] most tasks to move at once
+ * Returns the ms until the next task is due, or -1 when none waits.
+ */
+export const promoteScript = `
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nowMs, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, task in ipairs(due) do
+  redis.call('ZREM', KEYS[1], task)
+  redis.call('LPUSH', KEYS[2], task)
+end
+local nextDue = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if nextDue[2] == nil then return -1 end
+return math.max(0, tonumber(nextDue[2]) - nowMs)
+`
+
+/**
+ * Announces a live consumer: registers it and renews its heartbeat.
+ * KEYS[1] consumer set, KEYS[2] heartbeat key of the consumer
+ * ARGV[1] consumer id, ARGV[2] heartbeat lifetime in ms
+ */
+export const heartbeatScript = `
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
+return 1
+`
+
+/**
+ * Returns every task of a processing list to the consuming end of the waiting list, in the order
+ * they were reserved. Used by a consumer for its own list when it is idle or stops.
+ * KEYS[1] processing list, KEYS[2] waiting list
+ * Returns how many tasks moved.
+ */
+export const requeueOwnScript = `
+local moved = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end
+return moved
+`
+
+/**
+ * Recovers the tasks of consumers whose heartbeat expired, under a lease so that one instance at a
+ * time does it. A task recovered more than ARGV[4] times is a poison pill: it is set aside in the
+ * dead list instead of being run again.
+ * KEYS[1] consumer set, KEYS[2] waiting list, KEYS[3] dead list, KEYS[4] recovery counts (hash),
+ * KEYS[5] lease key
+ * ARGV[1] key base (`prefix:{queue}:`), ARGV[2] lease holder, ARGV[3] lease ms,
+ * ARGV[4] most recoveries of a task, ARGV[5] this consumer's id, skipped
+ * Returns { recovered, set aside }, or { -1, 0 } when another instance holds the lease.
+ */
+export const recoverScript = `
+if not redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return { -1, 0 } end
+local recovered, setAside = 0, 0
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if consumer ~= ARGV[5] and redis.call('EXISTS', ARGV[1] .. 'heartbeat:' .. consumer) == 0 then
+    local processing = ARGV[1] .. 'processing:' .. consumer
+    while true do
+      local task = redis.call('LPOP', processing)
+      if not task then break end
+      local ok, decoded = pcall(cjson.decode, task)
+      local id = (ok and type(decoded) == 'table' and type(decoded.id) == 'string') and decoded.id or task
+      local count = redis.call('HINCRBY', KEYS[4], id, 1)
+      if count > tonumber(ARGV[4]) then
+        redis.call('HDEL', KEYS[4], id)
+        redis.call('LPUSH', KEYS[3], cjson.encode({ reason = 'recovered too often', recoveries = count - 1, at = nowMs, task = task }))
+        setAside = setAside + 1
+      else
+        redis.call('RPUSH', KEYS[2], task)
+        recovered = recovered + 1
+      end
+    end
+    redis.call('SREM', KEYS[1], consumer)
+  end
+end
+return { recovered, setAside }
+`

@@ -1,0 +1,337 @@
+// The Redis queue: shared by every instance that registers it, durable across process deaths.
+//
+// Protocol (the README documents it key by key): producers LPUSH messages onto `waiting`; a
+// consumer BLMOVEs one at a time into its own `processing:<consumer id>` list and removes that
+// exact string once the task request answered. Each consumer renews `heartbeat:<consumer id>`;
+// the lists of consumers whose heartbeat expired go back to `waiting`, recovered by any live
+// consumer under a lease, and a task recovered too often is set aside in `dead`.
+import { randomBytes } from 'node:crypto'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+import type { QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
+import type { ResolvedQueueOptions } from '../options'
+import { decodeMessage, encodeMessage } from './codec'
+import {
+  ackScript, heartbeatScript, promoteScript, recoverScript, releaseScript, requeueOwnScript, retryScript
+} from './redis-scripts'
+
+type RedisClient = Redis | Cluster
+
+interface ScriptCommands {
+  taskqueueAck (processing: string, recoveries: string, raw: string, id: string): Promise<number>
+  taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
+  taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
+  taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
+  taskqueueHeartbeat (consumers: string, heartbeat: string, id: string, lifetimeMs: number): Promise<number>
+  taskqueueRequeueOwn (processing: string, waiting: string): Promise<number>
+  taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string,
+    base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string): Promise<[number, number]>
+}
+
+type ScriptedClient = RedisClient & ScriptCommands
+
+const scripts: Record<keyof ScriptCommands, { lua: string, numberOfKeys: number }> = {
+  taskqueueAck: { lua: ackScript, numberOfKeys: 2 },
+  taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
+  taskqueueRetry: { lua: retryScript, numberOfKeys: 2 },
+  taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
+  taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 2 },
+  taskqueueRequeueOwn: { lua: requeueOwnScript, numberOfKeys: 2 },
+  taskqueueRecover: { lua: recoverScript, numberOfKeys: 5 }
+}
+
+/** The keys of one queue; they share the hash tag `{queue}`. */
+export function keysOf (prefix: string, queue: string) {
+  const base = `${prefix}:{${queue}}:`
+  return {
+    base,
+    waiting: `${base}waiting`,
+    delayed: `${base}delayed`,
+    dead: `${base}dead`,
+    consumers: `${base}consumers`,
+    recoveries: `${base}recoveries`,
+    lease: `${base}lease`,
+    processing: (consumerId: string) => `${base}processing:${consumerId}`,
+    heartbeat: (consumerId: string) => `${base}heartbeat:${consumerId}`
+  }
+}
+
+type QueueKeys = ReturnType<typeof keysOf>
+
+/** How long a consumer blocks on an empty queue before it looks again (s). */
+const blockSeconds = 2
+/** Retried tasks moved from the delayed set into the queue per round trip. */
+const promoteBatch = 100
+/** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
+const pingInterval = 30_000
+
+function connectionOptions (options: ResolvedQueueOptions): RedisOptions {
+  const { host, port, db, username, password, tls, unixSocketPath, queue } = options
+  return {
+    ...(unixSocketPath === undefined ? { host, port } : { path: unixSocketPath }),
+    db,
+    username,
+    password,
+    ...(tls === undefined || tls === false ? {} : { tls: tls === true ? {} : tls }),
+    lazyConnect: true,
+    // TCP keepalive notices a dead peer even on a connection that has nothing to say.
+    keepAlive: 10_000,
+    connectionName: `fastify-taskqueue:${queue}`,
+    // Fail a command after a few reconnection attempts: each caller has its own way to try again
+    // (consumers loop, pushes after a response are retried, pushes before one answer 503).
+    maxRetriesPerRequest: 3
+  }
+}
+
+/** Connects, rejecting with the connection's own error rather than ioredis' "Connection is closed". */
+async function connect (client: RedisClient): Promise<void> {
+  if (client.status === 'ready') return
+  let firstError: Error | undefined
+  const onError = (error: Error): void => { firstError ??= error }
+  client.on('error', onError)
+  try {
+    if (client.status === 'wait') await client.connect()
+    else {
+      await new Promise<void>((resolve, reject) => {
+        client.once('ready', resolve)
+        client.once('end', () => reject(new Error('connection ended')))
+      })
+    }
+  } catch (error) {
+    client.disconnect()
+    throw firstError ?? error
+  } finally {
+    client.off('error', onError)
+  }
+}
+
+export class RedisQueue implements QueueBackend {
+  readonly shared = true
+  readonly keys: QueueKeys
+  readonly client: ScriptedClient
+  private readonly ownsClient: boolean
+  private readonly pingTimer: NodeJS.Timeout
+  private lastErrorMessage = ''
+
+  constructor (readonly options: ResolvedQueueOptions, readonly log: FastifyBaseLogger) {
+    this.name = options.queue
+    this.keys = keysOf(options.prefix as string, options.queue)
+    this.ownsClient = options.client === undefined
+    const client = options.client ?? (options.url === undefined
+      ? new Redis(connectionOptions(options))
+      : new Redis(options.url, { ...connectionOptions(options), host: undefined, port: undefined }))
+    this.watchErrors(client)
+    for (const [name, { lua, numberOfKeys }] of Object.entries(scripts)) {
+      client.defineCommand(name, { lua, numberOfKeys })
+    }
+    this.client = client as ScriptedClient
+    this.pingTimer = setInterval(() => { this.client.ping().catch(() => {}) }, pingInterval).unref()
+  }
+
+  readonly name: string
+
+  /** Logs connection errors once per distinct error, not once per reconnection attempt. */
+  watchErrors (client: RedisClient): void {
+    client.on('error', (error: Error) => {
+      if (error.message === this.lastErrorMessage) return
+      this.lastErrorMessage = error.message
+      this.log.warn({ err: error, queue: this.name }, 'taskqueue: Redis connection error')
+    })
+    client.on('ready', () => { this.lastErrorMessage = '' })
+  }
+
+  async ready (): Promise<void> {
+    await connect(this.client)
+  }
+
+  /** A connection of this queue's own for blocking reads, closed by whoever asked for it. */
+  blockingConnection (): RedisClient {
+    const blockingOptions: RedisOptions = {
+      // A blocking read that outlives its own timeout by this much is taken for a stuck
+      // connection: it is failed, and the consumer reconnects.
+      blockingTimeout: 1,
+      blockingTimeoutGrace: 5_000,
+      connectionName: `fastify-taskqueue:${this.name}:consumer`,
+      maxRetriesPerRequest: null
+    }
+    const connection: RedisClient = this.client instanceof Cluster
+      ? this.client.duplicate(undefined, { redisOptions: { ...this.client.options.redisOptions, ...blockingOptions } })
+      : this.client.duplicate(blockingOptions)
+    this.watchErrors(connection)
+    return connection
+  }
+
+  async put (tasks: readonly TaskMessage[]): Promise<void> {
+    // One round trip for the tasks of a response; LPUSH of several values keeps them in order.
+    await this.client.lpush(this.keys.waiting, ...tasks.map(encodeMessage))
+  }
+
+  receive (consumerName: string): TaskReceiver {
+    return new RedisReceiver(this, consumerName)
+  }
+
+  async length (): Promise<number> {
+    const [waiting, delayed] = await Promise.all([
+      this.client.llen(this.keys.waiting),
+      this.client.zcard(this.keys.delayed)
+    ])
+    return waiting + delayed
+  }
+
+  async reset (): Promise<void> {
+    await this.client.del(this.keys.waiting, this.keys.delayed)
+  }
+
+  /** Sets a message aside in the dead list, with the reason. */
+  deadLetter (raw: string, reason: string): Promise<unknown> {
+    return this.client.lpush(this.keys.dead, JSON.stringify({ reason, at: Date.now(), task: raw }))
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.pingTimer)
+    if (this.ownsClient) await this.client.quit().catch(() => this.client.disconnect())
+  }
+}
+
+interface RedisReservedTask extends ReservedTask {
+  /** The exact string that was reserved: acknowledgement removes it and nothing else. */
+  readonly raw: string
+}
+
+class RedisReceiver implements TaskReceiver {
+  /** Unique to this process even when two processes are given the same consumer name. */
+  readonly id: string
+  private readonly processing: string
+  private readonly blocking: RedisClient
+  private readonly heartbeatInterval: number
+  private heartbeatTimer: NodeJS.Timeout | undefined
+  private started: Promise<void> | undefined
+  /** Reserved tasks not yet settled. */
+  private outstanding = 0
+  /** When the delayed set may next hold a due task. */
+  private nextPromoteAt = 0
+  /** Set when a blocking read failed: its task may sit in the processing list, unseen. */
+  private ownListSuspect = true
+
+  constructor (private readonly queue: RedisQueue, consumerName: string) {
+    this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
+    this.processing = queue.keys.processing(this.id)
+    this.blocking = queue.blockingConnection()
+    this.heartbeatInterval = queue.options.heartbeatInterval as number
+  }
+
+  private start (): Promise<void> {
+    this.started ??= (async () => {
+      await connect(this.blocking)
+      await this.beat()
+      this.heartbeatTimer = setInterval(() => { this.beat().catch(() => {}) }, this.heartbeatInterval).unref()
+    })().catch((error: unknown) => {
+      // Started again on the next reserve, once Redis can be reached.
+      this.started = undefined
+      throw error
+    })
+    return this.started
+  }
+
+  /** Renews the heartbeat, and recovers the tasks of dead consumers when this one holds the lease. */
+  private async beat (): Promise<void> {
+    const { keys } = this.queue
+    const client = this.queue.client
+    await client.taskqueueHeartbeat(keys.consumers, keys.heartbeat(this.id), this.id, this.heartbeatInterval * 3)
+    const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
+      keys.lease, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number, this.id)
+    if (recovered > 0) this.queue.log.warn({ queue: this.queue.name, recovered }, 'taskqueue: tasks of a dead consumer returned to the queue')
+    if (setAside > 0) this.queue.log.error({ queue: this.queue.name, setAside }, 'taskqueue: tasks recovered too often set aside in the dead list')
+  }
+
+  async reserve (signal: AbortSignal): Promise<ReservedTask | null> {
+    await this.start()
+    const { keys, client } = this.queue
+    while (!signal.aborted) {
+      let waitSeconds = blockSeconds
+      const now = Date.now()
+      if (now >= this.nextPromoteAt) {
+        const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
+        const untilNext = nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000)
+        this.nextPromoteAt = now + untilNext
+        waitSeconds = Math.max(0.01, untilNext / 1000)
+      }
+      if (this.outstanding === 0 && this.ownListSuspect) {
+        this.ownListSuspect = false
+        await client.taskqueueRequeueOwn(this.processing, keys.waiting)
+      }
+      const raw = await this.blockingMove(waitSeconds, signal)
+      if (raw === null) continue
+      const decoded = decodeMessage(raw)
+      if (decoded.problem !== undefined) {
+        this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
+        await this.queue.deadLetter(raw, decoded.problem)
+        await client.lrem(this.processing, -1, raw)
+        continue
+      }
+      this.outstanding++
+      const reserved: RedisReservedTask = { message: decoded.message, raw }
+      return reserved
+    }
+    return null
+  }
+
+  /** BLMOVE from the queue into the processing list; gives up on abort. */
+  private async blockingMove (waitSeconds: number, signal: AbortSignal): Promise<string | null> {
+    const { keys } = this.queue
+    let onAbort: (() => void) | undefined
+    const aborted = new Promise<null>((resolve) => {
+      onAbort = () => resolve(null)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+    try {
+      return await Promise.race([this.blocking.blmove(keys.waiting, this.processing, 'RIGHT', 'LEFT', waitSeconds), aborted])
+    } catch (error) {
+      // The reply is lost, but the move may have happened: look at the processing list once idle,
+      // and start over on a fresh connection in case this one is stuck.
+      this.ownListSuspect = true
+      this.queue.log.warn({ err: error, queue: this.queue.name }, 'taskqueue: blocking read failed, reconnecting')
+      this.blocking.disconnect(true)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      return null
+    } finally {
+      signal.removeEventListener('abort', onAbort as () => void)
+    }
+  }
+
+  private settle<T> (work: Promise<T>): Promise<T> {
+    return work.finally(() => { this.outstanding-- })
+  }
+
+  async ack (task: ReservedTask): Promise<void> {
+    const { raw, message } = task as RedisReservedTask
+    await this.settle(this.queue.client.taskqueueAck(this.processing, this.queue.keys.recoveries, raw, message.id))
+  }
+
+  async retry (task: ReservedTask, delayMs: number): Promise<void> {
+    const { raw, message } = task as RedisReservedTask
+    const next = encodeMessage({ ...message, retries: message.retries + 1 })
+    await this.settle(this.queue.client.taskqueueRetry(this.processing, this.queue.keys.delayed, raw, next, delayMs))
+    this.nextPromoteAt = Math.min(this.nextPromoteAt, Date.now() + delayMs)
+  }
+
+  async release (task: ReservedTask): Promise<void> {
+    const { raw } = task as RedisReservedTask
+    await this.settle(this.queue.client.taskqueueRelease(this.processing, this.queue.keys.waiting, raw))
+  }
+
+  /** Gives back whatever is left in the processing list and leaves the consumer set. */
+  async close (): Promise<void> {
+    clearInterval(this.heartbeatTimer)
+    this.blocking.disconnect()
+    if (this.started === undefined) return
+    const { keys, client } = this.queue
+    try {
+      await client.taskqueueRequeueOwn(this.processing, keys.waiting)
+      await client.multi().del(keys.heartbeat(this.id)).srem(keys.consumers, this.id).exec()
+    } catch (error) {
+      // Left to the heartbeat: another instance recovers the list once it expires.
+      this.queue.log.error({ err: error, queue: this.queue.name }, 'taskqueue: returning in-flight tasks at close failed')
+    }
+  }
+}

@@ -1,0 +1,110 @@
+// A throwaway redis-server for the tests, on a unix socket in a temporary folder, unless
+// REDIS_URL names one to use. Every test gets a key prefix of its own, so tests never see each
+// other's keys and nothing is flushed.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
+
+export interface RedisConnection {
+  /** Queue options that reach the server. */
+  connection: { unixSocketPath: string } | { url: string }
+  /** A plain client for the test's own checks; closed with the server. */
+  client: () => Redis
+}
+
+export interface OwnRedisServer extends RedisConnection {
+  socketPath: string
+  /** Stops the server; with `durable`, its data survives into the next start. */
+  stop (): Promise<void>
+  start (): Promise<void>
+}
+
+export function uniquePrefix (): string {
+  return `tq-test-${randomBytes(6).toString('hex')}`
+}
+
+async function waitForPing (socketPath: string): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const probe = new Redis({ path: socketPath, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    probe.on('error', () => {})
+    try {
+      await probe.connect()
+      await probe.ping()
+      probe.disconnect()
+      return
+    } catch {
+      probe.disconnect()
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
+  throw new Error(`redis-server did not answer on ${socketPath}`)
+}
+
+/**
+ * Starts a redis-server of the test's own. `durable` keeps every write in an append-only file
+ * synced at once, so that a restart loses nothing that was acknowledged.
+ */
+export async function startOwnRedis (options: { durable?: boolean } = {}): Promise<OwnRedisServer & { close: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'taskqueue-redis-'))
+  const socketPath = join(dir, 'redis.sock')
+  const args = ['--port', '0', '--unixsocket', socketPath, '--unixsocketperm', '700', '--dir', dir, '--save', '']
+  args.push(...(options.durable === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']))
+  let server: ChildProcess | undefined
+  const clients: Redis[] = []
+  const own: OwnRedisServer = {
+    socketPath,
+    connection: { unixSocketPath: socketPath },
+    client () {
+      const client = new Redis({ path: socketPath })
+      client.on('error', () => {})
+      clients.push(client)
+      return client
+    },
+    async start () {
+      server = spawn('redis-server', args, { stdio: 'ignore' })
+      await waitForPing(socketPath)
+    },
+    async stop () {
+      const running = server
+      server = undefined
+      if (running === undefined || running.exitCode !== null) return
+      const exited = new Promise((resolve) => running.once('exit', resolve))
+      running.kill('SIGTERM')
+      await exited
+    }
+  }
+  await own.start()
+  process.once('exit', () => {
+    server?.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    ...own,
+    /** Stops the server for good, with the clients made for the test. */
+    close: async () => {
+      for (const client of clients.splice(0)) client.disconnect()
+      await own.stop()
+    }
+  }
+}
+
+/** The server the tests use: REDIS_URL when set, else a throwaway one. */
+export async function testRedis (): Promise<RedisConnection & { close: () => Promise<void> }> {
+  const url = process.env.REDIS_URL
+  if (url !== undefined && url !== '') {
+    const clients: Redis[] = []
+    return {
+      connection: { url },
+      client () {
+        const client = new Redis(url)
+        clients.push(client)
+        return client
+      },
+      async close () { for (const client of clients) client.disconnect() }
+    }
+  }
+  return await startOwnRedis()
+}
