@@ -11,7 +11,7 @@ async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginO
   const resolved = resolveOptions(options)
   const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log))
   const earlyQueues = resolved.queues.filter(({ enqueueMode }) => enqueueMode === 'before-response').map(({ queue }) => queue)
-  const service = new TaskQueueService(app, app.log, backends, earlyQueues)
+  const service = new TaskQueueService(app, app.log, backends, earlyQueues, resolved.headerPolicy)
 
   app.decorate('taskqueue', service)
   app.decorateRequest('taskqueue', {

@@ -3,16 +3,22 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { ReservedTask, TaskReceiver } from '../types'
+import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '../types'
 import type { ResolvedConsumerOptions } from './options'
 import { retryDelay } from './backoff'
-import { outcomeOf } from './outcome'
+import { outcomeOf, retryAfterDelay } from './outcome'
 import { dispatchHeader } from './dispatch-mark'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */
 export function uniqueConsumerName (): string {
   return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
 }
+
+/** What came of one try of a task. */
+type Attempt =
+  | { kind: 'answered', statusCode: number, retryAfter: string | undefined }
+  | { kind: 'timeout' }
+  | { kind: 'error', error: unknown }
 
 export interface ConsumerContext {
   app: FastifyInstance
@@ -75,63 +81,80 @@ export class Consumer {
     }
   }
 
+  /** Sends the task through the app; resolves with what came of it, never rejects. */
+  private async tryTask (message: TaskMessage): Promise<Attempt> {
+    const abort = new AbortController()
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<Attempt>((resolve) => {
+      timer = setTimeout(() => {
+        abort.abort()
+        resolve({ kind: 'timeout' })
+      }, this.options.taskTimeout)
+    })
+    const injection = this.context.app.inject({
+      method: message.method,
+      url: message.url,
+      payload: message.payload,
+      signal: abort.signal,
+      headers: {
+        ...message.headers,
+        'x-task-id': message.id,
+        'x-task-queue': message.queue,
+        'x-task-retries': String(message.retries),
+        'x-task-eta': new Date(message.eta).toISOString(),
+        'user-agent': 'fastify-taskqueue',
+        [dispatchHeader]: this.context.dispatchKey
+      }
+    }).then(
+      (response): Attempt => ({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined }),
+      (error: unknown): Attempt => ({ kind: 'error', error })
+    )
+    try {
+      // A handler that runs past the deadline cannot be stopped, only no longer waited for.
+      return await Promise.race([injection, deadline])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
   private async dispatch (task: ReservedTask): Promise<void> {
     const { message } = task
     const log = this.context.log
     const where = { taskId: message.id, queue: message.queue }
     try {
-      let statusCode: number
-      try {
-        const response = await this.context.app.inject({
-          method: message.method,
-          url: message.url,
-          payload: message.payload,
-          headers: {
-            ...message.headers,
-            'x-task-id': message.id,
-            'x-task-queue': message.queue,
-            'x-task-retries': String(message.retries),
-            'user-agent': 'fastify-taskqueue',
-            [dispatchHeader]: this.context.dispatchKey
-          }
-        })
-        statusCode = response.statusCode
-      } catch (error) {
-        if (this.stopping) {
-          // The app refused the request because it is closing: not the task's fault.
-          await this.settle(task, () => this.receiver.release(task))
-          return
-        }
-        log.error({ ...where, err: error }, 'taskqueue: dispatching the task failed')
-        await this.settle(task, () => this.receiver.ack(task))
-        return
-      }
-      if (statusCode === 503 && this.stopping) {
+      const attempt = await this.tryTask(message)
+      // Refused because the app is closing: not the task's fault, and not a try.
+      if (this.stopping && (attempt.kind === 'error' || (attempt.kind === 'answered' && attempt.statusCode === 503))) {
         await this.settle(task, () => this.receiver.release(task))
         return
       }
-      switch (outcomeOf(statusCode)) {
-        case 'done':
-          log.debug({ ...where, statusCode }, 'taskqueue: task done')
-          await this.settle(task, () => this.receiver.ack(task))
-          break
-        case 'redirected':
-          log.warn({ ...where, statusCode }, 'taskqueue: task answered with a redirect, which is not followed')
-          await this.settle(task, () => this.receiver.ack(task))
-          break
-        case 'retry':
-          if (message.retries < this.options.retryMaxCount) {
-            const delay = retryDelay(message.retries, this.options.retryDelay)
-            log.info({ ...where, statusCode, retries: message.retries, delay }, 'taskqueue: task to be retried')
-            await this.settle(task, () => this.receiver.retry(task, delay))
-          } else {
-            log.error({ ...where, statusCode, retries: message.retries }, 'taskqueue: task skipped after too many retries')
-            await this.settle(task, () => this.receiver.ack(task))
-          }
-          break
-        default:
-          log.error({ ...where, statusCode }, 'taskqueue: task failed')
-          await this.settle(task, () => this.receiver.ack(task))
+      const statusCode = attempt.kind === 'answered' ? attempt.statusCode : undefined
+      const outcome = attempt.kind === 'answered' ? outcomeOf(attempt.statusCode) : 'retry'
+      if (outcome === 'done') {
+        log.debug({ ...where, statusCode }, 'taskqueue: task done')
+        await this.settle(task, () => this.receiver.ack(task))
+      } else if (outcome === 'redirected') {
+        log.warn({ ...where, statusCode }, 'taskqueue: task answered with a redirect, which is not followed')
+        await this.settle(task, () => this.receiver.ack(task))
+      } else if (outcome === 'final') {
+        log.error({ ...where, statusCode }, 'taskqueue: task failed for good, set aside in the dead letters')
+        await this.settle(task, () => this.receiver.bury(task, { reason: 'final status', statusCode, detail: `answered ${statusCode}` }))
+      } else {
+        const detail = attempt.kind === 'timeout'
+          ? `ran past taskTimeout (${this.options.taskTimeout} ms)`
+          : attempt.kind === 'error' ? `dispatch failed: ${(attempt.error as Error)?.message}` : `answered ${statusCode}`
+        if (message.retries < this.options.retryMaxCount) {
+          const asked = attempt.kind === 'answered' ? retryAfterDelay(attempt.statusCode, attempt.retryAfter, Date.now()) : undefined
+          const delay = asked ?? retryDelay(message.retries, this.options.retryDelay)
+          log.info({ ...where, statusCode, retries: message.retries, delay, detail }, 'taskqueue: task to be retried')
+          await this.settle(task, () => this.receiver.retry(task, delay))
+        } else {
+          const reason = attempt.kind === 'timeout' ? 'timeout' : 'retries exhausted'
+          log.error({ ...where, statusCode, retries: message.retries, detail }, 'taskqueue: task out of retries, set aside in the dead letters')
+          const cause: DeadLetterCause = { reason, detail }
+          if (statusCode !== undefined) cause.statusCode = statusCode
+          await this.settle(task, () => this.receiver.bury(task, cause))
+        }
       }
     } finally {
       this.inFlight.delete(task)

@@ -25,6 +25,7 @@ export function dispatchedTask (request: FastifyRequest, key: string): Dispatche
   return {
     id: headers['x-task-id'] as string,
     queue: headers['x-task-queue'] as string,
-    retries: Number(headers['x-task-retries'])
+    retries: Number(headers['x-task-retries']),
+    eta: new Date(headers['x-task-eta'] as string)
   }
 }

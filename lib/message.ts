@@ -6,9 +6,13 @@ import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { FastifyRequest } from 'fastify'
 import type { TaskMessage, TaskMethod } from '../types'
+import type { HeaderPolicy } from './options'
 import { InvalidArgumentError, InvalidMethodError, InvalidUrlError } from './errors'
 
 export const taskMethods: readonly TaskMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
+
+/** The longest a task may be put off: a year. */
+const maxDelay = 365 * 24 * 60 * 60 * 1000
 
 const ParamValue = Type.Union([Type.String(), Type.Number(), Type.Boolean()])
 
@@ -25,7 +29,16 @@ export const AddOptionsSchema = Type.Object({
    */
   payload: Type.Optional(Type.Unknown()),
   /** Queue name; the default is the alphabetically first registered queue. */
-  queue: Type.Optional(Type.String())
+  queue: Type.Optional(Type.String()),
+  /**
+   * A task id of the caller's choosing. While a task with this id is waiting, delayed or in flight,
+   * adding it again is a no-op that returns the same id.
+   */
+  id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:-]+$' })),
+  /** Milliseconds to wait before the task may run. */
+  delay: Type.Optional(Type.Integer({ minimum: 0, maximum: maxDelay })),
+  /** The task does not run before this moment. */
+  notBefore: Type.Optional(Type.Date())
 }, { additionalProperties: false })
 
 export type AddOptions = Static<typeof AddOptionsSchema>
@@ -95,14 +108,29 @@ function checkHeaders (headers: Record<string, string>): void {
   }
 }
 
-/** Headers of the current request that a task inherits, by default with its content type or not. */
-function inheritedHeaders (request: FastifyRequest, withContentType: boolean): Record<string, string> {
+/** Which request headers a task inherits: all but the excluded, or only the allowed. */
+interface CopyPolicy {
+  allowed: Set<string> | undefined
+  excluded: Set<string>
+}
+
+function copyPolicy (policy: HeaderPolicy): CopyPolicy {
+  const lower = (names: string[]) => new Set(names.map((name) => name.toLowerCase()))
+  return {
+    allowed: policy.allow === undefined ? undefined : lower(policy.allow),
+    excluded: lower([...neverCopied, ...policy.exclude ?? []])
+  }
+}
+
+/** Headers of the current request that a task inherits, with its content type or not. */
+function inheritedHeaders (request: FastifyRequest, withContentType: boolean, policy: CopyPolicy): Record<string, string> {
   const headers: Record<string, string> = {}
   const source = request.headers
   const connectionListed = typeof source.connection === 'string' ? source.connection.toLowerCase() : ''
   for (const name in source) {
     const value = source[name]
-    if (value === undefined || neverCopied.has(name) || name.startsWith(taskHeaderPrefix)) continue
+    if (value === undefined || policy.excluded.has(name) || name.startsWith(taskHeaderPrefix)) continue
+    if (policy.allowed !== undefined && !policy.allowed.has(name)) continue
     if (name === 'content-type' && !withContentType) continue
     // Headers that the Connection header names are hop-by-hop too.
     if (connectionListed !== '' && connectionListed.split(',').some((listed) => listed.trim() === name)) continue
@@ -113,6 +141,20 @@ function inheritedHeaders (request: FastifyRequest, withContentType: boolean): R
 
 interface Body { payload: string | Buffer | undefined, contentType: string | undefined }
 
+/**
+ * The body of the request that queues a task, as the task sends it: text and bytes as they came,
+ * under the request's own content type (`ownType`); anything a parser made, as JSON. Encoding it
+ * like a `payload` option made add() throw for a JSON body such as `42` or `true`, and sent a
+ * JSON string body (`"text"`) unquoted under application/json.
+ */
+function inheritedBody (request: FastifyRequest): Body & { ownType: boolean } {
+  const body = request.body
+  const jsonText = typeof body === 'string' && /^application\/json\s*(;|$)/i.test(request.headers['content-type'] ?? '')
+  if (Buffer.isBuffer(body) || (typeof body === 'string' && !jsonText)) return { ...encodeBody(body), ownType: true }
+  if (body === null) return { ...encodeBody(body), ownType: false }
+  return { payload: JSON.stringify(body), contentType: 'application/json', ownType: false }
+}
+
 function encodeBody (body: unknown): Body {
   if (body === undefined || body === null) return { payload: undefined, contentType: undefined }
   if (typeof body === 'string') return { payload: body, contentType: 'text/plain; charset=utf-8' }
@@ -122,33 +164,47 @@ function encodeBody (body: unknown): Body {
   throw new InvalidArgumentError(`payload: expected an object, an array, a string, a Buffer or null, got a ${typeof body}`)
 }
 
+export type CreateTaskMessage = (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined) => TaskMessage
+
 /**
- * Builds the message of one task. `request` is the request that queues it, when there is one:
- * its headers and body are inherited. `resolveQueue` maps the queue option to a registered queue.
- * Throws a coded error for any bad argument.
+ * Makes the function that builds the message of one task. `request` is the request that queues
+ * it, when there is one: its headers (as `headerPolicy` allows) and body are inherited.
+ * `resolveQueue` maps the queue option to a registered queue. Throws a coded error for any bad
+ * argument.
  */
-export function createTaskMessage (
-  url: string,
-  options: AddOptions | undefined,
-  resolveQueue: (queue: string | undefined) => string,
-  request: FastifyRequest | undefined
-): TaskMessage {
-  if (options !== undefined) checkAddOptionsShape(options)
-  const queue = resolveQueue(options?.queue)
-  const method = options?.method ?? 'GET'
-  const params = options?.params
-  let path = checkUrl(url, params !== undefined)
-  if (params !== undefined) path += encodeParams(params)
-  if (options?.headers !== undefined) checkHeaders(options.headers)
+export function taskMessageFactory (headerPolicy: HeaderPolicy, resolveQueue: (queue: string | undefined) => string): CreateTaskMessage {
+  const policy = copyPolicy(headerPolicy)
+  return function createTaskMessage (url, options, request) {
+    if (options !== undefined) checkAddOptionsShape(options)
+    const queue = resolveQueue(options?.queue)
+    const method = options?.method ?? 'GET'
+    const params = options?.params
+    let path = checkUrl(url, params !== undefined)
+    if (params !== undefined) path += encodeParams(params)
+    if (options?.headers !== undefined) checkHeaders(options.headers)
+    if (options?.delay !== undefined && options.notBefore !== undefined) {
+      throw new InvalidArgumentError('options.delay and options.notBefore: give one or the other')
+    }
 
-  // By default a task carries the body of the request that queues it, except a GET, which has none.
-  const inheritsBody = options?.payload === undefined && request !== undefined && method !== 'GET' && request.body !== undefined
-  const body = encodeBody(inheritsBody ? request.body : options?.payload)
-  const headers = request === undefined ? {} : inheritedHeaders(request, inheritsBody && typeof request.body !== 'object')
-  if (body.payload !== undefined && headers['content-type'] === undefined) headers['content-type'] = body.contentType as string
-  if (options?.headers !== undefined) {
-    for (const name in options.headers) headers[name.toLowerCase()] = options.headers[name]
+    // By default a task carries the body of the request that queues it, except a GET, which has none.
+    const inheritsBody = options?.payload === undefined && request !== undefined && method !== 'GET' && request.body !== undefined
+    const inherited = inheritsBody ? inheritedBody(request) : undefined
+    const body = inherited ?? encodeBody(options?.payload)
+    // A string or Buffer body goes as it came, so its content type still describes it; a parsed
+    // body is sent as JSON, which encodeBody labels.
+    const keepsContentType = inherited?.ownType === true
+    const headers = request === undefined ? {} : inheritedHeaders(request, keepsContentType, policy)
+    if (body.payload !== undefined && headers['content-type'] === undefined) headers['content-type'] = body.contentType as string
+    if (options?.headers !== undefined) {
+      for (const name in options.headers) headers[name.toLowerCase()] = options.headers[name]
+    }
+
+    const now = Date.now()
+    const eta = options?.notBefore?.getTime() ?? now + (options?.delay ?? 0)
+    const message: TaskMessage = {
+      v: 1, id: options?.id ?? randomUUID(), queue, url: path, method, headers, payload: body.payload, retries: 0, createdAt: now, eta
+    }
+    if (options?.id !== undefined) message.named = true
+    return message
   }
-
-  return { v: 1, id: randomUUID(), queue, url: path, method, headers, payload: body.payload, retries: 0, createdAt: Date.now() }
 }

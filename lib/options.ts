@@ -68,6 +68,8 @@ export const QueueOptionsSchema = Type.Object({
   enqueueMode: Type.Optional(Type.Union([Type.Literal('after-response'), Type.Literal('before-response')], { default: 'after-response' })),
   /** How often a consumer renews its heartbeat; it counts as dead after three missed beats. */
   heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100, default: 5000 })),
+  /** Dead letters kept per queue; past it the oldest are dropped (local) or trimmed (Redis). */
+  deadLetterMax: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
   /** How often a task may be recovered from a dead consumer before it is set aside as a poison pill. */
   recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 }))
 }, { additionalProperties: false })
@@ -87,12 +89,28 @@ export const ConsumerOptionsSchema = Type.Object({
   concurrentLimit: Type.Optional(Type.Integer({ minimum: 0, default: 1 })),
   /** Retries of a task after a retryable outcome, before it is given up. */
   retryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 10 })),
-  retryDelay: Type.Optional(RetryDelaySchema)
+  retryDelay: Type.Optional(RetryDelaySchema),
+  /** Longest a try may run (ms): past it the dispatch is aborted and the try counts as a timeout. */
+  taskTimeout: Type.Optional(Type.Integer({ minimum: 1, default: 60_000 }))
+}, { additionalProperties: false })
+
+const HeaderName = Type.String({ minLength: 1, pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$', description: 'an HTTP header name' })
+
+export const HeaderPolicySchema = Type.Object({
+  /** Only these request headers are copied into tasks. Left out: all but the excluded ones. */
+  allow: Type.Optional(Type.Array(HeaderName)),
+  /** Request headers never copied into tasks, on top of the connection-level ones. */
+  exclude: Type.Optional(Type.Array(HeaderName))
 }, { additionalProperties: false })
 
 export const TaskQueuePluginOptionsSchema = Type.Object({
   queues: Type.Optional(Type.Array(QueueOptionsSchema, { minItems: 1 })),
   consumers: Type.Optional(Type.Array(ConsumerOptionsSchema)),
+  /**
+   * Which headers of the request that queues a task are copied into it. Copied cookies and tokens
+   * are stored with the task (in Redis, for a Redis queue).
+   */
+  headerPolicy: Type.Optional(HeaderPolicySchema),
   /** How long `close()` waits for tasks in flight. */
   closeTimeout: Type.Optional(Type.Integer({ ...Milliseconds, default: 10_000 }))
 }, { additionalProperties: false })
@@ -104,7 +122,8 @@ export type TaskQueuePluginOptions = Static<typeof TaskQueuePluginOptionsSchema>
 type Resolved<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], undefined> }
 
 export type ResolvedQueueOptions = Resolved<QueueOptions, 'queue' | 'type'>
-export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount'> & {
+export type HeaderPolicy = Static<typeof HeaderPolicySchema>
+export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount' | 'taskTimeout'> & {
   retryDelay: { min: number, max: number }
 }
 export interface ResolvedOptions {
@@ -112,6 +131,7 @@ export interface ResolvedOptions {
   /** Left out when the user gave none: then each queue that is not shared gets a default consumer. */
   consumers: ResolvedConsumerOptions[] | undefined
   closeTimeout: number
+  headerPolicy: HeaderPolicy
 }
 
 /** `/queues/1/concurrentLimit` becomes `queues[1].concurrentLimit`, as a user wrote it. */
@@ -147,7 +167,13 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   const given = input as TaskQueuePluginOptions ?? {}
 
   const queues = (given.queues ?? [{}]).map((queue, index) => {
-    const resolved = Value.Default(QueueOptionsSchema, { ...queue }) as ResolvedQueueOptions
+    // Value.Default clones a union's value while it looks for the matching member: a custom backend
+    // (a factory, or an object with functions of its own) made it throw, and a class instance was
+    // at risk of being swapped for a copy. Defaults are filled in without `type`, then the caller's
+    // own backend is put back as it was given.
+    const { type, ...plain } = queue
+    const resolved = Value.Default(QueueOptionsSchema, plain) as ResolvedQueueOptions
+    if (type !== undefined) resolved.type = type
     if (resolved.type !== 'redis') {
       const misplaced = redisOnlyKeys.find((key) => (queue as Record<string, unknown>)[key] !== undefined)
       if (misplaced !== undefined) {
@@ -175,5 +201,5 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   })
 
   const { closeTimeout } = Value.Default(TaskQueuePluginOptionsSchema, { closeTimeout: given.closeTimeout }) as { closeTimeout: number }
-  return { queues, consumers, closeTimeout }
+  return { queues, consumers, closeTimeout, headerPolicy: given.headerPolicy ?? {} }
 }

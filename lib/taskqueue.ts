@@ -1,12 +1,12 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { QueueBackend, TaskMessage } from '../types'
-import { ClosedError, EnqueueFailedError, UnknownQueueError } from './errors'
-import { createTaskMessage, type AddOptions } from './message'
+import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../types'
+import { ClosedError, EnqueueFailedError, InvalidArgumentError, UnknownQueueError } from './errors'
+import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
 import { createDispatchKey } from './dispatch-mark'
 import { LocalQueue } from './queues/local'
-import type { ResolvedConsumerOptions } from './options'
+import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
 
 /** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
 export interface QueueHandle {
@@ -15,6 +15,22 @@ export interface QueueHandle {
   length (): Promise<number>
   /** Drops every waiting task. */
   reset (): Promise<void>
+  /** Tasks set aside for good, newest first, a page at a time (default: the first 100). */
+  dead (page?: DeadLetterPage): Promise<DeadLetter[]>
+  /** Puts the dead letter of task `id` back into the queue, or every readable one; resolves to how many. */
+  requeue (id?: string): Promise<number>
+  /** Empties the dead letters; resolves to how many there were. */
+  purge (): Promise<number>
+}
+
+function checkPage (page: DeadLetterPage | undefined): void {
+  if (page === undefined) return
+  for (const key of Object.keys(page)) {
+    const value = (page as Record<string, unknown>)[key]
+    if ((key !== 'offset' && key !== 'limit') || !Number.isInteger(value) || (value as number) < 0) {
+      throw new InvalidArgumentError(`dead(${JSON.stringify(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
+    }
+  }
 }
 
 /** How long a failed push after a response waits before it is tried again, at most. */
@@ -38,8 +54,10 @@ export class TaskQueueService {
     private readonly app: FastifyInstance,
     private readonly log: FastifyBaseLogger,
     backends: QueueBackend[],
-    earlyQueues: string[]
+    earlyQueues: string[],
+    headerPolicy: HeaderPolicy
   ) {
+    this.createTaskMessage = taskMessageFactory(headerPolicy, this.resolveQueue)
     for (const backend of backends) this.backends.set(backend.name, backend)
     for (const name of earlyQueues) this.earlyQueues.add(name)
     // As in the original: the default queue is the alphabetically first.
@@ -63,9 +81,11 @@ export class TaskQueueService {
     return queue
   }
 
+  private readonly createTaskMessage: CreateTaskMessage
+
   createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
     if (this.closed) throw new ClosedError()
-    return createTaskMessage(url, options, this.resolveQueue, request)
+    return this.createTaskMessage(url, options, request)
   }
 
   /**
@@ -83,7 +103,16 @@ export class TaskQueueService {
     return {
       name,
       length: () => backend.length(),
-      reset: () => backend.reset()
+      reset: () => backend.reset(),
+      dead: (page) => {
+        checkPage(page)
+        return backend.dead(page)
+      },
+      requeue: (id) => {
+        if (id !== undefined && typeof id !== 'string') throw new InvalidArgumentError(`requeue(id): expected a task id string, got ${JSON.stringify(id)}`)
+        return backend.requeue(id)
+      },
+      purge: () => backend.purge()
     }
   }
 

@@ -27,6 +27,54 @@ export interface TaskMessage {
   retries: number
   /** Milliseconds since the epoch when the task was added. */
   createdAt: number
+  /** Milliseconds since the epoch before which the task does not run (its delay, or its retry's). */
+  eta: number
+  /** Set when the caller chose the id: while such a task lives, adding the same id again is a no-op. */
+  named?: true
+}
+
+/** Why a task ended in the dead letters. */
+export type DeadLetterReason =
+  /** It kept getting retryable outcomes until `retryMaxCount` was spent. */
+  | 'retries exhausted'
+  /** It got a status that no retry can fix (a 4xx other than 409 and 429, or 501). */
+  | 'final status'
+  /** Its last try ran past `taskTimeout`. */
+  | 'timeout'
+  /** Its consumers kept dying while running it (a poison pill). */
+  | 'recovered too often'
+  /** What the queue held could not be read as a task of this queue. */
+  | 'unreadable'
+
+/** A task that will not run again unless it is requeued. */
+export interface DeadLetter {
+  /** The task id, or null when the message was unreadable. */
+  id: string | null
+  queue: string
+  reason: DeadLetterReason
+  /** What went wrong, in words. */
+  detail?: string
+  /** Status of the last try, when there was one. */
+  statusCode?: number
+  /** When the task was set aside (ms since the epoch). */
+  at: number
+  /** The task, or null when the message was unreadable. */
+  task: TaskMessage | null
+  /** The message as the queue held it, when it was unreadable. */
+  raw?: string
+}
+
+/** How a task ended in the dead letters. */
+export interface DeadLetterCause {
+  reason: DeadLetterReason
+  detail?: string
+  statusCode?: number
+}
+
+/** A page of dead letters: newest first. */
+export interface DeadLetterPage {
+  offset?: number
+  limit?: number
 }
 
 /** A task handed to a consumer, to be acknowledged, retried or released exactly once. */
@@ -50,6 +98,8 @@ export interface TaskReceiver {
   retry (task: ReservedTask, delayMs: number): Promise<void>
   /** Put the task back unchanged, as if it had never been reserved (used when the app closes). */
   release (task: ReservedTask): Promise<void>
+  /** Set the task aside in the queue's dead letters. */
+  bury (task: ReservedTask, cause: DeadLetterCause): Promise<void>
   /** Stop receiving: called once, after every reserved task was settled. */
   close (): Promise<void>
 }
@@ -64,7 +114,10 @@ export interface QueueBackend {
   readonly shared: boolean
   /** Called while the plugin starts: resolve when the backend can take tasks, reject if it cannot. */
   ready? (): Promise<void>
-  /** Appends the tasks, in order. */
+  /**
+   * Appends the tasks, in order. A task whose `eta` is in the future waits until then; a `named`
+   * task whose id is waiting, delayed or in flight is dropped.
+   */
   put (tasks: readonly TaskMessage[]): Promise<void>
   /** Opens the consuming side for one consumer name. */
   receive (consumerName: string): TaskReceiver
@@ -72,6 +125,12 @@ export interface QueueBackend {
   length (): Promise<number>
   /** Drops every waiting task. */
   reset (): Promise<void>
+  /** Lists dead letters, newest first. */
+  dead (page?: DeadLetterPage): Promise<DeadLetter[]>
+  /** Puts the dead letter of one task id, or all that are readable, back into the queue; resolves to how many. */
+  requeue (id?: string): Promise<number>
+  /** Empties the dead letters; resolves to how many there were. */
+  purge (): Promise<number>
   /** Called once when the app closes, after every receiver was closed. */
   close (): Promise<void>
 }
@@ -89,7 +148,10 @@ export type QueueBackendFactory = (context: QueueBackendContext) => QueueBackend
 export interface DispatchedTask {
   id: string
   queue: string
+  /** Retries so far (`x-task-retries`). */
   retries: number
+  /** When this try was due to run (`x-task-eta`, ISO 8601). */
+  eta: Date
 }
 
 declare module 'fastify' {

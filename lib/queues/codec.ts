@@ -18,7 +18,9 @@ const StoredMessage = Type.Object({
   /** Set when `payload` holds base64 of a binary body. */
   binary: Type.Optional(Type.Literal(true)),
   retries: Type.Integer({ minimum: 0 }),
-  createdAt: Type.Number()
+  createdAt: Type.Number(),
+  eta: Type.Number(),
+  named: Type.Optional(Type.Literal(true))
 })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)

@@ -8,7 +8,7 @@ import { RedisQueue } from './redis'
 
 export function createBackend (options: ResolvedQueueOptions, index: number, log: FastifyBaseLogger): QueueBackend {
   const { queue, type } = options
-  if (type === 'local') return new LocalQueue(queue)
+  if (type === 'local') return new LocalQueue(queue, options.deadLetterMax as number, log)
   if (type === 'redis') return new RedisQueue(options, log)
   const backend = typeof type === 'function' ? type({ queue, log }) : type
   if (backend?.name !== queue || typeof backend.put !== 'function' || typeof backend.receive !== 'function') {

@@ -1,6 +1,7 @@
 // The local queue: in-process and volatile. Tasks wait in memory until a consumer of this process
 // takes them; whatever is still waiting when the process ends is lost, by design.
-import type { QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
+import type { FastifyBaseLogger } from 'fastify'
+import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
 
 /** A FIFO that takes from the front in constant time, without Array#shift's copying. */
 class Fifo<T> {
@@ -43,16 +44,28 @@ export class LocalQueue implements QueueBackend {
   private readonly waiters = new Fifo<Waiter>()
   /** Tasks handed to a receiver and not yet settled by it. */
   reserved = 0
-  /** Retries waiting for their delay, by timer. */
+  /** Tasks waiting for their eta (a delay or a retry), by timer. */
   private readonly delayed = new Map<NodeJS.Timeout, TaskMessage>()
+  /** Ids of named tasks that are waiting, delayed or in flight. */
+  private readonly liveNames = new Set<string>()
+  /** Oldest first; bounded by `deadLetterMax`. */
+  private deadLetters: DeadLetter[] = []
 
-  constructor (readonly name: string) {}
+  constructor (readonly name: string, private readonly deadLetterMax: number, private readonly log?: FastifyBaseLogger) {}
 
-  /** Tasks waiting, including retries waiting for their delay. */
+  /** Tasks waiting, including those waiting for their eta. */
   get size (): number { return this.waiting.size + this.delayed.size }
 
   async put (tasks: readonly TaskMessage[]): Promise<void> {
-    for (const task of tasks) this.offer(task)
+    const now = Date.now()
+    for (const task of tasks) {
+      if (task.named === true) {
+        if (this.liveNames.has(task.id)) continue
+        this.liveNames.add(task.id)
+      }
+      if (task.eta > now) this.later(task, task.eta - now)
+      else this.offer(task)
+    }
   }
 
   private offer (task: TaskMessage): void {
@@ -89,9 +102,10 @@ export class LocalQueue implements QueueBackend {
     })
   }
 
-  /** A reserved task was settled by its receiver. */
-  settled (): void {
+  /** A reserved task was settled by its receiver; `finished` when it will not run again. */
+  settled (message: TaskMessage, finished: boolean): void {
     this.reserved--
+    if (finished && message.named === true) this.liveNames.delete(message.id)
   }
 
   putBack (message: TaskMessage): void {
@@ -105,9 +119,17 @@ export class LocalQueue implements QueueBackend {
       this.delayed.delete(timer)
       this.offer(message)
     }, delayMs)
-    // A pending retry must not keep the process alive on its own: the queue is volatile anyway.
+    // A waiting task must not keep the process alive on its own: the queue is volatile anyway.
     timer.unref()
     this.delayed.set(timer, message)
+  }
+
+  bury (message: TaskMessage, cause: DeadLetterCause): void {
+    this.deadLetters.push({ id: message.id, queue: this.name, ...cause, at: Date.now(), task: message })
+    if (this.deadLetters.length > this.deadLetterMax) {
+      const dropped = this.deadLetters.splice(0, this.deadLetters.length - this.deadLetterMax)
+      this.log?.warn({ queue: this.name, taskIds: dropped.map(({ id }) => id) }, 'taskqueue: dead letters over deadLetterMax dropped, oldest first')
+    }
   }
 
   receive (): TaskReceiver {
@@ -122,6 +144,29 @@ export class LocalQueue implements QueueBackend {
     this.waiting.clear()
     for (const timer of this.delayed.keys()) clearTimeout(timer)
     this.delayed.clear()
+    this.liveNames.clear()
+  }
+
+  async dead ({ offset = 0, limit = 100 }: DeadLetterPage = {}): Promise<DeadLetter[]> {
+    const newestFirst = this.deadLetters.length - 1 - offset
+    const page: DeadLetter[] = []
+    for (let index = newestFirst; index >= 0 && page.length < limit; index--) page.push(this.deadLetters[index])
+    return page
+  }
+
+  async requeue (id?: string): Promise<number> {
+    const chosen = this.deadLetters.filter((letter) => id === undefined || letter.id === id)
+    if (chosen.length === 0) return 0
+    this.deadLetters = this.deadLetters.filter((letter) => !chosen.includes(letter))
+    const now = Date.now()
+    await this.put(chosen.map(({ task }) => ({ ...task as TaskMessage, retries: 0, eta: now })))
+    return chosen.length
+  }
+
+  async purge (): Promise<number> {
+    const count = this.deadLetters.length
+    this.deadLetters = []
+    return count
   }
 
   async close (): Promise<void> {
@@ -136,18 +181,23 @@ class LocalReceiver implements TaskReceiver {
     return this.queue.take(signal)
   }
 
-  async ack (): Promise<void> {
-    this.queue.settled()
+  async ack (task: ReservedTask): Promise<void> {
+    this.queue.settled(task.message, true)
   }
 
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
-    this.queue.settled()
-    this.queue.later({ ...task.message, retries: task.message.retries + 1 }, delayMs)
+    this.queue.settled(task.message, false)
+    this.queue.later({ ...task.message, retries: task.message.retries + 1, eta: Date.now() + delayMs }, delayMs)
   }
 
   async release (task: ReservedTask): Promise<void> {
-    this.queue.settled()
+    this.queue.settled(task.message, false)
     this.queue.putBack(task.message)
+  }
+
+  async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
+    this.queue.settled(task.message, true)
+    this.queue.bury(task.message, cause)
   }
 
   async close (): Promise<void> {}

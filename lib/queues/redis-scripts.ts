@@ -5,14 +5,15 @@
 // them in one slot. Keys derived inside a script (`base .. 'processing:' .. id`) carry the same tag.
 
 /**
- * Acknowledges a reserved task: removes the exact string that was reserved.
- * KEYS[1] processing list of the consumer, KEYS[2] recovery counts (hash)
+ * Acknowledges a reserved task: removes the exact string that was reserved, and forgets the task.
+ * KEYS[1] processing list of the consumer, KEYS[2] recovery counts (hash), KEYS[3] live task names
  * ARGV[1] the reserved string, ARGV[2] task id
  * Returns 1 when the task was still reserved, 0 when it was not (recovered by another consumer).
  */
 export const ackScript = `
 local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
 return removed
 `
 
@@ -90,9 +91,9 @@ return moved
  * time does it. A task recovered more than ARGV[4] times is a poison pill: it is set aside in the
  * dead list instead of being run again.
  * KEYS[1] consumer set, KEYS[2] waiting list, KEYS[3] dead list, KEYS[4] recovery counts (hash),
- * KEYS[5] lease key
+ * KEYS[5] lease key, KEYS[6] live task names
  * ARGV[1] key base (`prefix:{queue}:`), ARGV[2] lease holder, ARGV[3] lease ms,
- * ARGV[4] most recoveries of a task, ARGV[5] this consumer's id, skipped
+ * ARGV[4] most recoveries of a task, ARGV[5] this consumer's id, skipped, ARGV[6] most dead letters kept
  * Returns { recovered, set aside }, or { -1, 0 } when another instance holds the lease.
  */
 export const recoverScript = `
@@ -111,7 +112,9 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       local count = redis.call('HINCRBY', KEYS[4], id, 1)
       if count > tonumber(ARGV[4]) then
         redis.call('HDEL', KEYS[4], id)
-        redis.call('LPUSH', KEYS[3], cjson.encode({ reason = 'recovered too often', recoveries = count - 1, at = nowMs, task = task }))
+        redis.call('SREM', KEYS[6], id)
+        redis.call('LPUSH', KEYS[3], cjson.encode({ reason = 'recovered too often', detail = 'its consumer died ' .. count .. ' times while running it', at = nowMs, task = task }))
+        redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
         setAside = setAside + 1
       else
         redis.call('RPUSH', KEYS[2], task)
@@ -122,4 +125,59 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return { recovered, setAside }
+`
+
+/**
+ * Pushes the tasks of one response, in order: each is either due (onto `waiting`) or delayed
+ * (into `delayed`, at Redis time + its delay). A named task whose id is live is skipped.
+ * KEYS[1] waiting list, KEYS[2] delayed set, KEYS[3] live task names (set)
+ * ARGV: for each task three values: the message, its delay in ms, its name or ''.
+ * Returns how many tasks were pushed.
+ */
+export const enqueueScript = `
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local pushed = 0
+for i = 1, #ARGV, 3 do
+  local name = ARGV[i + 2]
+  if name == '' or redis.call('SADD', KEYS[3], name) == 1 then
+    local delay = tonumber(ARGV[i + 1])
+    if delay > 0 then
+      redis.call('ZADD', KEYS[2], nowMs + delay, ARGV[i])
+    else
+      redis.call('LPUSH', KEYS[1], ARGV[i])
+    end
+    pushed = pushed + 1
+  end
+end
+return pushed
+`
+
+/**
+ * Sets a reserved (or unreadable) message aside in the dead list, which keeps its newest entries.
+ * KEYS[1] processing list, KEYS[2] dead list, KEYS[3] live task names, KEYS[4] recovery counts
+ * ARGV[1] the reserved string, ARGV[2] the dead letter entry, ARGV[3] task id (or ''),
+ * ARGV[4] most dead letters kept
+ */
+export const buryScript = `
+redis.call('LREM', KEYS[1], -1, ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+if ARGV[3] ~= '' then
+  redis.call('SREM', KEYS[3], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[3])
+end
+return 1
+`
+
+/**
+ * Puts one dead letter back into the queue, unless another client took it first.
+ * KEYS[1] dead list, KEYS[2] waiting list, KEYS[3] live task names
+ * ARGV[1] the dead letter entry, ARGV[2] the message to run, ARGV[3] its name or ''
+ */
+export const requeueDeadScript = `
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
 `

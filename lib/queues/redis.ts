@@ -8,36 +8,46 @@
 import { randomBytes } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import type { QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
+import secureJsonParse from 'secure-json-parse'
+import type {
+  DeadLetter, DeadLetterCause, DeadLetterPage, DeadLetterReason, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
+} from '../../types'
 import type { ResolvedQueueOptions } from '../options'
 import { decodeMessage, encodeMessage } from './codec'
 import {
-  ackScript, heartbeatScript, promoteScript, recoverScript, releaseScript, requeueOwnScript, retryScript
+  ackScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
+  requeueDeadScript, requeueOwnScript, retryScript
 } from './redis-scripts'
 
 type RedisClient = Redis | Cluster
 
 interface ScriptCommands {
-  taskqueueAck (processing: string, recoveries: string, raw: string, id: string): Promise<number>
+  taskqueueEnqueue (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
+  taskqueueAck (processing: string, recoveries: string, names: string, raw: string, id: string): Promise<number>
+  taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string, entry: string, id: string, deadMax: number): Promise<number>
+  taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
   taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
   taskqueueHeartbeat (consumers: string, heartbeat: string, id: string, lifetimeMs: number): Promise<number>
   taskqueueRequeueOwn (processing: string, waiting: string): Promise<number>
-  taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string,
-    base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string): Promise<[number, number]>
+  taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string, names: string,
+    base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
 }
 
 type ScriptedClient = RedisClient & ScriptCommands
 
 const scripts: Record<keyof ScriptCommands, { lua: string, numberOfKeys: number }> = {
-  taskqueueAck: { lua: ackScript, numberOfKeys: 2 },
+  taskqueueEnqueue: { lua: enqueueScript, numberOfKeys: 3 },
+  taskqueueAck: { lua: ackScript, numberOfKeys: 3 },
+  taskqueueBury: { lua: buryScript, numberOfKeys: 4 },
+  taskqueueRequeueDead: { lua: requeueDeadScript, numberOfKeys: 3 },
   taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
   taskqueueRetry: { lua: retryScript, numberOfKeys: 2 },
   taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
   taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 2 },
   taskqueueRequeueOwn: { lua: requeueOwnScript, numberOfKeys: 2 },
-  taskqueueRecover: { lua: recoverScript, numberOfKeys: 5 }
+  taskqueueRecover: { lua: recoverScript, numberOfKeys: 6 }
 }
 
 /** The keys of one queue; they share the hash tag `{queue}`. */
@@ -50,6 +60,7 @@ export function keysOf (prefix: string, queue: string) {
     dead: `${base}dead`,
     consumers: `${base}consumers`,
     recoveries: `${base}recoveries`,
+    names: `${base}names`,
     lease: `${base}lease`,
     processing: (consumerId: string) => `${base}processing:${consumerId}`,
     heartbeat: (consumerId: string) => `${base}heartbeat:${consumerId}`
@@ -58,8 +69,11 @@ export function keysOf (prefix: string, queue: string) {
 
 type QueueKeys = ReturnType<typeof keysOf>
 
-/** How long a consumer blocks on an empty queue before it looks again (s). */
-const blockSeconds = 2
+/**
+ * How long a consumer blocks on an empty queue before it looks again (s): the bound on how late a
+ * delayed task, or one pushed while the consumer was disconnected, is picked up.
+ */
+const blockSeconds = 1
 /** Retried tasks moved from the delayed set into the queue per round trip. */
 const promoteBatch = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
@@ -162,8 +176,15 @@ export class RedisQueue implements QueueBackend {
   }
 
   async put (tasks: readonly TaskMessage[]): Promise<void> {
-    // One round trip for the tasks of a response; LPUSH of several values keeps them in order.
-    await this.client.lpush(this.keys.waiting, ...tasks.map(encodeMessage))
+    // One round trip for the tasks of a response, in order: a plain LPUSH of several values when
+    // every task is due and unnamed (the common case), else a script that sorts them out.
+    const now = Date.now()
+    if (tasks.every((task) => task.eta <= now && task.named !== true)) {
+      await this.client.lpush(this.keys.waiting, ...tasks.map(encodeMessage))
+      return
+    }
+    const triples = tasks.flatMap((task) => [encodeMessage(task), Math.max(0, task.eta - now), task.named === true ? task.id : ''])
+    await this.client.taskqueueEnqueue(this.keys.waiting, this.keys.delayed, this.keys.names, ...triples)
   }
 
   receive (consumerName: string): TaskReceiver {
@@ -179,12 +200,69 @@ export class RedisQueue implements QueueBackend {
   }
 
   async reset (): Promise<void> {
-    await this.client.del(this.keys.waiting, this.keys.delayed)
+    await this.client.del(this.keys.waiting, this.keys.delayed, this.keys.names)
   }
 
-  /** Sets a message aside in the dead list, with the reason. */
-  deadLetter (raw: string, reason: string): Promise<unknown> {
-    return this.client.lpush(this.keys.dead, JSON.stringify({ reason, at: Date.now(), task: raw }))
+  /** Moves a message from a processing list to the dead letters. */
+  async bury (processing: string, raw: string, id: string, cause: DeadLetterCause): Promise<void> {
+    const entry = JSON.stringify({ ...cause, at: Date.now(), task: raw })
+    await this.client.taskqueueBury(processing, this.keys.dead, this.keys.names, this.keys.recoveries, raw, entry, id,
+      this.options.deadLetterMax as number)
+  }
+
+  /** Reads a stored message, which must be a task of this queue. */
+  decode (raw: string): ReturnType<typeof decodeMessage> {
+    const decoded = decodeMessage(raw)
+    if (decoded.message !== undefined && decoded.message.queue !== this.name) {
+      return { problem: `a task of queue "${decoded.message.queue}", not of "${this.name}"` }
+    }
+    return decoded
+  }
+
+  private readDeadLetter (entry: string): DeadLetter {
+    let stored: { reason?: DeadLetterReason, detail?: string, statusCode?: number, at?: number, task?: string } = {}
+    try {
+      stored = secureJsonParse.parse(entry, undefined, { protoAction: 'remove', constructorAction: 'remove' }) ?? {}
+    } catch {}
+    const raw = typeof stored.task === 'string' ? stored.task : entry
+    const decoded = this.decode(raw)
+    const letter: DeadLetter = {
+      id: decoded.message?.id ?? null,
+      queue: this.name,
+      reason: stored.reason ?? 'unreadable',
+      at: typeof stored.at === 'number' ? stored.at : 0,
+      task: decoded.message ?? null
+    }
+    if (stored.detail !== undefined) letter.detail = stored.detail
+    if (stored.statusCode !== undefined) letter.statusCode = stored.statusCode
+    if (decoded.message === undefined) letter.raw = raw
+    return letter
+  }
+
+  async dead ({ offset = 0, limit = 100 }: DeadLetterPage = {}): Promise<DeadLetter[]> {
+    if (limit <= 0) return []
+    const entries = await this.client.lrange(this.keys.dead, offset, offset + limit - 1)
+    return entries.map((entry) => this.readDeadLetter(entry))
+  }
+
+  async requeue (id?: string): Promise<number> {
+    const entries = await this.client.lrange(this.keys.dead, 0, -1)
+    const now = Date.now()
+    let requeued = 0
+    // Oldest first, so that the queue runs them in the order they died.
+    for (const entry of entries.reverse()) {
+      const { task } = this.readDeadLetter(entry)
+      if (task === null || (id !== undefined && task.id !== id)) continue
+      const raw = encodeMessage({ ...task, retries: 0, eta: now })
+      requeued += await this.client.taskqueueRequeueDead(this.keys.dead, this.keys.waiting, this.keys.names, entry, raw,
+        task.named === true ? task.id : '')
+    }
+    return requeued
+  }
+
+  async purge (): Promise<number> {
+    const results = await this.client.multi().llen(this.keys.dead).del(this.keys.dead).exec()
+    return Number(results?.[0]?.[1] ?? 0)
   }
 
   async close (): Promise<void> {
@@ -239,7 +317,8 @@ class RedisReceiver implements TaskReceiver {
     const client = this.queue.client
     await client.taskqueueHeartbeat(keys.consumers, keys.heartbeat(this.id), this.id, this.heartbeatInterval * 3)
     const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
-      keys.lease, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number, this.id)
+      keys.lease, keys.names, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number,
+      this.id, this.queue.options.deadLetterMax as number)
     if (recovered > 0) this.queue.log.warn({ queue: this.queue.name, recovered }, 'taskqueue: tasks of a dead consumer returned to the queue')
     if (setAside > 0) this.queue.log.error({ queue: this.queue.name, setAside }, 'taskqueue: tasks recovered too often set aside in the dead list')
   }
@@ -248,25 +327,23 @@ class RedisReceiver implements TaskReceiver {
     await this.start()
     const { keys, client } = this.queue
     while (!signal.aborted) {
-      let waitSeconds = blockSeconds
       const now = Date.now()
       if (now >= this.nextPromoteAt) {
         const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
-        const untilNext = nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000)
-        this.nextPromoteAt = now + untilNext
-        waitSeconds = Math.max(0.01, untilNext / 1000)
+        this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
       }
+      // Block no longer than until the next delayed task known to be due.
+      const waitSeconds = Math.max(0.01, Math.min(blockSeconds, (this.nextPromoteAt - now) / 1000))
       if (this.outstanding === 0 && this.ownListSuspect) {
         this.ownListSuspect = false
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
       const raw = await this.blockingMove(waitSeconds, signal)
       if (raw === null) continue
-      const decoded = decodeMessage(raw)
+      const decoded = this.queue.decode(raw)
       if (decoded.problem !== undefined) {
         this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
-        await this.queue.deadLetter(raw, decoded.problem)
-        await client.lrem(this.processing, -1, raw)
+        await this.queue.bury(this.processing, raw, '', { reason: 'unreadable', detail: decoded.problem })
         continue
       }
       this.outstanding++
@@ -305,12 +382,12 @@ class RedisReceiver implements TaskReceiver {
 
   async ack (task: ReservedTask): Promise<void> {
     const { raw, message } = task as RedisReservedTask
-    await this.settle(this.queue.client.taskqueueAck(this.processing, this.queue.keys.recoveries, raw, message.id))
+    await this.settle(this.queue.client.taskqueueAck(this.processing, this.queue.keys.recoveries, this.queue.keys.names, raw, message.id))
   }
 
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
     const { raw, message } = task as RedisReservedTask
-    const next = encodeMessage({ ...message, retries: message.retries + 1 })
+    const next = encodeMessage({ ...message, retries: message.retries + 1, eta: Date.now() + delayMs })
     await this.settle(this.queue.client.taskqueueRetry(this.processing, this.queue.keys.delayed, raw, next, delayMs))
     this.nextPromoteAt = Math.min(this.nextPromoteAt, Date.now() + delayMs)
   }
@@ -318,6 +395,11 @@ class RedisReceiver implements TaskReceiver {
   async release (task: ReservedTask): Promise<void> {
     const { raw } = task as RedisReservedTask
     await this.settle(this.queue.client.taskqueueRelease(this.processing, this.queue.keys.waiting, raw))
+  }
+
+  async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
+    const { raw, message } = task as RedisReservedTask
+    await this.settle(this.queue.bury(this.processing, raw, message.id, cause))
   }
 
   /** Gives back whatever is left in the processing list and leaves the consumer set. */
