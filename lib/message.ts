@@ -27,7 +27,7 @@ export const AddOptionsSchema = Type.Object({
    * Body of the task request. Left out: the current request's body. `null`: none. An object or
    * array is sent as JSON, a string or a Buffer as it is.
    */
-  payload: Type.Optional(Type.Unknown()),
+  payload: Type.Optional(Type.Unsafe<Record<string, unknown> | unknown[] | string | Buffer | Uint8Array | null>(Type.Unknown())),
   /** Queue name; the default is the alphabetically first registered queue. */
   queue: Type.Optional(Type.String()),
   /**

@@ -11,7 +11,8 @@ export function createBackend (options: ResolvedQueueOptions, index: number, log
   if (type === 'local') return new LocalQueue(queue, options.deadLetterMax as number, log)
   if (type === 'redis') return new RedisQueue(options, log)
   const backend = typeof type === 'function' ? type({ queue, log }) : type
-  if (backend?.name !== queue || typeof backend.put !== 'function' || typeof backend.receive !== 'function') {
+  const methods = ['put', 'receive', 'length', 'reset', 'dead', 'requeue', 'purge', 'close'] as const
+  if (backend?.name !== queue || typeof backend.shared !== 'boolean' || methods.some((method) => typeof backend[method] !== 'function')) {
     throw new InvalidOptionError(`queues[${index}].type: a custom backend must implement QueueBackend with name "${queue}"`)
   }
   return backend

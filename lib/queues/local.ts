@@ -119,8 +119,7 @@ export class LocalQueue implements QueueBackend {
       this.delayed.delete(timer)
       this.offer(message)
     }, delayMs)
-    // A waiting task must not keep the process alive on its own: the queue is volatile anyway.
-    timer.unref()
+    // Not unref()'d: a script awaiting drain() must stay alive for its retries; close() clears it.
     this.delayed.set(timer, message)
   }
 
