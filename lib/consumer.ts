@@ -91,7 +91,9 @@ export class Consumer {
         resolve({ kind: 'timeout' })
       }, this.options.taskTimeout)
     })
-    const injection = this.context.app.inject({
+    // Called from a promise so that an inject() that throws at once (rather than rejecting) still
+    // makes an attempt that is retried, instead of leaving the task reserved and never settled.
+    const injection = Promise.resolve().then(() => this.context.app.inject({
       method: message.method,
       url: message.url,
       payload: message.payload,
@@ -105,7 +107,7 @@ export class Consumer {
         'user-agent': 'fastify-taskqueue',
         [dispatchHeader]: this.context.dispatchKey
       }
-    }).then(
+    })).then(
       (response): Attempt => ({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined }),
       (error: unknown): Attempt => ({ kind: 'error', error })
     )

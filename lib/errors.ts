@@ -1,5 +1,17 @@
 import createError from '@fastify/error'
 
+/**
+ * A value as JSON for an error message. Never throws: JSON.stringify does for a circular object, a
+ * BigInt or a toJSON that throws, which turned a bad argument into an uncoded TypeError.
+ */
+export function shown (value: unknown): string {
+  try {
+    const json = JSON.stringify(value)
+    if (json !== undefined) return json
+  } catch {}
+  return value === undefined ? 'undefined' : `a ${typeof value}`
+}
+
 // Every error the plugin raises carries a stable `code`: applications and tests match on the code,
 // never on the wording of the message, which says what was wrong and what is allowed.
 

@@ -7,7 +7,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { FastifyRequest } from 'fastify'
 import type { TaskMessage, TaskMethod } from '../types'
 import type { HeaderPolicy } from './options'
-import { InvalidArgumentError, InvalidMethodError, InvalidUrlError } from './errors'
+import { InvalidArgumentError, InvalidMethodError, InvalidUrlError, shown } from './errors'
 
 export const taskMethods: readonly TaskMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
 
@@ -57,21 +57,21 @@ export const taskHeaderPrefix = 'x-task-'
 
 function checkAddOptionsShape (options: unknown): void {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new InvalidArgumentError(`options must be an object, got ${JSON.stringify(options)}`)
+    throw new InvalidArgumentError(`options must be an object, got ${shown(options)}`)
   }
   const { method } = options as { method?: unknown }
   if (method !== undefined && !taskMethods.includes(method as TaskMethod)) {
-    throw new InvalidMethodError(`expected one of ${taskMethods.join(', ')}, got ${JSON.stringify(method)}`)
+    throw new InvalidMethodError(`expected one of ${taskMethods.join(', ')}, got ${shown(method)}`)
   }
   if (checkAddOptions.Check(options)) return
   const error = checkAddOptions.Errors(options).First()
   const where = error === undefined || error.path === '' ? 'options' : `options${error.path.replaceAll('/', '.')}`
-  throw new InvalidArgumentError(`${where}: ${error?.message ?? 'invalid'}, got ${JSON.stringify(error?.value)}; allowed options are ${Object.keys(AddOptionsSchema.properties).join(', ')}`)
+  throw new InvalidArgumentError(`${where}: ${error?.message ?? 'invalid'}, got ${shown(error?.value)}; allowed options are ${Object.keys(AddOptionsSchema.properties).join(', ')}`)
 }
 
 function checkUrl (url: unknown, hasParams: boolean): string {
   if (typeof url !== 'string' || url.length === 0) {
-    throw new InvalidUrlError(`expected a path of this app such as "/tasks/run", got ${JSON.stringify(url)}`)
+    throw new InvalidUrlError(`expected a path of this app such as "/tasks/run", got ${shown(url)}`)
   }
   // A path of this app: no scheme, no host, no protocol-relative "//host", nothing a request line
   // could not carry.
@@ -160,7 +160,17 @@ function encodeBody (body: unknown): Body {
   if (typeof body === 'string') return { payload: body, contentType: 'text/plain; charset=utf-8' }
   if (Buffer.isBuffer(body)) return { payload: body, contentType: 'application/octet-stream' }
   if (body instanceof Uint8Array) return { payload: Buffer.from(body), contentType: 'application/octet-stream' }
-  if (typeof body === 'object') return { payload: JSON.stringify(body), contentType: 'application/json' }
+  if (typeof body === 'object') {
+    // JSON.stringify throws a plain TypeError for a circular object or a BigInt (and passes on
+    // whatever a toJSON throws): add() promises a coded error for every bad argument.
+    let json: string
+    try {
+      json = JSON.stringify(body)
+    } catch (error) {
+      throw new InvalidArgumentError(`payload: cannot be sent as JSON: ${(error as Error)?.message}`)
+    }
+    return { payload: json, contentType: 'application/json' }
+  }
   throw new InvalidArgumentError(`payload: expected an object, an array, a string, a Buffer or null, got a ${typeof body}`)
 }
 

@@ -4,7 +4,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { Cluster, Redis } from 'ioredis'
 import type { QueueBackend, QueueBackendFactory } from '../types'
-import { InvalidOptionError } from './errors'
+import { InvalidOptionError, shown } from './errors'
 
 /** Queue names end up in Redis keys, log lines and headers: keep them plain. */
 const QueueName = Type.String({
@@ -143,7 +143,7 @@ function optionPath (pointer: string): string {
 function describeError (error: ValueError): string {
   const path = optionPath(error.path) || 'options'
   const allowed = (error.schema as TSchema).description
-  const got = typeof error.value === 'function' ? 'a function' : JSON.stringify(error.value)
+  const got = typeof error.value === 'function' ? 'a function' : shown(error.value)
   return `${path}: ${error.message}${allowed === undefined ? '' : ` (${allowed})`}, got ${got}`
 }
 

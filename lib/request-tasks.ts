@@ -9,10 +9,12 @@ import { dispatchedTask } from './dispatch-mark'
 
 const kRequestTasks = Symbol('taskqueue.requestTasks')
 const kFailed = Symbol('taskqueue.failed')
+const kAborted = Symbol('taskqueue.aborted')
 
 interface TaskQueueRequest extends FastifyRequest {
   [kRequestTasks]?: RequestTaskQueue
   [kFailed]?: true
+  [kAborted]?: true
 }
 
 export class RequestTaskQueue {
@@ -32,6 +34,12 @@ export class RequestTaskQueue {
    */
   add (url: string, options?: AddOptions): string {
     const message = this.service.createMessage(url, options, this.request)
+    // The client already went away: no onResponse will come to hand this task over (or to drop
+    // it), so holding it would keep `drain()` waiting forever. It is dropped at once.
+    if ((this.request as TaskQueueRequest)[kAborted] === true) {
+      this.request.log.debug({ taskIds: [message.id], queues: [message.queue] }, 'taskqueue: request aborted, its tasks are dropped')
+      return message.id
+    }
     if (this.held === null) {
       this.held = [message]
       this.service.holding(1)
@@ -39,6 +47,20 @@ export class RequestTaskQueue {
       this.held.push(message)
     }
     return message.id
+  }
+
+  /**
+   * Drops the held tasks of a request whose client went away. Fastify runs no onResponse hook for
+   * such a request (the response never finishes), so the tasks were neither dropped nor handed
+   * over, and the request counted as holding tasks for ever: `drain()` never resolved.
+   */
+  dropOnAbort (): void {
+    const held = this.held
+    if (held === null) return
+    this.held = null
+    this.request.log.debug({ taskIds: held.map(({ id }) => id), queues: [...new Set(held.map(({ queue }) => queue))] },
+      'taskqueue: request aborted, its tasks are dropped')
+    this.service.holding(-1)
   }
 }
 
@@ -73,7 +95,12 @@ export function onErrorHook (): onErrorHookHandler {
 /** A request whose client went away before the response fails too. */
 export function onRequestAbortHook (): onRequestAbortHookHandler {
   return function markAbortedRequest (request, done) {
-    (request as TaskQueueRequest)[kFailed] = true
+    const tasked = request as TaskQueueRequest
+    tasked[kFailed] = true
+    // onResponse does not run for an aborted request: its held tasks are dropped here, and any
+    // task the handler still adds is dropped by add().
+    tasked[kAborted] = true
+    tasked[kRequestTasks]?.dropOnAbort()
     done()
   }
 }
@@ -100,7 +127,9 @@ export function onResponseHook (service: TaskQueueService): onResponseHookHandle
       if (succeeded(request, reply)) {
         service.enqueueAfterResponse(held)
       } else {
-        request.log.debug({ taskIds: held.map(({ id }) => id), statusCode: reply.statusCode }, 'taskqueue: request failed, its tasks are dropped')
+        // Queues too: every log line about a task carries its id and queue.
+        request.log.debug({ taskIds: held.map(({ id }) => id), queues: [...new Set(held.map(({ queue }) => queue))], statusCode: reply.statusCode },
+          'taskqueue: request failed, its tasks are dropped')
       }
       service.holding(-1)
     }

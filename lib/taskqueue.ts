@@ -1,7 +1,7 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../types'
-import { ClosedError, EnqueueFailedError, InvalidArgumentError, UnknownQueueError } from './errors'
+import { ClosedError, EnqueueFailedError, InvalidArgumentError, UnknownQueueError, shown } from './errors'
 import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
 import { createDispatchKey } from './dispatch-mark'
@@ -25,10 +25,14 @@ export interface QueueHandle {
 
 function checkPage (page: DeadLetterPage | undefined): void {
   if (page === undefined) return
+  // Object.keys(null) threw a TypeError, and a number or an array passed unchecked.
+  if (page === null || typeof page !== 'object' || Array.isArray(page)) {
+    throw new InvalidArgumentError(`dead(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
+  }
   for (const key of Object.keys(page)) {
     const value = (page as Record<string, unknown>)[key]
     if ((key !== 'offset' && key !== 'limit') || !Number.isInteger(value) || (value as number) < 0) {
-      throw new InvalidArgumentError(`dead(${JSON.stringify(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
+      throw new InvalidArgumentError(`dead(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
     }
   }
 }
@@ -109,7 +113,7 @@ export class TaskQueueService {
         return backend.dead(page)
       },
       requeue: (id) => {
-        if (id !== undefined && typeof id !== 'string') throw new InvalidArgumentError(`requeue(id): expected a task id string, got ${JSON.stringify(id)}`)
+        if (id !== undefined && typeof id !== 'string') throw new InvalidArgumentError(`requeue(id): expected a task id string, got ${shown(id)}`)
         return backend.requeue(id)
       },
       purge: () => backend.purge()

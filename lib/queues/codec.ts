@@ -7,19 +7,26 @@ import secureJsonParse from 'secure-json-parse'
 import type { TaskMessage } from '../../types'
 import { taskMethods } from '../message'
 
+/**
+ * A time a Date can hold: an eta such as 1e300 passed as a number, and then made the dispatch
+ * throw (`new Date(eta).toISOString()`) on every try.
+ */
+const Time = Type.Number({ minimum: -8.64e15, maximum: 8.64e15 })
+
 const StoredMessage = Type.Object({
   v: Type.Literal(1),
   id: Type.String({ minLength: 1, maxLength: 200 }),
   queue: Type.String({ minLength: 1 }),
-  url: Type.String({ pattern: '^/(?![/\\\\])' }),
+  // A path of this app as add() accepts it: a single leading "/", no spaces or control characters.
+  url: Type.String({ pattern: '^/(?![/\\\\])[^\\s\\u0000-\\u001f\\u007f]*$' }),
   method: Type.Union(taskMethods.map((method) => Type.Literal(method))),
   headers: Type.Record(Type.String(), Type.String()),
   payload: Type.Optional(Type.String()),
   /** Set when `payload` holds base64 of a binary body. */
   binary: Type.Optional(Type.Literal(true)),
   retries: Type.Integer({ minimum: 0 }),
-  createdAt: Type.Number(),
-  eta: Type.Number(),
+  createdAt: Time,
+  eta: Time,
   named: Type.Optional(Type.Literal(true))
 })
 

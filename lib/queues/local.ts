@@ -154,7 +154,16 @@ export class LocalQueue implements QueueBackend {
   }
 
   async requeue (id?: string): Promise<number> {
-    const chosen = this.deadLetters.filter((letter) => id === undefined || letter.id === id)
+    // A named task whose id is live (or put back just before, oldest first) stays dead, as on
+    // Redis: it was removed from the dead letters, counted, and then dropped by put().
+    const live = new Set(this.liveNames)
+    const chosen = this.deadLetters.filter((letter) => {
+      if (id !== undefined && letter.id !== id) return false
+      if ((letter.task as TaskMessage).named !== true) return true
+      if (live.has(letter.id as string)) return false
+      live.add(letter.id as string)
+      return true
+    })
     if (chosen.length === 0) return 0
     this.deadLetters = this.deadLetters.filter((letter) => !chosen.includes(letter))
     const now = Date.now()

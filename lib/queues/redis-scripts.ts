@@ -114,7 +114,8 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
         redis.call('HDEL', KEYS[4], id)
         redis.call('SREM', KEYS[6], id)
         redis.call('LPUSH', KEYS[3], cjson.encode({ reason = 'recovered too often', detail = 'its consumer died ' .. count .. ' times while running it', at = nowMs, task = task }))
-        redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
+        -- LTRIM 0 -1 would keep everything: deadLetterMax 0 keeps nothing.
+        if tonumber(ARGV[6]) > 0 then redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1) else redis.call('DEL', KEYS[3]) end
         setAside = setAside + 1
       else
         redis.call('RPUSH', KEYS[2], task)
@@ -162,7 +163,8 @@ return pushed
 export const buryScript = `
 redis.call('LREM', KEYS[1], -1, ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+-- LTRIM 0 -1 would keep everything: deadLetterMax 0 keeps nothing, as on a local queue.
+if tonumber(ARGV[4]) > 0 then redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1) else redis.call('DEL', KEYS[2]) end
 if ARGV[3] ~= '' then
   redis.call('SREM', KEYS[3], ARGV[3])
   redis.call('HDEL', KEYS[4], ARGV[3])
@@ -171,11 +173,13 @@ return 1
 `
 
 /**
- * Puts one dead letter back into the queue, unless another client took it first.
+ * Puts one dead letter back into the queue, unless another client took it first or it is a named
+ * task whose name is live (then it stays dead: two live tasks never share a name).
  * KEYS[1] dead list, KEYS[2] waiting list, KEYS[3] live task names
  * ARGV[1] the dead letter entry, ARGV[2] the message to run, ARGV[3] its name or ''
  */
 export const requeueDeadScript = `
+if ARGV[3] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
 redis.call('LPUSH', KEYS[2], ARGV[2])

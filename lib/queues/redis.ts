@@ -6,6 +6,7 @@
 // the lists of consumers whose heartbeat expired go back to `waiting`, recovered by any live
 // consumer under a lease, and a task recovered too often is set aside in `dead`.
 import { randomBytes } from 'node:crypto'
+import { isUtf8 } from 'node:buffer'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import secureJsonParse from 'secure-json-parse'
@@ -24,7 +25,7 @@ type RedisClient = Redis | Cluster
 interface ScriptCommands {
   taskqueueEnqueue (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
   taskqueueAck (processing: string, recoveries: string, names: string, raw: string, id: string): Promise<number>
-  taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string, entry: string, id: string, deadMax: number): Promise<number>
+  taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
   taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
   taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
@@ -74,6 +75,8 @@ type QueueKeys = ReturnType<typeof keysOf>
  * delayed task, or one pushed while the consumer was disconnected, is picked up.
  */
 const blockSeconds = 1
+/** How long past its own timeout a blocking read may stay unanswered before it counts as stuck (ms). */
+const blockingGrace = 5_000
 /** Retried tasks moved from the delayed set into the queue per round trip. */
 const promoteBatch = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
@@ -164,9 +167,18 @@ export class RedisQueue implements QueueBackend {
       // A blocking read that outlives its own timeout by this much is taken for a stuck
       // connection: it is failed, and the consumer reconnects.
       blockingTimeout: 1,
-      blockingTimeoutGrace: 5_000,
+      blockingTimeoutGrace: blockingGrace,
       connectionName: `fastify-taskqueue:${this.name}:consumer`,
-      maxRetriesPerRequest: null
+      maxRetriesPerRequest: null,
+      // Fix: a blocking read is never queued while disconnected, nor sent again after a reconnection.
+      // ioredis settles such a read with null once its blocking timeout passes (1 ms in the offline
+      // queue) and yet sends it when the connection is back: the task it then moved into the
+      // processing list had no reader and stayed there, unseen, while the process lived (tasks
+      // pushed during an outage of more than a few seconds were stuck). Reads are now sent only on
+      // a ready connection, and one cut off by a closed connection makes the consumer look at its
+      // own list once idle (see blockingMove).
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false
     }
     const connection: RedisClient = this.client instanceof Cluster
       ? this.client.duplicate(undefined, { redisOptions: { ...this.client.options.redisOptions, ...blockingOptions } })
@@ -203,9 +215,9 @@ export class RedisQueue implements QueueBackend {
     await this.client.del(this.keys.waiting, this.keys.delayed, this.keys.names)
   }
 
-  /** Moves a message from a processing list to the dead letters. */
-  async bury (processing: string, raw: string, id: string, cause: DeadLetterCause): Promise<void> {
-    const entry = JSON.stringify({ ...cause, at: Date.now(), task: raw })
+  /** Moves a message from a processing list to the dead letters; `raw` as reserved, bytes or text. */
+  async bury (processing: string, raw: string | Buffer, id: string, cause: DeadLetterCause): Promise<void> {
+    const entry = JSON.stringify({ ...cause, at: Date.now(), task: raw.toString() })
     await this.client.taskqueueBury(processing, this.keys.dead, this.keys.names, this.keys.recoveries, raw, entry, id,
       this.options.deadLetterMax as number)
   }
@@ -280,7 +292,7 @@ class RedisReceiver implements TaskReceiver {
   /** Unique to this process even when two processes are given the same consumer name. */
   readonly id: string
   private readonly processing: string
-  private readonly blocking: RedisClient
+  private blocking: RedisClient
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
   private started: Promise<void> | undefined
@@ -300,7 +312,13 @@ class RedisReceiver implements TaskReceiver {
 
   private start (): Promise<void> {
     this.started ??= (async () => {
-      await connect(this.blocking)
+      await connect(this.blocking).catch((error: unknown) => {
+        // Fix: connect() gives up on a connection that failed (it disconnects it, which leaves
+        // ioredis in 'reconnecting' with no reconnection to come), and waiting on that one again
+        // hung for ever: the consumer never ran, and app.close() waited on it. Next time, a new one.
+        this.blocking = this.queue.blockingConnection()
+        throw error
+      })
       await this.beat()
       this.heartbeatTimer = setInterval(() => { this.beat().catch(() => {}) }, this.heartbeatInterval).unref()
     })().catch((error: unknown) => {
@@ -338,12 +356,16 @@ class RedisReceiver implements TaskReceiver {
         this.ownListSuspect = false
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
-      const raw = await this.blockingMove(waitSeconds, signal)
-      if (raw === null) continue
-      const decoded = this.queue.decode(raw)
+      const bytes = await this.blockingMove(waitSeconds, signal)
+      if (bytes === null) continue
+      const raw = bytes.toString()
+      // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which
+      // LREM would never match, so it stayed in the processing list (and came back at close).
+      // Such a message is set aside by its exact bytes.
+      const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8' }
       if (decoded.problem !== undefined) {
         this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
-        await this.queue.bury(this.processing, raw, '', { reason: 'unreadable', detail: decoded.problem })
+        await this.queue.bury(this.processing, bytes, '', { reason: 'unreadable', detail: decoded.problem })
         continue
       }
       this.outstanding++
@@ -353,16 +375,40 @@ class RedisReceiver implements TaskReceiver {
     return null
   }
 
-  /** BLMOVE from the queue into the processing list; gives up on abort. */
-  private async blockingMove (waitSeconds: number, signal: AbortSignal): Promise<string | null> {
+  /**
+   * BLMOVE from the queue into the processing list; gives up on abort, and when the connection
+   * closes under it (the move may have happened: the own list is then looked at once idle).
+   */
+  private async blockingMove (waitSeconds: number, signal: AbortSignal): Promise<Buffer | null> {
     const { keys } = this.queue
+    if (this.blocking.status !== 'ready') {
+      // Not queued offline (see blockingConnection): wait for the connection, a while at most.
+      await this.untilReady(waitSeconds * 1000, signal)
+      return null
+    }
     let onAbort: (() => void) | undefined
-    const aborted = new Promise<null>((resolve) => {
+    let onClose: (() => void) | undefined
+    const interrupted = new Promise<null>((resolve) => {
       onAbort = () => resolve(null)
+      onClose = () => {
+        this.ownListSuspect = true
+        resolve(null)
+      }
       signal.addEventListener('abort', onAbort, { once: true })
+      this.blocking.once('close', onClose)
     })
+    const sentAt = Date.now()
     try {
-      return await Promise.race([this.blocking.blmove(keys.waiting, this.processing, 'RIGHT', 'LEFT', waitSeconds), aborted])
+      const moved = await Promise.race([this.blocking.blmoveBuffer(keys.waiting, this.processing, 'RIGHT', 'LEFT', waitSeconds), interrupted])
+      if (moved === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
+        // ioredis gave up waiting (blockingTimeout) and settled the read with null, without an
+        // error: the server did not answer in time. Its reply, if it ever comes, may carry a task
+        // nobody reads. The connection is taken for stuck and started afresh.
+        this.ownListSuspect = true
+        this.queue.log.warn({ queue: this.queue.name }, 'taskqueue: blocking read unanswered, reconnecting')
+        this.blocking.disconnect(true)
+      }
+      return moved
     } catch (error) {
       // The reply is lost, but the move may have happened: look at the processing list once idle,
       // and start over on a fresh connection in case this one is stuck.
@@ -373,7 +419,23 @@ class RedisReceiver implements TaskReceiver {
       return null
     } finally {
       signal.removeEventListener('abort', onAbort as () => void)
+      this.blocking.off('close', onClose as () => void)
     }
+  }
+
+  /** Resolves once the blocking connection is ready, on abort, or after `ms`. */
+  private untilReady (ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.blocking.off('ready', done)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      this.blocking.once('ready', done)
+      signal.addEventListener('abort', done, { once: true })
+    })
   }
 
   private settle<T> (work: Promise<T>): Promise<T> {

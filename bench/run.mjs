@@ -1,0 +1,335 @@
+// The benchmark of fastify-taskqueue: every figure of one table measured in one run, each
+// scenario in a fresh process (bench/scenarios.mjs), the request-path ones with autocannon against
+// an app listening in a process of its own (bench/http-server.mjs). See bench/README.md.
+//
+//   npm run build && npm run bench            short run (under two minutes on 2 cores)
+//   npm run bench -- --full                   bigger N, longer HTTP runs
+//   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6)
+//   npm run bench -- --no-redis               the local queue only
+//
+// Progress goes to stderr; the table (markdown) to stdout and, with every raw figure and the
+// machine, to bench/results/latest.json.
+import { fork, execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { randomBytes } from 'node:crypto'
+import os from 'node:os'
+import autocannon from 'autocannon'
+import { startRedis } from './redis-server.mjs'
+import { clientBody, clientHeaders, deletePrefix, median, redisClient } from './common.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const args = process.argv.slice(2)
+const full = args.includes('--full')
+const only = args.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
+const wanted = (section) => only === undefined || only.includes(section)
+const sections = ['dispatch', 'enqueue', 'http', 'deep']
+const unknown = only?.filter((section) => !sections.includes(section)) ?? []
+if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(', ')}; sections are ${sections.join(', ')}`)
+
+const config = full
+  ? {
+      dispatch: { n: 50_000, n1: 25_000, redisN: 20_000, redisN1: 10_000, reps: 5, warmup: 10_000 },
+      redisEnqueue: { n: 20_000, batch: 100, warmup: 5_000 },
+      requestEnqueue: { n: 20_000, reps: 3, warmup: 5_000, concurrency: 8 },
+      deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 21 },
+      http: { duration: 5, rounds: 5, warmup: 3, connections: 100 }
+    }
+  : {
+      dispatch: { n: 8_000, n1: 4_000, redisN: 3_000, redisN1: 1_500, reps: 3, warmup: 2_000 },
+      redisEnqueue: { n: 5_000, batch: 100, warmup: 2_000 },
+      requestEnqueue: { n: 5_000, reps: 2, warmup: 2_000, concurrency: 8 },
+      deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 8 },
+      http: { duration: 2, rounds: 2, warmup: 1, connections: 100 }
+    }
+
+const runId = randomBytes(4).toString('hex')
+const prefixOf = (name) => `tq-bench-${runId}-${name}`
+
+function progress (message) {
+  process.stderr.write(`[bench ${((performance.now() - startedAt) / 1000).toFixed(1)}s] ${message}\n`)
+}
+
+/** Runs one scenario in a fresh process and resolves with its result. */
+function scenario (name, params, execArgv = []) {
+  return new Promise((resolve, reject) => {
+    const child = fork(join(here, 'scenarios.mjs'), [name, JSON.stringify(params)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    let answer
+    child.on('message', (message) => { answer = message })
+    child.on('error', reject)
+    child.on('exit', (code) => {
+      if (answer?.result !== undefined) resolve(answer.result)
+      else reject(new Error(`scenario ${name} failed (exit code ${code}): ${answer?.error ?? 'no result'}`))
+    })
+  })
+}
+
+/** Starts bench/http-server.mjs and resolves with `{ port, request(cmd), close() }`. */
+function httpServer (options) {
+  return new Promise((resolve, reject) => {
+    const child = fork(join(here, 'http-server.mjs'), [JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const replies = []
+    const request = (cmd) => new Promise((resolve) => {
+      replies.push(resolve)
+      child.send({ cmd })
+    })
+    child.once('error', reject)
+    child.once('exit', (code) => reject(new Error(`http server exited with code ${code}`)))
+    child.once('message', ({ port }) => {
+      child.on('message', (message) => replies.shift()?.(message))
+      resolve({
+        port,
+        request,
+        close: async () => {
+          child.removeAllListeners('exit')
+          const exited = new Promise((resolve) => child.once('exit', resolve))
+          await request('close')
+          await exited
+        }
+      })
+    })
+  })
+}
+
+function cannon (port, route, duration) {
+  return autocannon({
+    url: `http://127.0.0.1:${port}${route}`,
+    method: 'POST',
+    headers: clientHeaders(),
+    body: clientBody,
+    connections: config.http.connections,
+    pipelining: 1,
+    duration
+  })
+}
+
+/**
+ * 4. Real HTTP requests to the route that queues one task and to the same route queuing none. Each
+ * route has a server of its own, warmed up on that route only (a server that has just queued and
+ * dispatched thousands of tasks answers more slowly for a while, which would count against the
+ * route queuing none); the two are measured in turn, `rounds` times, and the ratios are the
+ * medians of the ratios of each round's pair of runs.
+ */
+async function requestPath (options) {
+  const routes = ['none', 'one']
+  const servers = {}
+  const runs = { none: [], one: [] }
+  try {
+    for (const route of routes) servers[route] = await httpServer(options)
+    for (const route of routes) {
+      await cannon(servers[route].port, `/enqueue/${route}`, config.http.warmup)
+      await servers[route].request('settle')
+    }
+    for (let round = 0; round < config.http.rounds; round++) {
+      for (const route of routes) {
+        const result = await cannon(servers[route].port, `/enqueue/${route}`, config.http.duration)
+        const { waiting } = await servers[route].request('settle')
+        const failed = result.errors + result.timeouts + result.non2xx
+        if (failed > 0) throw new Error(`/enqueue/${route}: ${failed} requests failed`)
+        runs[route].push({
+          rps: result.requests.average,
+          p50: result.latency.p50,
+          p99: result.latency.p99,
+          requests: result.requests.total,
+          // Tasks still waiting when the run ended: the backlog a running consumer did not keep up with.
+          waitingAfter: waiting
+        })
+      }
+    }
+  } finally {
+    for (const server of Object.values(servers)) await server.close()
+  }
+  const summary = (route) => Object.fromEntries(['rps', 'p50', 'p99', 'waitingAfter'].map((key) => [key, median(runs[route].map((run) => run[key]))]))
+  return {
+    none: summary('none'),
+    one: summary('one'),
+    rpsRatio: median(runs.one.map((run, round) => run.rps / runs.none[round].rps)),
+    p99Ratio: median(runs.one.map((run, round) => run.p99 / runs.none[round].p99)),
+    runs
+  }
+}
+
+function gitVersion () {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: here, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib', 'plugin.ts', 'types'], { cwd: join(here, '..'), encoding: 'utf8' }).trim() !== ''
+    return dirty ? `${commit} (lib modified)` : commit
+  } catch {
+    return 'unknown'
+  }
+}
+
+const startedAt = performance.now()
+const loadBefore = os.loadavg()
+const results = {}
+const notes = []
+let redis = { skipped: 'not needed' }
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    progress(`${signal}: stopping`)
+    Promise.resolve(redis.stop?.()).finally(() => process.exit(130))
+  })
+}
+
+try {
+  if (args.includes('--no-redis')) redis = { skipped: '--no-redis' }
+  else {
+    redis = await startRedis()
+    if (redis.skipped !== undefined) notes.push(`Redis rows skipped: ${redis.skipped}`)
+    else progress(`redis ${redis.version} ${redis.own ? 'started on a unix socket' : 'at REDIS_URL'}`)
+  }
+  const withRedis = redis.skipped === undefined
+  const connection = redis.connection
+
+  if (wanted('dispatch')) {
+    for (const concurrency of [1, 8]) {
+      progress(`ceiling, local${withRedis ? ' and redis' : ''} dispatch, concurrency ${concurrency}, runs interleaved`)
+      const n = concurrency === 1 ? config.dispatch.n1 : config.dispatch.n
+      const redisN = concurrency === 1 ? config.dispatch.redisN1 : config.dispatch.redisN
+      const { reps, warmup } = config.dispatch
+      const redisOptions = withRedis ? { redis: connection, prefix: prefixOf(`dispatch${concurrency}`) } : {}
+      results[`dispatch${concurrency}`] = await scenario('dispatch', { n, redisN, concurrency, reps, warmup, ...redisOptions }, ['--expose-gc'])
+    }
+  }
+  if (wanted('enqueue') && withRedis) {
+    progress('redis enqueue through app.taskqueue.add')
+    results.redisEnqueue = await scenario('redisEnqueue', { ...config.redisEnqueue, redis: connection, prefix: prefixOf('enqueue') })
+  }
+  if (wanted('enqueue')) {
+    for (const type of withRedis ? ['local', 'redis'] : ['local']) {
+      progress(`${type} enqueue through requests (inject)`)
+      results[`${type}RequestEnqueue`] = await scenario('requestEnqueue', { ...config.requestEnqueue, type, redis: connection, prefix: prefixOf('requests') })
+    }
+  }
+  if (wanted('http')) {
+    progress('request path over HTTP, local queue, its consumer running')
+    results.httpLocal = await requestPath({ type: 'local', consumer: true })
+    progress('request path over HTTP, local queue, no consumer')
+    results.httpLocalNoConsumer = await requestPath({ type: 'local', consumer: false })
+    if (withRedis) {
+      progress('request path over HTTP, redis queue (producer only)')
+      results.httpRedis = await requestPath({ type: 'redis', consumer: false, redis: connection, prefix: prefixOf('http') })
+    }
+  }
+  if (wanted('deep')) {
+    progress('memory and depth, local queue')
+    results.localDeep = await scenario('deep', { ...config.deep, type: 'local' }, ['--expose-gc'])
+    if (withRedis) {
+      progress('memory and depth, redis queue')
+      results.redisDeep = await scenario('deep', { ...config.deep, type: 'redis', redis: connection, prefix: prefixOf('deep') }, ['--expose-gc'])
+    }
+  }
+} finally {
+  if (redis.skipped === undefined) {
+    // Whatever a failed scenario left behind under this run's prefixes.
+    const client = redisClient(redis.connection)
+    await deletePrefix(client, `tq-bench-${runId}-*`).catch(() => {})
+    client.disconnect()
+    await redis.stop()
+  }
+}
+
+// The table.
+const int = (value) => Math.round(value).toLocaleString('en-US')
+const ratio = (value) => value.toFixed(2)
+const rows = []
+const targets = []
+function row (section, what, setting, value, against = '', measuredRatio = '', target = '') {
+  rows.push({ section, what, setting, value, against, ratio: measuredRatio, target })
+}
+function check (name, met, detail) {
+  targets.push({ name, met, detail })
+  return `${met ? 'met' : 'MISSED'} (${detail})`
+}
+
+for (const c of [1, 8]) {
+  const ceiling = results[`dispatch${c}`]?.ceiling
+  if (ceiling !== undefined) row('1', 'ceiling: `inject()` POST /tasks/noop', `concurrency ${c}, N ${int(c === 1 ? config.dispatch.n1 : config.dispatch.n)}`, `${int(ceiling.rate)} req/s; CPU ${int(ceiling.cpu)} µs each`)
+}
+for (const [type, minimum] of [['local', 0.9], ['redis', 0.8]]) {
+  for (const c of [1, 8]) {
+    const measured = results[`dispatch${c}`]?.[type]
+    if (measured === undefined) continue
+    const n = type === 'local' ? (c === 1 ? config.dispatch.n1 : config.dispatch.n) : (c === 1 ? config.dispatch.redisN1 : config.dispatch.redisN)
+    row(type === 'local' ? '2' : '3', `${type} queue: N waiting, then dispatched`, `concurrentLimit ${c}, N ${int(n)}`,
+      `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each${type === 'redis' ? ' (app + redis-server)' : ''}`,
+      `ceiling, concurrency ${c}`, `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`,
+      c === 8 ? check(`${type} dispatch >= ${minimum} of the ceiling (concurrency 8)`, measured.ratio >= minimum, `>= ${minimum.toFixed(2)}`) : '')
+  }
+}
+if (results.redisEnqueue !== undefined) {
+  row('3', 'redis enqueue: `await app.taskqueue.add()` one after another', 'sequential', `${int(results.redisEnqueue.sequential)} tasks/s`)
+  row('3', 'redis enqueue: `app.taskqueue.add()`, batches awaited together', `${config.redisEnqueue.batch} at a time`, `${int(results.redisEnqueue.batched)} tasks/s`)
+}
+for (const type of ['local', 'redis']) {
+  const enqueue = results[`${type}RequestEnqueue`]
+  if (enqueue === undefined) continue
+  row('3', `${type} enqueue through requests: \`inject()\` of a route that queues one task`, `concurrency ${config.requestEnqueue.concurrency}`,
+    `${int(enqueue.one)} tasks/s`, `same route queuing none: ${int(enqueue.none)} req/s`, ratio(enqueue.one / enqueue.none))
+}
+for (const [key, label, minimum, target] of [
+  ['httpLocal', 'local, its consumer running (concurrentLimit 8)', 0.9, true],
+  ['httpLocalNoConsumer', 'local, no consumer (queue emptied after the run)', 0.9, false],
+  ['httpRedis', 'redis, producer only (no consumer)', 0.8, true]
+]) {
+  const http = results[key]
+  if (http === undefined) continue
+  row('4', `HTTP, route queuing none: ${label}`, `${config.http.connections} connections, ${config.http.rounds} x ${config.http.duration} s`,
+    `${int(http.none.rps)} req/s, p99 ${http.none.p99} ms`)
+  const met = http.rpsRatio >= minimum && http.p99Ratio <= 1.2
+  row('4', `HTTP, same route queuing one task: ${label}`, `${config.http.connections} connections, ${config.http.rounds} x ${config.http.duration} s`,
+    `${int(http.one.rps)} req/s, p99 ${http.one.p99} ms${key === 'httpLocal' ? `; ${int(http.one.waitingAfter)} tasks still waiting at the end` : ''}`, 'route queuing none', `${ratio(http.rpsRatio)} req/s, ${ratio(http.p99Ratio)}x p99`,
+    target
+      ? check(`request path ${label.split(',')[0]}: >= ${minimum} req/s, p99 <= 1.2x`, met, `>= ${minimum.toFixed(2)}, p99 <= 1.20x`)
+      : `(request path only, for comparison: ${met ? 'would meet' : 'would miss'} >= ${minimum.toFixed(2)}, p99 <= 1.20x)`)
+}
+if (results.localDeep !== undefined) {
+  const memory = results.localDeep.memory
+  row('5', `local memory per waiting task (${int(memory.n)} waiting, consumer not started)`, 'heapUsed after gc()', `${int(memory.perTask)} B`,
+    `url + headers + payload: ${int(memory.taskBytes)} B`, ratio(memory.ratio),
+    check('local memory per task <= 1.5x its url, headers and payload', memory.ratio <= 1.5, '<= 1.50'))
+}
+if (results.redisDeep !== undefined) {
+  const memory = results.redisDeep.memory
+  row('5', `redis memory per waiting task (${int(memory.n)} waiting)`, 'INFO used_memory', `${int(memory.perTask)} B`,
+    `url + headers + payload: ${int(memory.taskBytes)} B (stored message: ${int(memory.messageBytes)} B)`, ratio(memory.ratio))
+}
+for (const type of ['local', 'redis']) {
+  const depth = results[`${type}Deep`]?.depth
+  if (depth === undefined) continue
+  const cpu = (value) => `; app CPU ${int(value)} µs each`
+  row('6', `${type} depth: dispatch with ${int(config.deep.small)} waiting`, 'concurrentLimit 8', `${int(depth.small)} tasks/s${cpu(depth.cpu.small)}`)
+  row('6', `${type} depth: dispatch with ${int(config.deep.large)} waiting`, 'concurrentLimit 8', `${int(depth.large)} tasks/s${cpu(depth.cpu.large)}`,
+    `${int(config.deep.small)} waiting`, `${ratio(depth.ratio)} (CPU: ${ratio(depth.cpuRatio)})`, check(`${type} depth ratio >= 0.9`, depth.ratio >= 0.9, '>= 0.90'))
+}
+
+const cpus = os.cpus()
+const machine = {
+  cpu: cpus[0]?.model ?? 'unknown',
+  cores: cpus.length,
+  memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+  os: `${os.type()} ${os.release()} ${os.arch()}`,
+  node: process.version,
+  redis: redis.skipped === undefined ? `${redis.version}${redis.own ? ' (throwaway, unix socket)' : ' (REDIS_URL)'}` : `skipped: ${redis.skipped}`,
+  commit: gitVersion(),
+  // Other work on the machine makes every figure noisier: the 1-minute load average before and after.
+  load: { before: loadBefore[0], after: os.loadavg()[0] }
+}
+const date = new Date().toISOString()
+const seconds = (performance.now() - startedAt) / 1000
+
+const escape = (text) => String(text).replaceAll('|', '\\|')
+const table = [
+  `fastify-taskqueue benchmark, ${full ? 'full' : 'short'} run, ${date}: ${machine.cpu}, ${machine.cores} cores, Node.js ${machine.node}, Redis ${machine.redis}, commit ${machine.commit}; ${seconds.toFixed(0)} s, load average ${machine.load.before.toFixed(1)} before, ${machine.load.after.toFixed(1)} after`,
+  '',
+  '| # | measurement | setting | result | compared with | ratio | target |',
+  '| --- | --- | --- | --- | --- | --- | --- |',
+  ...rows.map((r) => `| ${[r.section, r.what, r.setting, r.value, r.against, r.ratio, r.target].map(escape).join(' | ')} |`),
+  ...notes.map((note) => `\n${note}`)
+].join('\n')
+
+console.log(table)
+mkdirSync(join(here, 'results'), { recursive: true })
+writeFileSync(join(here, 'results', 'latest.json'), JSON.stringify({ date, mode: full ? 'full' : 'short', seconds, machine, config, results, rows, targets, notes }, null, 2) + '\n')
+progress(`done in ${seconds.toFixed(0)} s; targets met: ${targets.filter(({ met }) => met).length} of ${targets.length}; written to bench/results/latest.json`)

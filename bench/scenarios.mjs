@@ -1,0 +1,343 @@
+// One benchmark scenario per process, so that no scenario inherits another's heap or JIT state.
+// Started by run.mjs through fork(); can be run alone (and profiled) too, for instance:
+//   node --cpu-prof bench/scenarios.mjs localDispatch '{"n":20000,"concurrency":8,"reps":1,"warmup":3000}'
+//   node --cpu-prof bench/scenarios.mjs redisDispatch '{"n":5000,"concurrency":8,"reps":1,"warmup":1000,
+//     "redis":{"unixSocketPath":"/tmp/redis.sock"},"prefix":"tq-bench-profile"}'
+// The result is sent to the parent over IPC, or printed as JSON when there is none.
+import Fastify from 'fastify'
+import taskqueue from 'fastify-taskqueue'
+import {
+  Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisQueue,
+  sleep, taskOptions, taskRoute, taskSize, taskUrl
+} from './common.mjs'
+
+/**
+ * Collects the garbage of the set-up (the fill of a queue makes plenty) before a clock starts, so
+ * that it is not collected in the measured part. Needs `node --expose-gc`; without it, does nothing.
+ */
+function collect () {
+  globalThis.gc?.()
+}
+
+/** `count` add() options, made before any clock starts. */
+function makeTasks (count) {
+  return Array.from({ length: count }, (_, i) => taskOptions(i))
+}
+
+async function ceilingRun (n, concurrency) {
+  const counter = new Counter(n)
+  const app = Fastify({ logger: false })
+  taskRoute(app, counter)
+  await app.ready()
+  const requests = Array.from({ length: n }, (_, i) => ceilingRequest(i))
+  collect()
+  const started = performance.now()
+  await pool(n, concurrency, async (i) => {
+    const response = await app.inject(requests[i])
+    if (response.statusCode !== 204) throw new Error(`ceiling: answered ${response.statusCode}`)
+  })
+  const elapsed = performance.now() - started
+  await app.close()
+  return { rate: counter.rate, cpu: counter.cpuPerCall, wallRate: n / elapsed * 1000 }
+}
+
+/** 1. Raw `inject()` of the task route, `concurrency` workers each awaiting its inject. */
+async function ceiling ({ n, concurrency, reps, warmup }) {
+  await ceilingRun(warmup, concurrency)
+  const runs = []
+  for (let r = 0; r < reps; r++) runs.push(await ceilingRun(n, concurrency))
+  return { rate: median(runs.map(({ rate }) => rate)), runs: runs.map(({ rate }) => Math.round(rate)) }
+}
+
+/** N tasks queued in a local queue before ready(); its consumer starts with ready(). */
+async function localRun (n, concurrency) {
+  const counter = new Counter(n)
+  const app = await queueApp({ queue: { type: 'local' }, consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter })
+  await addBatched(app, makeTasks(n))
+  collect()
+  await app.ready()
+  await counter.done
+  await app.taskqueue.drain()
+  const result = { rate: counter.rate, cpu: counter.cpuPerCall }
+  await app.close()
+  return result
+}
+
+/** 2. Local queue: N tasks waiting, then dispatched by a consumer of `concurrency`. */
+async function localDispatch ({ n, concurrency, reps, warmup }) {
+  await localRun(warmup, concurrency)
+  const runs = []
+  for (let r = 0; r < reps; r++) runs.push(await localRun(n, concurrency))
+  return { rate: median(runs.map(({ rate }) => rate)), runs: runs.map(({ rate }) => Math.round(rate)) }
+}
+
+/** Fills the Redis queue under `prefix` with `count` tasks through a producer app. */
+async function fillRedis (redis, prefix, count) {
+  const producer = await queueApp({ queue: redisQueue(redis, prefix), consumers: [] })
+  await producer.ready()
+  await addBatched(producer, makeTasks(count))
+  await producer.close()
+}
+
+/** CPU time (µs) that redis-server has used so far. */
+async function redisCpu (client) {
+  const info = await client.info('cpu')
+  return (Number(/used_cpu_user:([\d.]+)/.exec(info)[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)[1])) * 1e6
+}
+
+/**
+ * Starts a consumer app on the Redis queue under `prefix`, whose tasks are already waiting, and
+ * closes it once `counter` reached its target (the tasks in flight then are awaited). Resolves
+ * with the CPU time (µs) redis-server used meanwhile.
+ */
+async function redisConsume (redis, prefix, concurrency, counter, client) {
+  const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter })
+  const cpuBefore = client === undefined ? 0 : await redisCpu(client)
+  collect()
+  await app.ready()
+  await counter.done
+  const cpu = client === undefined ? 0 : await redisCpu(client) - cpuBefore
+  await app.close()
+  return cpu
+}
+
+async function redisRun (redis, prefix, n, concurrency) {
+  const client = redisClient(redis)
+  await fillRedis(redis, prefix, n)
+  const counter = new Counter(n)
+  const serverCpu = await redisConsume(redis, prefix, concurrency, counter, client)
+  const left = await client.llen(`${prefix}:{default}:waiting`)
+  await deletePrefix(client, prefix)
+  client.disconnect()
+  if (left !== 0) throw new Error(`redis dispatch: ${left} tasks left waiting`)
+  // The CPU of the app and of redis-server, per task.
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+}
+
+/** 3. Redis queue: N tasks waiting, then dispatched by a consumer of `concurrency`. */
+async function redisDispatch ({ n, concurrency, reps, warmup, redis, prefix }) {
+  await redisRun(redis, `${prefix}-warmup`, warmup, concurrency)
+  const runs = []
+  for (let r = 0; r < reps; r++) runs.push(await redisRun(redis, `${prefix}-${r}`, n, concurrency))
+  return { rate: median(runs.map(({ rate }) => rate)), runs: runs.map(({ rate }) => Math.round(rate)) }
+}
+
+/**
+ * 1-3. The ceiling and the dispatch of both queues at one concurrency, their runs interleaved (a
+ * warm-up of each, then ceiling, local, redis, ceiling, local, redis...), so that a ratio compares
+ * runs made moments apart: on a shared machine the speed drifts over a minute.
+ */
+async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }) {
+  const kinds = {
+    ceiling: () => ceilingRun(n, concurrency),
+    local: () => localRun(n, concurrency)
+  }
+  if (redis !== undefined) kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
+  await ceilingRun(warmup, concurrency)
+  await localRun(warmup, concurrency)
+  if (redis !== undefined) await redisRun(redis, `${prefix}-warmup`, Math.min(warmup, redisN), concurrency)
+  const runs = Object.fromEntries(Object.keys(kinds).map((kind) => [kind, []]))
+  for (let r = 0; r < reps; r++) {
+    for (const [kind, run] of Object.entries(kinds)) runs[kind].push(await run(r))
+  }
+  const result = {}
+  for (const [kind, measured] of Object.entries(runs)) {
+    result[kind] = {
+      rate: median(measured.map(({ rate }) => rate)),
+      cpu: median(measured.map(({ cpu }) => cpu)),
+      runs: measured.map(({ rate }) => Math.round(rate))
+    }
+    if (kind === 'ceiling') continue
+    // Medians of the ratios of runs made one after the other: of throughput, and of CPU time
+    // per task (ceiling / queue: the throughput ratio if nothing else took the cores).
+    result[kind].ratio = median(measured.map(({ rate }, r) => rate / runs.ceiling[r].rate))
+    result[kind].cpuRatio = median(measured.map(({ cpu }, r) => runs.ceiling[r].cpu / cpu))
+  }
+  return result
+}
+
+/** 3. Enqueue throughput of `app.taskqueue.add` on a Redis queue: one at a time, and `batch` at a time. */
+async function redisEnqueue ({ n, batch, warmup, redis, prefix }) {
+  const client = redisClient(redis)
+  const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: [] })
+  await app.ready()
+  const result = {}
+  await addBatched(app, makeTasks(warmup), batch)
+  for (const mode of ['sequential', 'batched', 'sequential', 'batched']) {
+    await app.taskqueue.queue('default').reset()
+    const tasks = makeTasks(n)
+    const started = performance.now()
+    if (mode === 'sequential') {
+      for (const task of tasks) await app.taskqueue.add(taskUrl, task)
+    } else {
+      await addBatched(app, tasks, batch)
+    }
+    const rate = n / (performance.now() - started) * 1000
+    const length = await app.taskqueue.queue('default').length()
+    if (length !== n) throw new Error(`redis enqueue: ${length} tasks waiting, expected ${n}`)
+    result[mode] = Math.max(result[mode] ?? 0, rate)
+  }
+  await app.close()
+  await deletePrefix(client, prefix)
+  client.disconnect()
+  return result
+}
+
+/**
+ * 3. Enqueue through requests: `inject()` of a route that queues one task (held with the request,
+ * pushed after its response), against the same route queuing none. Timed until every push is done.
+ */
+async function requestEnqueue ({ n, concurrency, reps, warmup, type, redis, prefix }) {
+  const queue = type === 'local' ? { type: 'local' } : redisQueue(redis, prefix)
+  const app = Fastify({ logger: false })
+  await app.register(taskqueue, { queues: [{ queue: 'default', ...queue }], consumers: [] })
+  app.post('/enqueue/none', async () => ({ ok: true }))
+  app.post('/enqueue/one', async (request) => ({ ok: true, id: request.taskqueue.add(taskUrl, { method: 'POST' }) }))
+  taskRoute(app)
+  await app.ready()
+  const run = async (route, count) => {
+    const requests = Array.from({ length: count }, (_, i) => ({ ...ceilingRequest(i), url: route }))
+    const started = performance.now()
+    await pool(count, concurrency, async (i) => {
+      const response = await app.inject(requests[i])
+      if (response.statusCode !== 200) throw new Error(`${route}: answered ${response.statusCode}`)
+    })
+    await app.taskqueue.drain()
+    const rate = count / (performance.now() - started) * 1000
+    const waiting = await app.taskqueue.queue('default').length()
+    if (route === '/enqueue/one' && waiting !== count) throw new Error(`${route}: ${waiting} tasks waiting, expected ${count}`)
+    await app.taskqueue.queue('default').reset()
+    return rate
+  }
+  await run('/enqueue/none', warmup)
+  await run('/enqueue/one', warmup)
+  const none = []
+  const one = []
+  for (let r = 0; r < reps; r++) {
+    none.push(await run('/enqueue/none', n))
+    one.push(await run('/enqueue/one', n))
+  }
+  await app.close()
+  if (type !== 'local') {
+    const client = redisClient(redis)
+    await deletePrefix(client, prefix)
+    client.disconnect()
+  }
+  return { none: median(none), one: median(one), runs: { none: none.map(Math.round), one: one.map(Math.round) } }
+}
+
+async function settledHeap () {
+  for (let i = 0; i < 4; i++) {
+    globalThis.gc()
+    await sleep(10)
+  }
+  return process.memoryUsage().heapUsed
+}
+
+/**
+ * 5 and 6 for one queue type, on one fill of `large` tasks:
+ * - memory: what `large` waiting tasks take (local: heapUsed after gc(), before and after the
+ *   fill, with no consumer running yet; Redis: INFO used_memory, and MEMORY USAGE of the list),
+ *   against the bytes of the task's url, headers and payload;
+ * - depth: dispatch throughput (consumer of 8) of `reps` consecutive windows of `window` tasks
+ *   with those `large` tasks waiting, against a queue holding `small` (`reps` times, a fresh app
+ *   each time, half before the large run and half after). In both cases the tasks are queued
+ *   before the consumer starts, and the first `skip` tasks, dispatched while the fresh app warms
+ *   up, are not counted.
+ */
+async function deep ({ type, small, large, window, skip, reps, redis, prefix }) {
+  const concurrency = 8
+  const smallRates = []
+  const largeRates = []
+  const smallCpu = []
+  const largeCpu = []
+  const taskBytes = taskSize(1)
+  let memory
+  const consumers = [{ queue: 'default', concurrentLimit: concurrency }]
+  const client = type === 'local' ? undefined : redisClient(redis)
+
+  /**
+   * Queues `waiting` tasks, starts the consumer, and records `windows` windows of `size` tasks
+   * after the first `skip`; resolves with the memory figures of the fill.
+   */
+  const measure = async (key, waiting, windows, size, out, outCpu, withMemory = false) => {
+    const counter = new Counter(skip + windows * size, size, skip)
+    let figures
+    if (type === 'local') {
+      const app = await queueApp({ queue: { type: 'local' }, consumers, counter })
+      const before = withMemory ? await settledHeap() : 0
+      // The tasks are made after the first reading: their strings belong to what the queue holds.
+      await addBatched(app, makeTasks(waiting), 1000)
+      if (withMemory) {
+        const perTask = (await settledHeap() - before) / waiting
+        figures = { n: waiting, perTask, taskBytes, ratio: perTask / taskBytes }
+      }
+      collect()
+      await app.ready()
+      await counter.done
+      await app.taskqueue.queue('default').reset()
+      await app.taskqueue.drain()
+      await app.close()
+    } else {
+      const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))[1])
+      const before = withMemory ? await usedMemory() : 0
+      const producer = await queueApp({ queue: redisQueue(redis, key), consumers: [] })
+      await producer.ready()
+      await addBatched(producer, makeTasks(waiting))
+      await producer.close()
+      if (withMemory) {
+        const perTask = (await usedMemory() - before) / waiting
+        const list = `${key}:{default}:waiting`
+        const listBytes = Number(await client.call('MEMORY', 'USAGE', list, 'SAMPLES', '0'))
+        const messageBytes = Buffer.byteLength(await client.lindex(list, 0))
+        figures = { n: waiting, perTask, listPerTask: listBytes / waiting, messageBytes, taskBytes, ratio: perTask / taskBytes }
+      }
+      await redisConsume(redis, key, concurrency, counter)
+      await deletePrefix(client, key)
+    }
+    out?.push(...counter.windowRates)
+    outCpu?.push(...counter.windowCpu)
+    return figures
+  }
+
+  // Warm-up: as many tasks as two small runs, in one go.
+  await measure(`${prefix}-warmup`, 2 * small, 1, 2 * small - skip)
+  // Half the small runs before the large one and half after, so that a drift in speed evens out.
+  for (let r = 0; r < reps; r++) {
+    if (r === reps >> 1) memory = await measure(`${prefix}-large`, large, reps, window, largeRates, largeCpu, true)
+    await measure(`${prefix}-small-${r}`, small, 1, small - skip, smallRates, smallCpu)
+  }
+  client?.disconnect()
+  return {
+    memory,
+    depth: {
+      small: median(smallRates),
+      large: median(largeRates),
+      ratio: median(largeRates) / median(smallRates),
+      // The same from the app's CPU time per task (small / large), which other processes barely move.
+      cpu: { small: median(smallCpu), large: median(largeCpu) },
+      cpuRatio: median(smallCpu) / median(largeCpu),
+      runs: { small: smallRates.map(Math.round), large: largeRates.map(Math.round) }
+    }
+  }
+}
+
+const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep }
+
+async function main () {
+  const [name, json = '{}'] = process.argv.slice(2)
+  const scenario = scenarios[name]
+  if (scenario === undefined) throw new Error(`unknown scenario "${name}"; one of ${Object.keys(scenarios).join(', ')}`)
+  const result = await scenario(JSON.parse(json))
+  if (process.send !== undefined) process.send({ result }, () => process.exit(0))
+  else {
+    console.log(JSON.stringify(result, null, 2))
+    process.exit(0)
+  }
+}
+
+main().catch((error) => {
+  console.error(error)
+  if (process.send !== undefined) process.send({ error: error.stack ?? String(error) }, () => process.exit(1))
+  else process.exit(1)
+})

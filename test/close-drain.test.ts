@@ -1,0 +1,227 @@
+// drain(), close() and the queue handle (issue 2): drain() waits for the local queues to empty and
+// for every task in flight; close() stops the consumers, waits for the tasks in flight (up to
+// closeTimeout), counts the local tasks still waiting in a warning, and refuses add() afterwards;
+// queue(name).length() counts waiting tasks only, reset() drops them.
+import { test } from 'tap'
+import Fastify, { type FastifyInstance } from 'fastify'
+import taskqueue from '../plugin'
+import type { TaskQueuePluginOptions } from '../lib/options'
+import { gate, levels, logCapture, pluginLines, settlesWithin, sleep, waitFor, type LogLine, type Test } from './helpers/harness'
+
+interface Worked {
+  app: FastifyInstance
+  lines: LogLine[]
+  /** Names of the tasks whose handler finished, in that order. */
+  done: string[]
+  /** Names of the tasks whose handler started. */
+  started: string[]
+}
+
+/**
+ * An app whose route POST /work/:name runs `work(name)` and records it; not closed at teardown when
+ * the test closes it itself (closing twice is harmless).
+ */
+async function worked (t: Test, options: TaskQueuePluginOptions, work: (name: string) => Promise<void> = async () => {},
+  routes: (app: FastifyInstance) => void = () => {}): Promise<Worked> {
+  const { stream, lines } = logCapture()
+  const app = Fastify({ logger: { level: 'debug', stream } })
+  t.teardown(() => app.close())
+  await app.register(taskqueue, options)
+  const done: string[] = []
+  const started: string[] = []
+  app.post('/work/:name', async (request) => {
+    const { name } = request.params as { name: string }
+    started.push(name)
+    await work(name)
+    done.push(name)
+    return { ok: true }
+  })
+  routes(app)
+  await app.ready()
+  return { app, lines, done, started }
+}
+
+function add (app: FastifyInstance, name: string, options: { queue?: string, delay?: number } = {}): Promise<string> {
+  return app.taskqueue.add(`/work/${name}`, { method: 'POST', payload: null, ...options })
+}
+
+test('drain() resolves at once when nothing waits and nothing runs', async (t) => {
+  const { app } = await worked(t, {})
+  t.ok(await settlesWithin(app.taskqueue.drain(), 50), 'idle: resolves at once')
+  await add(app, 'one')
+  await app.taskqueue.drain()
+  t.ok(await settlesWithin(app.taskqueue.drain(), 50), 'idle again: resolves at once')
+})
+
+test('drain() resolves once the queues are empty and the tasks in flight finished', async (t) => {
+  const { app, done } = await worked(t, {
+    queues: [{ queue: 'default' }, { queue: 'mail' }],
+    consumers: [{ queue: 'default', concurrentLimit: 2 }, { queue: 'mail', concurrentLimit: 1 }]
+  }, async () => { await sleep(15) })
+  for (let index = 0; index < 5; index++) await add(app, `d${index}`)
+  await add(app, 'm0', { queue: 'mail' })
+  await add(app, 'm1', { queue: 'mail' })
+  t.same(done, [], 'nothing finished yet')
+  await app.taskqueue.drain()
+  t.same([...done].sort(), ['d0', 'd1', 'd2', 'd3', 'd4', 'm0', 'm1'], 'every task ran before drain() resolved')
+  t.equal(await app.taskqueue.queue('default').length(), 0)
+  t.equal(await app.taskqueue.queue('mail').length(), 0)
+})
+
+test('drain() waits for a request that holds tasks, and for retries', async (t) => {
+  const handlerGate = gate()
+  const added = gate()
+  let tries = 0
+  const { app, done } = await worked(t, { consumers: [{ queue: 'default', retryDelay: { min: 20, max: 40 } }] }, async (name) => {
+    if (name === 'flaky' && tries++ === 0) throw Object.assign(new Error('conflict'), { statusCode: 409 })
+  }, (app) => {
+    app.post('/src', async (request) => {
+      request.taskqueue.add('/work/held', { method: 'POST', payload: null })
+      added.open()
+      await handlerGate.promise
+      return {}
+    })
+  })
+  const response = app.inject({ method: 'POST', url: '/src' })
+  await added.promise
+  const drained = app.taskqueue.drain()
+  t.notOk(await settlesWithin(drained, 50), 'drain() waits while the request holds a task')
+  handlerGate.open()
+  await response
+  await drained
+  t.same(done, ['held'], 'the held task ran before drain() resolved')
+
+  await add(app, 'flaky')
+  await app.taskqueue.drain()
+  t.equal(tries, 2, 'drain() waited for the retry')
+  t.same(done, ['held', 'flaky'])
+})
+
+test('close(): in-flight tasks are awaited, no new task is taken, waiting ones are counted in a warning', async (t) => {
+  const release = gate()
+  const { app, lines, done, started } = await worked(t, { consumers: [{ queue: 'default', concurrentLimit: 1 }] }, async (name) => {
+    if (name === 'first') {
+      await release.promise
+      await sleep(20)
+    }
+  })
+  await add(app, 'first')
+  await add(app, 'second')
+  await add(app, 'third')
+  await waitFor('the first task in flight', () => started.length === 1)
+
+  const closing = app.close()
+  t.notOk(await settlesWithin(closing, 100), 'close() waits for the task in flight')
+  release.open()
+  await closing
+  t.same(done, ['first'], 'the task in flight finished, and its effect is seen once close() resolved')
+  t.same(started, ['first'], 'no waiting task was taken after close began')
+
+  const lost = pluginLines(lines).filter(({ level, waiting }) => level === levels.warn && waiting !== undefined)
+  t.equal(lost.length, 1, 'one warning for the queue')
+  t.match(lost[0], { queue: 'default', waiting: 2 }, 'counting the two tasks still waiting')
+})
+
+test('close() with nothing waiting logs no loss', async (t) => {
+  const { app, lines } = await worked(t, {})
+  await add(app, 'one')
+  await app.taskqueue.drain()
+  await app.close()
+  t.same(pluginLines(lines).filter(({ level }) => level >= levels.warn), [], 'no warning')
+})
+
+test('close() counts the waiting tasks of every local queue, and those waiting for a delay', async (t) => {
+  const { app, lines } = await worked(t, { queues: [{ queue: 'default' }, { queue: 'mail' }], consumers: [] })
+  await add(app, 'a')
+  await add(app, 'b')
+  await add(app, 'c', { queue: 'mail' })
+  await add(app, 'later', { queue: 'mail', delay: 60_000 })
+  await app.close()
+  const lost = pluginLines(lines).filter(({ level, waiting }) => level === levels.warn && waiting !== undefined)
+  t.same(lost.map(({ queue, waiting }) => ({ queue, waiting })).sort((a, b) => String(a.queue).localeCompare(String(b.queue))), [
+    { queue: 'default', waiting: 2 },
+    { queue: 'mail', waiting: 2 }
+  ])
+})
+
+test('add() after close() throws FST_TASKQUEUE_CLOSED', async (t) => {
+  const { app } = await worked(t, {})
+  await app.close()
+  t.throws(() => app.taskqueue.add('/work/late'), { code: 'FST_TASKQUEUE_CLOSED' }, 'thrown at once, not a rejection')
+  t.throws(() => app.taskqueue.add('/work/late', { queue: 'default', method: 'POST' }), { code: 'FST_TASKQUEUE_CLOSED' })
+})
+
+test('closeTimeout: a task running past it does not hold close()', async (t) => {
+  const stuck = gate()
+  const { app, lines, started, done } = await worked(t, { closeTimeout: 100 }, async () => {
+    // Waits 2 s, unless the test lets it go sooner once it is over.
+    await Promise.race([stuck.promise, sleep(2000)])
+  })
+  t.teardown(stuck.open)
+  const id = await add(app, 'slow')
+  await waitFor('the slow task in flight', () => started.length === 1)
+  const begun = Date.now()
+  await app.close()
+  const took = Date.now() - begun
+  t.ok(took < 1500, `close() resolved after ${took} ms, well before the task's 2 s`)
+  t.ok(took >= 90, 'having waited about closeTimeout for it')
+  t.same(done, [], 'the task was still running')
+  const givenBack = pluginLines(lines).filter(({ taskId }) => taskId === id).filter(({ level }) => level === levels.warn)
+  t.equal(givenBack.length, 1, 'a warning names the task still running')
+  t.match(givenBack[0], { taskId: id, queue: 'default' })
+})
+
+test('queue(name).length() counts waiting tasks, not those in flight', async (t) => {
+  const release = gate()
+  const { app, started } = await worked(t, {
+    queues: [{ queue: 'default' }, { queue: 'idle' }],
+    consumers: [{ queue: 'default', concurrentLimit: 2 }]
+  }, async () => { await release.promise })
+  t.equal(await app.taskqueue.queue('default').length(), 0, 'empty')
+  for (let index = 0; index < 5; index++) await add(app, `t${index}`)
+  await waitFor('two tasks in flight', () => started.length === 2)
+  t.equal(await app.taskqueue.queue('default').length(), 3, 'five added, two in flight: three waiting')
+  await add(app, 'delayed', { delay: 60_000 })
+  t.equal(await app.taskqueue.queue('default').length(), 4, 'a delayed task waits too')
+
+  await add(app, 'x', { queue: 'idle' })
+  await add(app, 'y', { queue: 'idle' })
+  t.equal(await app.taskqueue.queue('idle').length(), 2, 'a queue without consumer keeps its tasks')
+  t.equal(app.taskqueue.queue('idle').name, 'idle')
+
+  await app.taskqueue.queue('default').reset()
+  release.open()
+  await app.taskqueue.drain()
+  t.equal(started.length, 2, 'reset() dropped the waiting tasks')
+})
+
+test('queue(name).reset() drops the waiting tasks; those in flight finish', async (t) => {
+  const release = gate()
+  const { app, started, done } = await worked(t, { consumers: [{ queue: 'default', concurrentLimit: 1 }] }, async (name) => {
+    if (name === 'first') await release.promise
+  })
+  await add(app, 'first')
+  await add(app, 'second')
+  await add(app, 'third')
+  await add(app, 'delayed', { delay: 200 })
+  await waitFor('the first task in flight', () => started.length === 1)
+  t.equal(await app.taskqueue.queue('default').length(), 3)
+  await app.taskqueue.queue('default').reset()
+  t.equal(await app.taskqueue.queue('default').length(), 0, 'nothing waits after reset()')
+  release.open()
+  await app.taskqueue.drain()
+  await sleep(300)
+  t.same(done, ['first'], 'only the task in flight ran; the delayed one was dropped too')
+
+  await add(app, 'after')
+  await app.taskqueue.drain()
+  t.same(done, ['first', 'after'], 'the queue works on after reset()')
+})
+
+test('queue() with an unknown name throws FST_TASKQUEUE_UNKNOWN_QUEUE', async (t) => {
+  const { app } = await worked(t, { queues: [{ queue: 'default' }, { queue: 'mail' }] })
+  t.throws(() => app.taskqueue.queue('nope'), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE', message: /nope.*default, mail/ })
+  t.throws(() => app.taskqueue.queue(''), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE' })
+  t.throws(() => app.taskqueue.queue('Default'), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE' }, 'names are case-sensitive')
+  t.equal(app.taskqueue.queue('mail').name, 'mail')
+})

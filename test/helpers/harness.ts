@@ -1,0 +1,109 @@
+// Small helpers of the request-lifecycle, consumer, task-only and close-drain tests: an app whose
+// log lines can be read back, waiting for a condition, a gate to hold a task handler, and a plain
+// HTTP client for 127.0.0.1.
+import { Writable } from 'node:stream'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import tap from 'tap'
+import Fastify, { type FastifyInstance } from 'fastify'
+import taskqueue from '../../plugin'
+import type { TaskQueuePluginOptions } from '../../lib/options'
+
+export type Test = Parameters<Parameters<typeof tap.test>[0]>[0]
+
+/** One JSON log line of the app. */
+export interface LogLine {
+  level: number
+  msg: string
+  [key: string]: unknown
+}
+
+export const levels = { debug: 20, info: 30, warn: 40, error: 50 } as const
+
+/** A log stream that keeps every line, parsed. */
+export function logCapture (): { stream: Writable, lines: LogLine[] } {
+  const lines: LogLine[] = []
+  let rest = ''
+  const stream = new Writable({
+    write (chunk: Buffer, encoding, callback) {
+      const text = rest + chunk.toString()
+      const parts = text.split('\n')
+      rest = parts.pop() as string
+      for (const part of parts) if (part.trim() !== '') lines.push(JSON.parse(part))
+      callback()
+    }
+  })
+  return { stream, lines }
+}
+
+/**
+ * An app with the plugin and a debug-level logger whose lines the test reads back; `routes` adds
+ * routes before `ready()`. Closed when the test ends.
+ */
+export async function logged (t: Test, options: TaskQueuePluginOptions, routes: (app: FastifyInstance) => void = () => {}):
+Promise<{ app: FastifyInstance, lines: LogLine[] }> {
+  const { stream, lines } = logCapture()
+  const app = Fastify({ logger: { level: 'debug', stream } })
+  t.teardown(() => app.close())
+  await app.register(taskqueue, options)
+  routes(app)
+  await app.ready()
+  return { app, lines }
+}
+
+/** Log lines of the plugin (their message begins with "taskqueue:"). */
+export function pluginLines (lines: LogLine[]): LogLine[] {
+  return lines.filter(({ msg }) => typeof msg === 'string' && msg.startsWith('taskqueue:'))
+}
+
+export function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Polls `check` every 5 ms until it holds; rejects after `timeout` ms, naming `what`. */
+export async function waitFor (what: string, check: () => boolean | Promise<boolean>, timeout = 5000): Promise<void> {
+  const deadline = Date.now() + timeout
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+/** A promise with its resolve function, to hold a handler until the test lets it go. */
+export function gate (): { promise: Promise<void>, open: () => void } {
+  let open = (): void => {}
+  const promise = new Promise<void>((resolve) => { open = resolve })
+  return { promise, open }
+}
+
+/** Whether `promise` settled within `ms`. */
+export async function settlesWithin (promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(resolve, ms, false) })
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Listens on 127.0.0.1, on a free port; resolves to the port. */
+export async function listenLocal (app: FastifyInstance): Promise<number> {
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  return (app.server.address() as AddressInfo).port
+}
+
+/** A plain HTTP request to 127.0.0.1 (no keep-alive), with the whole answer. */
+export function httpRequest (port: number, options: { method?: string, path: string, headers?: http.OutgoingHttpHeaders, body?: string }):
+Promise<{ statusCode: number, headers: http.IncomingHttpHeaders, body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path, headers: options.headers, agent: false }, (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.on('end', () => resolve({ statusCode: response.statusCode as number, headers: response.headers, body: Buffer.concat(chunks).toString() }))
+      response.on('error', reject)
+    })
+    request.on('error', reject)
+    request.end(options.body)
+  })
+}

@@ -1,0 +1,375 @@
+// Retries of issue 4 on both queue types: which outcomes are dispatched again and which are final,
+// retryMaxCount, the dead letter of a task out of retries, Retry-After, the x-task-retries and
+// x-task-eta headers, a retry that waits without holding a concurrency slot, and (Redis) a retry
+// that waits in the delayed set and survives a restart. Also lib/backoff.ts and lib/outcome.ts.
+import { test } from 'tap'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { TaskConflictError } from '../plugin'
+import type { ConsumerOptions } from '../lib/options'
+import type { DispatchedTask } from '../types'
+import { retryDelay } from '../lib/backoff'
+import { outcomeOf, retryAfterDelay } from '../lib/outcome'
+import { decodeMessage } from '../lib/queues/codec'
+import { backendFor, queueTypes, scanKeys, sleep, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
+
+/** One dispatched request as its task route saw it. */
+interface Dispatch {
+  id: string
+  at: number
+  retriesHeader: string
+  etaHeader: string
+  task: DispatchedTask | null
+}
+
+type Behaviour = (request: FastifyRequest, reply: FastifyReply, tries: number) => unknown
+
+/**
+ * Starts an app whose route POST /tasks/:name records every dispatch and answers as
+ * `behaviours[name]` says (given the number of tries before this one), or 200.
+ */
+async function startRecording (t: Test, backend: Backend, consumer: ConsumerOptions, behaviours: Record<string, Behaviour>,
+  extra: { closeTimeout?: number } = {}): Promise<{ app: FastifyInstance, dispatches: Map<string, Dispatch[]> }> {
+  const dispatches = new Map<string, Dispatch[]>()
+  const app = await startApp(t, { queues: [backend.queue()], consumers: [{ queue: 'default', ...consumer }], ...extra }, (app) => {
+    app.post('/tasks/:name', async (request, reply) => {
+      const id = request.headers['x-task-id'] as string
+      const seen = dispatches.get(id) ?? []
+      dispatches.set(id, seen)
+      seen.push({
+        id,
+        at: Date.now(),
+        retriesHeader: request.headers['x-task-retries'] as string,
+        etaHeader: request.headers['x-task-eta'] as string,
+        task: request.taskqueue.task
+      })
+      const behaviour = behaviours[(request.params as { name: string }).name]
+      return behaviour === undefined ? { ok: true } : await behaviour(request, reply, seen.length - 1)
+    })
+  })
+  return { app, dispatches }
+}
+
+const fast = { min: 5, max: 20 }
+
+function countOf (dispatches: Map<string, Dispatch[]>, id: string): number {
+  return dispatches.get(id)?.length ?? 0
+}
+
+for (const type of queueTypes) {
+  test(`${type}: 409, 429, 500, 503 and TaskConflictError are dispatched again`, async (t) => {
+    const backend = await backendFor(type)
+    const failOnce = (status: number): Behaviour => (request, reply, tries) => tries === 0 ? reply.code(status).send({ tries }) : { ok: true }
+    const { app, dispatches } = await startRecording(t, backend, { concurrentLimit: 0, retryMaxCount: 3, retryDelay: fast }, {
+      s409: failOnce(409),
+      s429: failOnce(429),
+      s500: failOnce(500),
+      s502: failOnce(502),
+      s503: failOnce(503),
+      s504: failOnce(504),
+      conflict: (request, reply, tries) => {
+        if (tries === 0) throw new TaskConflictError()
+        return { ok: true }
+      }
+    })
+    const names = ['s409', 's429', 's500', 's502', 's503', 's504', 'conflict']
+    const ids = await Promise.all(names.map((name) => app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: {} })))
+    await waitFor('a second try of every task', () => ids.every((id) => countOf(dispatches, id) === 2))
+    await sleep(50)
+    for (const [index, id] of ids.entries()) {
+      t.same(dispatches.get(id)?.map(({ retriesHeader }) => retriesHeader), ['0', '1'], `${names[index]}: tried twice, then done`)
+    }
+    t.same(await app.taskqueue.queue('default').dead(), [], 'nothing in the dead letters')
+    t.equal(await app.taskqueue.queue('default').length(), 0, 'nothing left waiting')
+  })
+
+  test(`${type}: a try that runs past taskTimeout is dispatched again`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { retryMaxCount: 2, retryDelay: fast, taskTimeout: 100 }, {
+      slow: async (request, reply, tries) => {
+        if (tries === 0) await sleep(400)
+        return { ok: true }
+      }
+    })
+    const id = await app.taskqueue.add('/tasks/slow', { method: 'POST', payload: {} })
+    await waitFor('the second try', () => countOf(dispatches, id) === 2)
+    const [first, second] = dispatches.get(id) as Dispatch[]
+    t.ok(second.at - first.at >= 90, `the second try waited for the timeout (${second.at - first.at} ms)`)
+    t.ok(second.at - first.at < 400, 'and not for the slow handler')
+    t.equal(second.retriesHeader, '1')
+    await sleep(450)
+    t.equal(countOf(dispatches, id), 2, 'the late answer of the first try changes nothing')
+    t.same(await app.taskqueue.queue('default').dead(), [], 'nothing in the dead letters')
+  })
+
+  test(`${type}: an error of inject() itself is dispatched again`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { concurrentLimit: 0, retryMaxCount: 2, retryDelay: fast }, {})
+    const realInject = app.inject.bind(app)
+    const failures = new Map([['/tasks/rejects', 1], ['/tasks/throws', 1], ['/tasks/always', Infinity]])
+    const tries = new Map<string, number>()
+    // The consumer calls app.inject(); this one fails as a broken inject would: by a rejection or
+    // by throwing at once.
+    Object.assign(app, {
+      inject (options: { url: string }) {
+        tries.set(options.url, (tries.get(options.url) ?? 0) + 1)
+        const left = failures.get(options.url) ?? 0
+        if (left > 0) {
+          failures.set(options.url, left - 1)
+          if (options.url === '/tasks/throws') throw new Error('inject threw')
+          return Promise.reject(new Error('inject rejected'))
+        }
+        return realInject(options as never)
+      }
+    })
+    const rejects = await app.taskqueue.add('/tasks/rejects', { method: 'POST', payload: {} })
+    const throws = await app.taskqueue.add('/tasks/throws', { method: 'POST', payload: {} })
+    const always = await app.taskqueue.add('/tasks/always', { method: 'POST', payload: {} })
+    await waitFor('the tasks to run once inject works', () => countOf(dispatches, rejects) === 1 && countOf(dispatches, throws) === 1)
+    t.same(dispatches.get(rejects)?.map(({ retriesHeader }) => retriesHeader), ['1'], 'a rejected inject: run on the retry')
+    t.same(dispatches.get(throws)?.map(({ retriesHeader }) => retriesHeader), ['1'], 'an inject that threw: run on the retry')
+    await waitFor('the task whose inject always fails to die', async () => (await app.taskqueue.queue('default').dead()).length === 1)
+    const [letter] = await app.taskqueue.queue('default').dead()
+    t.equal(letter.id, always)
+    t.equal(letter.reason, 'retries exhausted')
+    t.equal(letter.statusCode, undefined, 'no status: nothing answered')
+    t.match(letter.detail, /inject rejected/)
+    t.equal(tries.get('/tasks/always'), 3, 'retryMaxCount 2: three tries')
+  })
+
+  test(`${type}: 501 and other 4xx are final at once`, async (t) => {
+    const backend = await backendFor(type)
+    const always = (status: number): Behaviour => (request, reply) => reply.code(status).send({ status })
+    const { app, dispatches } = await startRecording(t, backend, { concurrentLimit: 0, retryMaxCount: 5, retryDelay: fast }, {
+      s400: always(400), s401: always(401), s403: always(403), s404: always(404), s410: always(410), s422: always(422), s501: always(501)
+    })
+    const statuses = [400, 401, 403, 404, 410, 422, 501]
+    const ids = await Promise.all(statuses.map((status) => app.taskqueue.add(`/tasks/s${status}`, { method: 'POST', payload: {} })))
+    // A url no route answers: the app's own 404.
+    const unrouted = await app.taskqueue.add('/no/such/route')
+    await waitFor('every task in the dead letters', async () => (await app.taskqueue.queue('default').dead()).length === ids.length + 1)
+    await sleep(100)
+    const letters = await app.taskqueue.queue('default').dead()
+    t.equal(letters.length, ids.length + 1, 'nothing else died')
+    for (const [index, id] of ids.entries()) {
+      t.equal(countOf(dispatches, id), 1, `${statuses[index]}: dispatched once`)
+      const letter = letters.find((letter) => letter.id === id)
+      t.equal(letter?.reason, 'final status', `${statuses[index]}: reason`)
+      t.equal(letter?.statusCode, statuses[index], `${statuses[index]}: status`)
+      t.equal(letter?.queue, 'default')
+      t.equal(letter?.task?.url, `/tasks/s${statuses[index]}`)
+    }
+    const lost = letters.find((letter) => letter.id === unrouted)
+    t.equal(lost?.reason, 'final status', 'an unrouted url is final')
+    t.equal(lost?.statusCode, 404)
+    t.equal(await app.taskqueue.queue('default').length(), 0, 'no retry waits')
+  })
+
+  test(`${type}: retryMaxCount + 1 tries, then dead with the reason and the last status`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { concurrentLimit: 0, retryMaxCount: 2, retryDelay: fast, taskTimeout: 60 }, {
+      always500: (request, reply) => reply.code(500).send({}),
+      always409: () => { throw new TaskConflictError() },
+      alwaysSlow: async () => { await sleep(250); return {} },
+      // The last try times out: the reason is timeout, with no status.
+      endsSlow: async (request, reply, tries) => {
+        if (tries < 2) return reply.code(503).send({})
+        await sleep(250)
+        return {}
+      },
+      // A timeout on an earlier try, a status on the last: retries exhausted, with that status.
+      endsWith429: async (request, reply, tries) => {
+        if (tries === 0) await sleep(250)
+        return reply.code(429).send({})
+      }
+    })
+    const names = ['always500', 'always409', 'alwaysSlow', 'endsSlow', 'endsWith429']
+    const ids = await Promise.all(names.map((name) => app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: {} })))
+    await waitFor('every task in the dead letters', async () => (await app.taskqueue.queue('default').dead()).length === names.length)
+    await sleep(100)
+    const letters = await app.taskqueue.queue('default').dead()
+    const expected: Array<[string, number | undefined]> = [
+      ['retries exhausted', 500], ['retries exhausted', 409], ['timeout', undefined], ['timeout', undefined], ['retries exhausted', 429]
+    ]
+    for (const [index, id] of ids.entries()) {
+      t.same(dispatches.get(id)?.map(({ retriesHeader }) => retriesHeader), ['0', '1', '2'], `${names[index]}: three tries`)
+      const letter = letters.find((letter) => letter.id === id)
+      t.equal(letter?.reason, expected[index][0], `${names[index]}: reason`)
+      t.equal(letter?.statusCode, expected[index][1], `${names[index]}: last status`)
+      t.equal(letter?.task?.retries, 2, `${names[index]}: the task as it last ran`)
+      t.type(letter?.detail, 'string')
+    }
+    t.equal(await app.taskqueue.queue('default').length(), 0, 'no retry waits')
+  })
+
+  test(`${type}: retryMaxCount 0 gives up after the first try`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { retryMaxCount: 0, retryDelay: fast }, {
+      fail: (request, reply) => reply.code(503).send({})
+    })
+    const id = await app.taskqueue.add('/tasks/fail', { method: 'POST', payload: {} })
+    await waitFor('the dead letter', async () => (await app.taskqueue.queue('default').dead()).length === 1)
+    await sleep(50)
+    t.equal(countOf(dispatches, id), 1)
+    const [letter] = await app.taskqueue.queue('default').dead()
+    t.match(letter, { id, reason: 'retries exhausted', statusCode: 503 })
+  })
+
+  test(`${type}: Retry-After on 429 and 503 is honoured, on other statuses not`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { concurrentLimit: 0, retryMaxCount: 3, retryDelay: fast }, {
+      seconds429: (request, reply, tries) => tries === 0 ? reply.code(429).header('retry-after', '1').send({}) : {},
+      date503: (request, reply, tries) => tries === 0
+        // An HTTP date 2 s on, which its whole seconds make between 1 and 2 s.
+        ? reply.code(503).header('retry-after', new Date(Date.now() + 2000).toUTCString()).send({})
+        : {},
+      ignored500: (request, reply, tries) => tries === 0 ? reply.code(500).header('retry-after', '5').send({}) : {},
+      ignored409: (request, reply, tries) => tries === 0 ? reply.code(409).header('retry-after', '5').send({}) : {}
+    })
+    const names = ['seconds429', 'date503', 'ignored500', 'ignored409']
+    const ids = await Promise.all(names.map((name) => app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: {} })))
+    // Had Retry-After been honoured for 500 or 409, their second try would come after 5 s.
+    await waitFor('the second tries', () => ids.every((id) => countOf(dispatches, id) === 2), 4000)
+    const gap = (id: string): number => {
+      const [first, second] = dispatches.get(id) as Dispatch[]
+      return second.at - first.at
+    }
+    t.ok(gap(ids[0]) >= 900, `429 with Retry-After: 1 waited ${gap(ids[0])} ms`)
+    t.ok(gap(ids[1]) >= 900, `503 with an HTTP date waited ${gap(ids[1])} ms`)
+    t.same(await app.taskqueue.queue('default').dead(), [])
+  })
+
+  test(`${type}: x-task-retries, x-task-eta and request.taskqueue.task say where a task stands`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { retryMaxCount: 3, retryDelay: { min: 20, max: 40 } }, {
+      fail: (request, reply) => reply.code(500).send({})
+    })
+    const before = Date.now()
+    const id = await app.taskqueue.add('/tasks/fail', { method: 'POST', payload: {} })
+    await waitFor('the dead letter', async () => (await app.taskqueue.queue('default').dead()).length === 1)
+    const seen = dispatches.get(id) as Dispatch[]
+    t.same(seen.map(({ retriesHeader }) => retriesHeader), ['0', '1', '2', '3'], 'x-task-retries counts up')
+    t.same(seen.map(({ task }) => task?.retries), [0, 1, 2, 3], 'task.retries counts up')
+    for (const [index, { task, etaHeader, at }] of seen.entries()) {
+      t.equal(task?.id, id)
+      t.equal(task?.queue, 'default')
+      t.ok(task?.eta instanceof Date && Number.isFinite(task.eta.getTime()), `try ${index}: task.eta is a valid date`)
+      t.equal(etaHeader, task?.eta.toISOString(), `try ${index}: x-task-eta is the same moment, in ISO 8601`)
+      const eta = (task as DispatchedTask).eta.getTime()
+      // Redis compares due times on its own clock, this test on the process's: allow a few ms.
+      t.ok(eta <= at + 5, `try ${index}: dispatched once due (eta ${eta}, at ${at})`)
+      if (index === 0) t.ok(eta >= before && eta <= at, 'the first try was due when added')
+      else t.ok(eta > seen[index - 1].at, `retry ${index} was due after the try before it`)
+    }
+  })
+
+  test(`${type}: a retry waits without holding a concurrency slot`, async (t) => {
+    const backend = await backendFor(type)
+    const { app, dispatches } = await startRecording(t, backend, { concurrentLimit: 1, retryMaxCount: 3, retryDelay: fast }, {
+      a: (request, reply, tries) => tries === 0 ? reply.code(503).header('retry-after', '1').send({}) : {}
+    })
+    const a = await app.taskqueue.add('/tasks/a', { method: 'POST', payload: {} })
+    await waitFor('the first try of A', () => countOf(dispatches, a) === 1)
+    await waitFor('A to wait for its retry', async () => await app.taskqueue.queue('default').length() === 1)
+    if (type === 'redis') {
+      const client = backend.redis()
+      const delayed = await client.zrange(backend.key('delayed'), '0', '-1', 'WITHSCORES')
+      t.equal(delayed.length, 2, 'on Redis the retry waits in the delayed set')
+      const retry = decodeMessage(delayed[0])
+      t.equal(retry.message?.id, a)
+      t.equal(retry.message?.retries, 1, 'as its next try')
+      t.equal(await client.llen(backend.key('waiting')), 0, 'not in the waiting list')
+      t.same(await scanKeys(client, backend.key('processing:*')), [], 'nor in a processing list')
+    }
+    const b = await app.taskqueue.add('/tasks/b', { method: 'POST', payload: {} })
+    await waitFor('B to run', () => countOf(dispatches, b) === 1)
+    t.equal(countOf(dispatches, a), 1, 'B ran while A waited for its retry')
+    const firstA = (dispatches.get(a) as Dispatch[])[0]
+    t.ok((dispatches.get(b) as Dispatch[])[0].at - firstA.at < 900, 'B did not wait for the retry delay')
+    await waitFor('the retry of A', () => countOf(dispatches, a) === 2)
+    t.ok((dispatches.get(a) as Dispatch[])[1].at - firstA.at >= 900, 'A retried once its Retry-After passed')
+  })
+}
+
+test('redis: a waiting retry stays in Redis across a restart, and a new app runs it', async (t) => {
+  const backend = await backendFor('redis')
+  const client = backend.redis()
+  const first = await startRecording(t, backend, { retryMaxCount: 3, retryDelay: fast }, {
+    later: (request, reply) => reply.code(503).header('retry-after', '2').send({})
+  })
+  const id = await first.app.taskqueue.add('/tasks/later', { method: 'POST', payload: { n: 1 } })
+  await waitFor('the retry in the delayed set', async () => await client.zcard(backend.key('delayed')) === 1)
+  await first.app.close()
+  t.equal(countOf(first.dispatches, id), 1, 'the first app tried it once')
+  const [stored] = await client.zrange(backend.key('delayed'), '0', '-1')
+  t.equal(decodeMessage(stored).message?.retries, 1, 'the retry is still in the delayed set once the app closed')
+  t.same(await scanKeys(client, backend.key('processing:*')), [], 'and in no processing list')
+
+  const second = await startRecording(t, backend, { retryMaxCount: 3, retryDelay: fast }, {})
+  await waitFor('the new app to run the retry', () => countOf(second.dispatches, id) === 1, 5000)
+  const [run] = second.dispatches.get(id) as Dispatch[]
+  t.equal(run.retriesHeader, '1', 'as the first retry')
+  await sleep(50)
+  t.equal(await client.zcard(backend.key('delayed')), 0, 'the delayed set is empty')
+  t.equal(await client.llen(backend.key('waiting')), 0)
+  t.same(await second.app.taskqueue.queue('default').dead(), [])
+})
+
+test('retryDelay: min doubled per retry made, capped at max, drawn from the upper half', async (t) => {
+  const bounds = { min: 100, max: 5000 }
+  const random = Math.random
+  t.teardown(() => { Math.random = random })
+  const at = (draw: number, retries: number, given = bounds): number => {
+    Math.random = () => draw
+    return retryDelay(retries, given)
+  }
+  t.same([0, 1, 2, 3, 4, 5].map((retries) => at(0, retries)), [50, 100, 200, 400, 800, 1600], 'lowest draw: half the ceiling')
+  t.same([0, 1, 2, 3, 4, 5].map((retries) => at(0.999999, retries)), [100, 200, 400, 800, 1600, 3200], 'highest draw: the ceiling')
+  t.same([6, 7, 20, 1000, 1e9].map((retries) => at(0.999999, retries)), [5000, 5000, 5000, 5000, 5000], 'capped at max')
+  t.same([6, 1000].map((retries) => at(0, retries)), [2500, 2500], 'half of max at least')
+  t.equal(at(0.5, 0, { min: 0, max: 0 }), 0, 'no delay at all')
+  t.equal(at(0.999999, 3, { min: 1000, max: 1000 }), 1000)
+  Math.random = random
+  for (let retries = 0; retries < 12; retries++) {
+    const ceiling = Math.min(bounds.max, bounds.min * 2 ** retries)
+    const draws = Array.from({ length: 200 }, () => retryDelay(retries, bounds))
+    t.ok(draws.every((delay) => Number.isInteger(delay) && delay >= ceiling / 2 && delay <= ceiling),
+      `retry ${retries}: every delay in [${ceiling / 2}, ${ceiling}]`)
+    t.ok(new Set(draws).size > 1 || ceiling < 4, `retry ${retries}: jittered`)
+  }
+  // The default: the first retry within about a second, capped at a few minutes.
+  const defaults = { min: 1000, max: 300_000 }
+  t.ok(retryDelay(0, defaults) <= 1000)
+  t.ok(retryDelay(50, defaults) <= 300_000)
+})
+
+test('outcomeOf: the outcome table', async (t) => {
+  const expect: Record<string, number[]> = {
+    done: [200, 201, 202, 204, 299],
+    redirected: [300, 301, 302, 303, 304, 307, 308, 399],
+    retry: [409, 429, 500, 502, 503, 504, 505, 599],
+    final: [400, 401, 403, 404, 405, 408, 410, 413, 422, 428, 431, 451, 499, 501, 100, 199]
+  }
+  for (const [outcome, statuses] of Object.entries(expect)) {
+    for (const status of statuses) t.equal(outcomeOf(status), outcome, `${status} is ${outcome}`)
+  }
+})
+
+test('retryAfterDelay: seconds or an HTTP date, only on 429 and 503', async (t) => {
+  const now = Date.UTC(2030, 0, 1, 12, 0, 0)
+  t.equal(retryAfterDelay(429, '1', now), 1000)
+  t.equal(retryAfterDelay(503, '120', now), 120_000)
+  t.equal(retryAfterDelay(503, ' 7 ', now), 7000, 'spaces around the seconds')
+  t.equal(retryAfterDelay(429, '0', now), 0)
+  t.equal(retryAfterDelay(503, new Date(now + 30_000).toUTCString(), now), 30_000, 'an HTTP date')
+  t.equal(retryAfterDelay(429, 'Wed, 01 Jan 2030 12:01:00 GMT', now), 60_000)
+  t.equal(retryAfterDelay(503, new Date(now - 30_000).toUTCString(), now), 0, 'a date in the past: at once')
+  t.equal(retryAfterDelay(429, '99999999', now), 24 * 60 * 60 * 1000, 'capped at a day')
+  t.equal(retryAfterDelay(429, 'soon', now), undefined, 'unreadable: the backoff applies')
+  t.equal(retryAfterDelay(429, '', now), undefined)
+  t.equal(retryAfterDelay(429, undefined, now), undefined)
+  t.equal(retryAfterDelay(429, ['1', '2'], now), undefined, 'a repeated header is not trusted')
+  for (const status of [200, 409, 500, 502, 504, 400]) {
+    t.equal(retryAfterDelay(status, '1', now), undefined, `ignored on ${status}`)
+    t.equal(retryAfterDelay(status, new Date(now + 5000).toUTCString(), now), undefined, `ignored on ${status} as a date`)
+  }
+})
