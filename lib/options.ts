@@ -29,9 +29,9 @@ const QueueBackendSchema = Type.Unsafe<QueueBackend | QueueBackendFactory>(Type.
   })
 ], { description: "'local', 'redis', a queue backend object or a factory returning one" }))
 
-const RedisClientSchema = Type.Unsafe<Redis | Cluster>(Type.Object({
-  duplicate: Type.Function([], Type.Any())
-}, { description: 'an ioredis client or Cluster' }))
+// An ioredis client keeps its methods on its prototype, which a schema of own properties cannot
+// see: resolveOptions checks for `duplicate` itself.
+const RedisClientSchema = Type.Unsafe<Redis | Cluster>(Type.Object({}, { description: 'an ioredis client or Cluster' }))
 
 /** Keys that only a Redis queue understands. */
 export const redisOnlyKeys = [
@@ -174,6 +174,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     const { type, ...plain } = queue
     const resolved = Value.Default(QueueOptionsSchema, plain) as ResolvedQueueOptions
     if (type !== undefined) resolved.type = type
+    if (queue.client !== undefined && typeof (queue.client as { duplicate?: unknown }).duplicate !== 'function') {
+      throw new InvalidOptionError(`queues[${index}].client: expected an ioredis client or Cluster`)
+    }
     if (resolved.type !== 'redis') {
       const misplaced = redisOnlyKeys.find((key) => (queue as Record<string, unknown>)[key] !== undefined)
       if (misplaced !== undefined) {
