@@ -7,7 +7,10 @@ import taskqueue from '../../plugin'
 import type { QueueOptions, TaskQueuePluginOptions } from '../../lib/options'
 import { testRedis, uniquePrefix, type RedisConnection } from './redis'
 
-export type Test = Parameters<Parameters<typeof tap.test>[0]>[0]
+import type { Test } from './harness'
+
+// Polling and gates are shared with the single-queue tests.
+export { gate, sleep, waitFor, type Test } from './harness'
 
 export const queueTypes = ['local', 'redis'] as const
 export type QueueType = typeof queueTypes[number]
@@ -70,20 +73,6 @@ export async function startApp (t: Test, options: TaskQueuePluginOptions, routes
   return app
 }
 
-export function sleep (ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/** Polls `check` every 10 ms until it holds; rejects after `timeout` ms, naming `what`. */
-export async function waitFor (what: string, check: () => boolean | Promise<boolean>, timeout = 5000): Promise<void> {
-  const deadline = Date.now() + timeout
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
-    await sleep(10)
-  }
-}
-
-/** The `code` of the error that `action` throws or rejects with, or 'no error'. */
 export async function codeOf (action: () => unknown): Promise<string> {
   try {
     await action()
@@ -94,13 +83,6 @@ export async function codeOf (action: () => unknown): Promise<string> {
 }
 
 /** A promise with its resolve function, to hold a task handler until a test lets it go. */
-export function gate (): { promise: Promise<void>, open: () => void } {
-  let open = (): void => {}
-  const promise = new Promise<void>((resolve) => { open = resolve })
-  return { promise, open }
-}
-
-/** Keys of a test prefix that match `pattern` (SCAN, so that the test sees what is left). */
 export async function scanKeys (client: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = []
   let cursor = '0'
