@@ -15,10 +15,12 @@ export function uniqueConsumerName (): string {
 }
 
 /** What came of one try of a task. */
-type Attempt =
+type TryResult =
   | { kind: 'answered', statusCode: number, retryAfter: string | undefined }
   | { kind: 'timeout' }
   | { kind: 'error', error: unknown }
+
+function noop (): void {}
 
 export interface ConsumerContext {
   app: FastifyInstance
@@ -29,9 +31,25 @@ export interface ConsumerContext {
   onSettled: () => void
 }
 
+/** One try of a task in flight: when it times out, and how to end its wait when it does. */
+interface Attempt {
+  readonly deadline: number
+  timedOut: boolean
+  /** Settles the try as timed out; set once the try started. */
+  expire: () => void
+}
+
+const timeoutResult: TryResult = { kind: 'timeout' }
+
 export class Consumer {
   private readonly stopSignal = new AbortController()
-  private readonly inFlight = new Set<ReservedTask>()
+  /**
+   * Tasks in flight, in the order they started. Every try has the same timeout, so this is also
+   * the order of their deadlines: one timer, armed for the oldest, watches them all, instead of a
+   * timer per task.
+   */
+  private readonly inFlight = new Map<ReservedTask, Attempt>()
+  private deadlineTimer: NodeJS.Timeout | undefined
   /** Tasks given back to the queue at close while their dispatch was still running. */
   private readonly released = new WeakSet<ReservedTask>()
   private slotFreed: (() => void) | undefined
@@ -74,85 +92,117 @@ export class Consumer {
         continue
       }
       if (task === null) break
-      this.inFlight.add(task)
-      this.dispatch(task).catch((error: unknown) => {
+      const attempt: Attempt = { deadline: Date.now() + this.options.taskTimeout, timedOut: false, expire: noop }
+      this.inFlight.set(task, attempt)
+      this.deadlineTimer ??= this.armDeadline()
+      this.dispatch(task, attempt).catch((error: unknown) => {
         this.context.log.error({ err: error, taskId: task.message.id, queue: this.queue }, 'taskqueue: dispatch failed unexpectedly')
       })
     }
   }
 
-  /** Sends the task through the app; resolves with what came of it, never rejects. */
-  private async tryTask (message: TaskMessage): Promise<Attempt> {
-    const abort = new AbortController()
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<Attempt>((resolve) => {
-      timer = setTimeout(() => {
-        abort.abort()
-        resolve({ kind: 'timeout' })
-      }, this.options.taskTimeout)
-    })
-    // Called from a promise so that an inject() that throws at once (rather than rejecting) still
-    // makes an attempt that is retried, instead of leaving the task reserved and never settled.
-    const injection = Promise.resolve().then(() => this.context.app.inject({
-      method: message.method,
-      url: message.url,
-      payload: message.payload,
-      signal: abort.signal,
-      headers: {
-        ...message.headers,
-        'x-task-id': message.id,
-        'x-task-queue': message.queue,
-        'x-task-retries': String(message.retries),
-        'x-task-eta': new Date(message.eta).toISOString(),
-        'user-agent': 'fastify-taskqueue',
-        [dispatchHeader]: this.context.dispatchKey
-      }
-    })).then(
-      (response): Attempt => ({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined }),
-      (error: unknown): Attempt => ({ kind: 'error', error })
-    )
-    try {
-      // A handler that runs past the deadline cannot be stopped, only no longer waited for.
-      return await Promise.race([injection, deadline])
-    } finally {
-      clearTimeout(timer)
+  /** A timer for the oldest try still running, if any. */
+  private armDeadline (): NodeJS.Timeout | undefined {
+    for (const attempt of this.inFlight.values()) {
+      if (!attempt.timedOut) return setTimeout(this.expireOverdue, Math.max(0, attempt.deadline - Date.now()))
     }
+    return undefined
   }
 
-  private async dispatch (task: ReservedTask): Promise<void> {
+  private readonly expireOverdue = (): void => {
+    const now = Date.now()
+    for (const attempt of this.inFlight.values()) {
+      if (attempt.timedOut) continue
+      if (attempt.deadline > now) break
+      attempt.timedOut = true
+      attempt.expire()
+    }
+    this.deadlineTimer = this.armDeadline()
+  }
+
+  /** Sends the task through the app; resolves with what came of it, never rejects. */
+  private tryTask (message: TaskMessage, attempt: Attempt): Promise<TryResult> {
+    return new Promise<TryResult>((resolve) => {
+      // A handler that runs past the deadline cannot be stopped, only no longer waited for.
+      attempt.expire = () => resolve(timeoutResult)
+      let injection: Promise<{ statusCode: number, headers: Record<string, unknown> }>
+      try {
+        injection = this.context.app.inject({
+          method: message.method,
+          url: message.url,
+          payload: message.payload,
+          headers: this.headersOf(message)
+        })
+      } catch (error) {
+        // An inject() that throws at once (rather than rejecting) still makes a try that is
+        // retried, instead of leaving the task reserved and never settled.
+        resolve({ kind: 'error', error })
+        return
+      }
+      injection.then(
+        (response) => resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined }),
+        (error: unknown) => resolve({ kind: 'error', error })
+      )
+    })
+  }
+
+  /**
+   * The task's own headers, and those that tell its route it is a task of this app. The dispatch
+   * key goes last, after the headers that inject() would otherwise add itself (host,
+   * content-length): the onRequest hook deletes it, and V8 deletes the last property an object
+   * got without turning it into a slow dictionary, which every later read of the request's
+   * headers would pay for.
+   */
+  private headersOf (message: TaskMessage): Record<string, string> {
+    const headers: Record<string, string> = {}
+    const own = message.headers
+    for (const name in own) headers[name] = own[name]
+    headers['x-task-id'] = message.id
+    headers['x-task-queue'] = message.queue
+    headers['x-task-retries'] = String(message.retries)
+    headers['x-task-eta'] = new Date(message.eta).toISOString()
+    headers['user-agent'] = 'fastify-taskqueue'
+    // inject()'s own defaults: a host from its base url, a length for a body that is not empty.
+    headers.host ??= 'localhost:80'
+    const { payload } = message
+    if (payload !== undefined && payload !== '') headers['content-length'] = String(Buffer.byteLength(payload))
+    headers[dispatchHeader] = this.context.dispatchKey
+    return headers
+  }
+
+  private async dispatch (task: ReservedTask, attempt: Attempt): Promise<void> {
     const { message } = task
     const log = this.context.log
-    const where = { taskId: message.id, queue: message.queue }
     try {
-      const attempt = await this.tryTask(message)
+      const result = await this.tryTask(message, attempt)
       // Refused because the app is closing: not the task's fault, and not a try.
-      if (this.stopping && (attempt.kind === 'error' || (attempt.kind === 'answered' && attempt.statusCode === 503))) {
+      if (this.stopping && (result.kind === 'error' || (result.kind === 'answered' && result.statusCode === 503))) {
         await this.settle(task, () => this.receiver.release(task))
         return
       }
-      const statusCode = attempt.kind === 'answered' ? attempt.statusCode : undefined
-      const outcome = attempt.kind === 'answered' ? outcomeOf(attempt.statusCode) : 'retry'
+      const statusCode = result.kind === 'answered' ? result.statusCode : undefined
+      const outcome = result.kind === 'answered' ? outcomeOf(result.statusCode) : 'retry'
       if (outcome === 'done') {
-        log.debug({ ...where, statusCode }, 'taskqueue: task done')
+        log.debug({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task done')
         await this.settle(task, () => this.receiver.ack(task))
       } else if (outcome === 'redirected') {
-        log.warn({ ...where, statusCode }, 'taskqueue: task answered with a redirect, which is not followed')
+        log.warn({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task answered with a redirect, which is not followed')
         await this.settle(task, () => this.receiver.ack(task))
       } else if (outcome === 'final') {
-        log.error({ ...where, statusCode }, 'taskqueue: task failed for good, set aside in the dead letters')
+        log.error({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task failed for good, set aside in the dead letters')
         await this.settle(task, () => this.receiver.bury(task, { reason: 'final status', statusCode, detail: `answered ${statusCode}` }))
       } else {
-        const detail = attempt.kind === 'timeout'
+        const detail = result.kind === 'timeout'
           ? `ran past taskTimeout (${this.options.taskTimeout} ms)`
-          : attempt.kind === 'error' ? `dispatch failed: ${(attempt.error as Error)?.message}` : `answered ${statusCode}`
+          : result.kind === 'error' ? `dispatch failed: ${(result.error as Error)?.message}` : `answered ${statusCode}`
         if (message.retries < this.options.retryMaxCount) {
-          const asked = attempt.kind === 'answered' ? retryAfterDelay(attempt.statusCode, attempt.retryAfter, Date.now()) : undefined
+          const asked = result.kind === 'answered' ? retryAfterDelay(result.statusCode, result.retryAfter, Date.now()) : undefined
           const delay = asked ?? retryDelay(message.retries, this.options.retryDelay)
-          log.info({ ...where, statusCode, retries: message.retries, delay, detail }, 'taskqueue: task to be retried')
+          log.info({ taskId: message.id, queue: message.queue, statusCode, retries: message.retries, delay, detail }, 'taskqueue: task to be retried')
           await this.settle(task, () => this.receiver.retry(task, delay))
         } else {
-          const reason = attempt.kind === 'timeout' ? 'timeout' : 'retries exhausted'
-          log.error({ ...where, statusCode, retries: message.retries, detail }, 'taskqueue: task out of retries, set aside in the dead letters')
+          const reason = result.kind === 'timeout' ? 'timeout' : 'retries exhausted'
+          log.error({ taskId: message.id, queue: message.queue, statusCode, retries: message.retries, detail }, 'taskqueue: task out of retries, set aside in the dead letters')
           const cause: DeadLetterCause = { reason, detail }
           if (statusCode !== undefined) cause.statusCode = statusCode
           await this.settle(task, () => this.receiver.bury(task, cause))
@@ -160,6 +210,11 @@ export class Consumer {
       }
     } finally {
       this.inFlight.delete(task)
+      if (this.inFlight.size === 0 && this.deadlineTimer !== undefined) {
+        // Nothing left to time out: an idle consumer keeps no timer (nor the process) alive.
+        clearTimeout(this.deadlineTimer)
+        this.deadlineTimer = undefined
+      }
       const slotFreed = this.slotFreed
       this.slotFreed = undefined
       slotFreed?.()
@@ -195,7 +250,9 @@ export class Consumer {
         }
       })
     }
-    for (const task of this.inFlight) {
+    clearTimeout(this.deadlineTimer)
+    this.deadlineTimer = undefined
+    for (const task of this.inFlight.keys()) {
       this.released.add(task)
       this.context.log.warn({ taskId: task.message.id, queue: task.message.queue }, 'taskqueue: task still running at close, given back to its queue')
       await this.receiver.release(task).catch((error: unknown) => {
