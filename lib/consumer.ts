@@ -34,12 +34,16 @@ export interface ConsumerContext {
 /** One try of a task in flight: when it times out, and how to end its wait when it does. */
 interface Attempt {
   readonly deadline: number
-  timedOut: boolean
+  /** Set once the try answered, failed or ran out of time: no deadline applies any more. */
+  over: boolean
   /** Settles the try as timed out; set once the try started. */
   expire: () => void
 }
 
 const timeoutResult: TryResult = { kind: 'timeout' }
+
+/** What a consumer without a concurrency limit says it has room for: a batch, not the whole queue. */
+const unlimitedRoom = 32
 
 export class Consumer {
   private readonly stopSignal = new AbortController()
@@ -65,7 +69,15 @@ export class Consumer {
     private readonly context: ConsumerContext
   ) {}
 
-  get busy (): number { return this.inFlight.size }
+  /** Tasks whose try has ended and whose outcome is being written to the queue. */
+  private settling = 0
+
+  /** Tasks running or settling. */
+  get busy (): number {
+    let running = 0
+    for (const attempt of this.inFlight.values()) if (!attempt.over) running++
+    return running + this.settling
+  }
 
   get stopping (): boolean { return this.stopSignal.signal.aborted }
 
@@ -83,7 +95,7 @@ export class Consumer {
       }
       let task: ReservedTask | null
       try {
-        task = await this.receiver.reserve(signal)
+        task = await this.receiver.reserve(signal, limit === 0 ? unlimitedRoom : limit - this.inFlight.size)
       } catch (error) {
         // A backend that failed to reserve (Redis unreachable, say) is asked again shortly: the
         // consumer never dies of a transient error.
@@ -92,7 +104,7 @@ export class Consumer {
         continue
       }
       if (task === null) break
-      const attempt: Attempt = { deadline: Date.now() + this.options.taskTimeout, timedOut: false, expire: noop }
+      const attempt: Attempt = { deadline: Date.now() + this.options.taskTimeout, over: false, expire: noop }
       this.inFlight.set(task, attempt)
       this.deadlineTimer ??= this.armDeadline()
       this.dispatch(task, attempt).catch((error: unknown) => {
@@ -104,7 +116,7 @@ export class Consumer {
   /** A timer for the oldest try still running, if any. */
   private armDeadline (): NodeJS.Timeout | undefined {
     for (const attempt of this.inFlight.values()) {
-      if (!attempt.timedOut) return setTimeout(this.expireOverdue, Math.max(0, attempt.deadline - Date.now()))
+      if (!attempt.over) return setTimeout(this.expireOverdue, Math.max(0, attempt.deadline - Date.now()))
     }
     return undefined
   }
@@ -112,9 +124,9 @@ export class Consumer {
   private readonly expireOverdue = (): void => {
     const now = Date.now()
     for (const attempt of this.inFlight.values()) {
-      if (attempt.timedOut) continue
+      if (attempt.over) continue
       if (attempt.deadline > now) break
-      attempt.timedOut = true
+      attempt.over = true
       attempt.expire()
     }
     this.deadlineTimer = this.armDeadline()
@@ -173,15 +185,22 @@ export class Consumer {
   private async dispatch (task: ReservedTask, attempt: Attempt): Promise<void> {
     const { message } = task
     const log = this.context.log
+    const result = await this.tryTask(message, attempt)
+    attempt.over = true
+    // A task that is done gives its slot up before it is acknowledged: a Redis consumer then
+    // acknowledges it and reserves the next in one round trip. Any other outcome keeps the slot
+    // until it is written, so that a retry is known before the consumer looks for work again.
+    const statusCode = result.kind === 'answered' ? result.statusCode : undefined
+    const outcome = statusCode === undefined ? 'retry' : outcomeOf(statusCode)
+    const done = (outcome === 'done' || outcome === 'redirected') && !this.stopping
+    if (done) this.freeSlot(task)
+    this.settling++
     try {
-      const result = await this.tryTask(message, attempt)
       // Refused because the app is closing: not the task's fault, and not a try.
       if (this.stopping && (result.kind === 'error' || (result.kind === 'answered' && result.statusCode === 503))) {
         await this.settle(task, () => this.receiver.release(task))
         return
       }
-      const statusCode = result.kind === 'answered' ? result.statusCode : undefined
-      const outcome = result.kind === 'answered' ? outcomeOf(result.statusCode) : 'retry'
       if (outcome === 'done') {
         log.debug({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task done')
         await this.settle(task, () => this.receiver.ack(task))
@@ -209,18 +228,23 @@ export class Consumer {
         }
       }
     } finally {
-      this.inFlight.delete(task)
-      if (this.inFlight.size === 0 && this.deadlineTimer !== undefined) {
-        // Nothing left to time out: an idle consumer keeps no timer (nor the process) alive.
-        clearTimeout(this.deadlineTimer)
-        this.deadlineTimer = undefined
-      }
-      const slotFreed = this.slotFreed
-      this.slotFreed = undefined
-      slotFreed?.()
-      if (this.inFlight.size === 0) this.allSettled?.()
+      if (!done) this.freeSlot(task)
+      this.settling--
+      if (this.busy === 0) this.allSettled?.()
       this.context.onSettled()
     }
+  }
+
+  private freeSlot (task: ReservedTask): void {
+    this.inFlight.delete(task)
+    if (this.inFlight.size === 0 && this.deadlineTimer !== undefined) {
+      // Nothing left to time out: an idle consumer keeps no timer (nor the process) alive.
+      clearTimeout(this.deadlineTimer)
+      this.deadlineTimer = undefined
+    }
+    const slotFreed = this.slotFreed
+    this.slotFreed = undefined
+    slotFreed?.()
   }
 
   /** Runs the settling step of a task unless close already gave the task back. */
@@ -241,7 +265,7 @@ export class Consumer {
     this.stopSignal.abort()
     this.slotFreed?.()
     await this.loop
-    if (this.inFlight.size > 0) {
+    if (this.busy > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, timeout)
         this.allSettled = () => {
@@ -252,7 +276,8 @@ export class Consumer {
     }
     clearTimeout(this.deadlineTimer)
     this.deadlineTimer = undefined
-    for (const task of this.inFlight.keys()) {
+    for (const [task, attempt] of this.inFlight) {
+      if (attempt.over) continue
       this.released.add(task)
       this.context.log.warn({ taskId: task.message.id, queue: task.message.queue }, 'taskqueue: task still running at close, given back to its queue')
       await this.receiver.release(task).catch((error: unknown) => {

@@ -89,9 +89,11 @@ export interface ReservedTask {
 export interface TaskReceiver {
   /**
    * Resolves with the next task as soon as one is available, or with `null` once `signal` is
-   * aborted. Only one `reserve()` of a receiver is pending at a time.
+   * aborted. Only one `reserve()` of a receiver is pending at a time. `room` is how many tasks the
+   * consumer could start now (at least 1): a backend may reserve that many in one go and hand
+   * them out on the next calls.
    */
-  reserve (signal: AbortSignal): Promise<ReservedTask | null>
+  reserve (signal: AbortSignal, room: number): Promise<ReservedTask | null>
   /** The task is finished (done or given up): forget it. */
   ack (task: ReservedTask): Promise<void>
   /** Dispatch the task again after `delayMs`, its retry count raised by one. */

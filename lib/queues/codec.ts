@@ -1,9 +1,14 @@
 // Task messages as stored in Redis: versioned JSON, with a binary payload in base64 so that it
 // survives the round trip byte for byte. Decoding checks the shape of what it reads: Redis may
 // hold anything, put there by an older version, another program or a person.
+//
+// The text is read with the native JSON.parse, which makes a "__proto__" key an own property (it
+// never changes a prototype), and the schema then refuses any key the format does not have, and
+// any header value that is not a string: a "__proto__" or "constructor" key anywhere in a message
+// makes it unreadable. secure-json-parse did the same with two regular expressions over the
+// whole text, the costliest step of reading a message.
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import secureJsonParse from 'secure-json-parse'
 import type { TaskMessage } from '../../types'
 import { taskMethods } from '../message'
 
@@ -28,7 +33,7 @@ const StoredMessage = Type.Object({
   createdAt: Time,
   eta: Time,
   named: Type.Optional(Type.Literal(true))
-})
+}, { additionalProperties: false })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)
 
@@ -50,8 +55,7 @@ export function decodeMessage (raw: string): Decoded {
   if (raw.length > maxMessageBytes) return { problem: `message of ${raw.length} bytes is over the limit of ${maxMessageBytes}` }
   let parsed: unknown
   try {
-    // Parsed without letting "__proto__" or "constructor.prototype" through.
-    parsed = secureJsonParse.parse(raw, undefined, { protoAction: 'error', constructorAction: 'error' })
+    parsed = JSON.parse(raw)
   } catch (error) {
     return { problem: `not a task message: ${(error as Error).message}` }
   }
@@ -59,7 +63,9 @@ export function decodeMessage (raw: string): Decoded {
     const error = checkStored.Errors(parsed).First()
     return { problem: `not a task message: ${error?.path ?? ''} ${error?.message ?? ''}`.trim() }
   }
-  const { binary, ...message } = parsed
-  if (binary === true) (message as TaskMessage).payload = Buffer.from(message.payload ?? '', 'base64')
-  return { message: message as TaskMessage }
+  if (parsed.binary === true) {
+    const { binary, ...message } = parsed
+    return { message: { ...message, payload: Buffer.from(message.payload ?? '', 'base64') } as TaskMessage }
+  }
+  return { message: parsed as TaskMessage }
 }

@@ -5,16 +5,26 @@
 // them in one slot. Keys derived inside a script (`base .. 'processing:' .. id`) carry the same tag.
 
 /**
- * Acknowledges a reserved task: removes the exact string that was reserved, and forgets the task.
- * KEYS[1] processing list of the consumer, KEYS[2] recovery counts (hash), KEYS[3] live task names
- * ARGV[1] the reserved string, ARGV[2] task id
- * Returns 1 when the task was still reserved, 0 when it was not (recovered by another consumer).
+ * Acknowledges a batch of reserved tasks and reserves up to a count of new ones, in one round trip:
+ * what a busy consumer does between two batches of tasks.
+ * KEYS[1] processing list of the consumer, KEYS[2] waiting list, KEYS[3] recovery counts (hash),
+ * KEYS[4] live task names
+ * ARGV[1] how many tasks to reserve, then pairs of (reserved string, task id) to acknowledge
+ * Returns the reserved messages, oldest first (fewer than asked when the queue ran out).
  */
-export const ackScript = `
-local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[2])
-redis.call('SREM', KEYS[3], ARGV[2])
-return removed
+export const ackAndTakeScript = `
+for i = 2, #ARGV, 2 do
+  redis.call('LREM', KEYS[1], -1, ARGV[i])
+  redis.call('HDEL', KEYS[3], ARGV[i + 1])
+  redis.call('SREM', KEYS[4], ARGV[i + 1])
+end
+local taken = {}
+for i = 1, tonumber(ARGV[1]) do
+  local message = redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
+  if not message then break end
+  taken[i] = message
+end
+return taken
 `
 
 /**

@@ -15,8 +15,9 @@ import type {
 } from '../../types'
 import type { ResolvedQueueOptions } from '../options'
 import { decodeMessage, encodeMessage } from './codec'
+import { BatchSender } from './batch'
 import {
-  ackScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
+  ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
   requeueDeadScript, requeueOwnScript, retryScript
 } from './redis-scripts'
 
@@ -24,7 +25,7 @@ type RedisClient = Redis | Cluster
 
 interface ScriptCommands {
   taskqueueEnqueue (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
-  taskqueueAck (processing: string, recoveries: string, names: string, raw: string, id: string): Promise<number>
+  taskqueueAckAndTakeBuffer (processing: string, waiting: string, recoveries: string, names: string, take: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
   taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
@@ -38,9 +39,9 @@ interface ScriptCommands {
 
 type ScriptedClient = RedisClient & ScriptCommands
 
-const scripts: Record<keyof ScriptCommands, { lua: string, numberOfKeys: number }> = {
+const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqueueAckAndTake', { lua: string, numberOfKeys: number }> = {
   taskqueueEnqueue: { lua: enqueueScript, numberOfKeys: 3 },
-  taskqueueAck: { lua: ackScript, numberOfKeys: 3 },
+  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 4 },
   taskqueueBury: { lua: buryScript, numberOfKeys: 4 },
   taskqueueRequeueDead: { lua: requeueDeadScript, numberOfKeys: 3 },
   taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
@@ -79,6 +80,10 @@ const blockSeconds = 1
 const blockingGrace = 5_000
 /** Retried tasks moved from the delayed set into the queue per round trip. */
 const promoteBatch = 100
+/** Most responses whose tasks go in one LPUSH. */
+const pushBatch = 500
+/** Most tasks a consumer reserves, or acknowledges, in one round trip. */
+const takeBatch = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
 const pingInterval = 30_000
 
@@ -187,12 +192,21 @@ export class RedisQueue implements QueueBackend {
     return connection
   }
 
+  /**
+   * Pushes of tasks that are due and unnamed (the common case), gathered: the responses of many
+   * requests go out in one LPUSH while the previous one is on its way.
+   */
+  private readonly pusher = new BatchSender<string[], void>(async (batches) => {
+    await this.client.lpush(this.keys.waiting, ...batches.flat())
+    return []
+  }, pushBatch)
+
   async put (tasks: readonly TaskMessage[]): Promise<void> {
-    // One round trip for the tasks of a response, in order: a plain LPUSH of several values when
-    // every task is due and unnamed (the common case), else a script that sorts them out.
+    // The tasks of one response go in one command, in order: a plain LPUSH of several values
+    // when every task is due and unnamed, else a script that sorts them out.
     const now = Date.now()
     if (tasks.every((task) => task.eta <= now && task.named !== true)) {
-      await this.client.lpush(this.keys.waiting, ...tasks.map(encodeMessage))
+      await this.pusher.send(tasks.map(encodeMessage))
       return
     }
     const triples = tasks.flatMap((task) => [encodeMessage(task), Math.max(0, task.eta - now), task.named === true ? task.id : ''])
@@ -279,12 +293,16 @@ export class RedisQueue implements QueueBackend {
 
   async close (): Promise<void> {
     clearInterval(this.pingTimer)
+    await this.pusher.idle()
     if (this.ownsClient) await this.client.quit().catch(() => this.client.disconnect())
   }
 }
 
+/** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
+type Exchange = { raw: string, id: string } | { take: number }
+
 interface RedisReservedTask extends ReservedTask {
-  /** The exact string that was reserved: acknowledgement removes it and nothing else. */
+  /** The exact string that was reserved: settling the task removes it and nothing else. */
   readonly raw: string
 }
 
@@ -302,6 +320,19 @@ class RedisReceiver implements TaskReceiver {
   private nextPromoteAt = 0
   /** Set when a blocking read failed: its task may sit in the processing list, unseen. */
   private ownListSuspect = true
+  /** Reserved in a batch, not yet handed to the consumer. */
+  private readonly prefetched: RedisReservedTask[] = []
+  /** Set when the last batch came back short: the next task is waited for by a blocking read. */
+  private waitingLooksEmpty = false
+  /** The batch being reserved, if any. */
+  private refill: Promise<void> | undefined
+  /** How many tasks are reserved ahead: the most the consumer had room for, up to a batch. */
+  private prefetchDepth = 1
+  /**
+   * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
+   * that finished and reserves the next ones in one round trip.
+   */
+  private readonly exchange = new BatchSender<Exchange, Buffer[] | undefined>((items) => this.ackAndTake(items), takeBatch)
 
   constructor (private readonly queue: RedisQueue, consumerName: string) {
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
@@ -341,38 +372,117 @@ class RedisReceiver implements TaskReceiver {
     if (setAside > 0) this.queue.log.error({ queue: this.queue.name, setAside }, 'taskqueue: tasks recovered too often set aside in the dead list')
   }
 
-  async reserve (signal: AbortSignal): Promise<ReservedTask | null> {
+  async reserve (signal: AbortSignal, room = 1): Promise<ReservedTask | null> {
     await this.start()
     const { keys, client } = this.queue
+    this.prefetchDepth = Math.min(takeBatch, Math.max(this.prefetchDepth, 2 * room))
     while (!signal.aborted) {
+      const ready = this.prefetched.shift()
+      if (ready !== undefined) {
+        this.topUp()
+        return ready
+      }
+      if (this.refill !== undefined) {
+        await this.refill.catch(() => {})
+        continue
+      }
       const now = Date.now()
       if (now >= this.nextPromoteAt) {
         const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
         this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
       }
-      // Block no longer than until the next delayed task known to be due.
-      const waitSeconds = Math.max(0.01, Math.min(blockSeconds, (this.nextPromoteAt - now) / 1000))
       if (this.outstanding === 0 && this.ownListSuspect) {
         this.ownListSuspect = false
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
-      const bytes = await this.blockingMove(waitSeconds, signal)
-      if (bytes === null) continue
-      const raw = bytes.toString()
-      // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which
-      // LREM would never match, so it stayed in the processing list (and came back at close).
-      // Such a message is set aside by its exact bytes.
-      const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8' }
-      if (decoded.problem !== undefined) {
-        this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
-        await this.queue.bury(this.processing, bytes, '', { reason: 'unreadable', detail: decoded.problem })
+      if (!this.waitingLooksEmpty) {
+        await this.fill(this.prefetchDepth)
         continue
       }
-      this.outstanding++
-      const reserved: RedisReservedTask = { message: decoded.message, raw }
-      return reserved
+      // Block no longer than until the next delayed task known to be due.
+      const waitSeconds = Math.max(0.01, Math.min(blockSeconds, (this.nextPromoteAt - now) / 1000))
+      const bytes = await this.blockingMove(waitSeconds, signal)
+      if (bytes === null) continue
+      this.waitingLooksEmpty = false
+      const task = await this.accept(bytes)
+      if (task !== undefined) return task
     }
     return null
+  }
+
+  /**
+   * Reserves up to `count` tasks into the prefetched ones, with the acknowledgements on their way.
+   * A batch that came back short means the queue ran out: the next task is waited for by a
+   * blocking read.
+   */
+  private fill (count: number): Promise<void> {
+    this.refill ??= (async () => {
+      let taken: Buffer[]
+      try {
+        taken = await this.exchange.send({ take: count }) as Buffer[]
+      } catch (error) {
+        // The reply is lost, but the moves may have happened.
+        this.ownListSuspect = true
+        throw error
+      } finally {
+        this.refill = undefined
+      }
+      this.waitingLooksEmpty = taken.length < count
+      for (const bytes of taken) {
+        const task = await this.accept(bytes)
+        if (task !== undefined) this.prefetched.push(task)
+      }
+    })()
+    return this.refill
+  }
+
+  /**
+   * While the queue has a backlog, keeps a batch reserved ahead of the consumer, so that a slot
+   * that frees up never waits for a round trip. They stay in this consumer's processing list, as
+   * safe there as running tasks; nothing is held ahead once the queue runs dry.
+   */
+  private topUp (): void {
+    if (this.waitingLooksEmpty || this.refill !== undefined || this.prefetched.length >= this.prefetchDepth) return
+    this.fill(this.prefetchDepth - this.prefetched.length).catch((error: unknown) => {
+      // The next reserve() tries again, and reports a failure that lasts.
+      this.queue.log.debug({ err: error, queue: this.queue.name }, 'taskqueue: reserving ahead failed')
+    })
+  }
+
+  /** A reserved message as a task; an unreadable one is set aside in the dead letters instead. */
+  private async accept (bytes: Buffer): Promise<RedisReservedTask | undefined> {
+    const raw = bytes.toString()
+    // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which
+    // LREM would never match, so it stayed in the processing list (and came back at close).
+    // Such a message is set aside by its exact bytes.
+    const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8' }
+    if (decoded.problem !== undefined) {
+      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
+      await this.queue.bury(this.processing, bytes, '', { reason: 'unreadable', detail: decoded.problem })
+      return undefined
+    }
+    this.outstanding++
+    return { message: decoded.message, raw }
+  }
+
+  /** One round trip: the acknowledgements of a batch, then the reservations it asks for. */
+  private async ackAndTake (items: Exchange[]): Promise<Array<Buffer[] | undefined>> {
+    const { keys, client } = this.queue
+    let take = 0
+    const acks: string[] = []
+    for (const item of items) {
+      if ('take' in item) take += item.take
+      else acks.push(item.raw, item.id)
+    }
+    const taken = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, take, ...acks)
+    // Handed out in the order asked (only one reservation is pending at a time, as a rule).
+    let next = 0
+    return items.map((item) => {
+      if (!('take' in item)) return undefined
+      const share = taken.slice(next, next + item.take)
+      next += item.take
+      return share
+    })
   }
 
   /**
@@ -444,7 +554,7 @@ class RedisReceiver implements TaskReceiver {
 
   async ack (task: ReservedTask): Promise<void> {
     const { raw, message } = task as RedisReservedTask
-    await this.settle(this.queue.client.taskqueueAck(this.processing, this.queue.keys.recoveries, this.queue.keys.names, raw, message.id))
+    await this.settle(this.exchange.send({ raw, id: message.id }))
   }
 
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
@@ -469,6 +579,8 @@ class RedisReceiver implements TaskReceiver {
     clearInterval(this.heartbeatTimer)
     this.blocking.disconnect()
     if (this.started === undefined) return
+    // Acknowledgements still on their way go first: the leftovers must not include finished tasks.
+    await this.exchange.idle()
     const { keys, client } = this.queue
     try {
       await client.taskqueueRequeueOwn(this.processing, keys.waiting)
