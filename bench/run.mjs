@@ -30,14 +30,14 @@ if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(
 
 const config = full
   ? {
-      dispatch: { n: 50_000, n1: 25_000, redisN: 20_000, redisN1: 10_000, reps: 5, warmup: 10_000 },
+      dispatch: { n: 50_000, n1: 25_000, redisN: 50_000, redisN1: 25_000, reps: 5, warmup: 10_000 },
       redisEnqueue: { n: 20_000, batch: 100, warmup: 5_000 },
       requestEnqueue: { n: 20_000, reps: 3, warmup: 5_000, concurrency: 8 },
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 21 },
       http: { duration: 5, rounds: 5, warmup: 3, connections: 100 }
     }
   : {
-      dispatch: { n: 8_000, n1: 4_000, redisN: 3_000, redisN1: 1_500, reps: 3, warmup: 2_000 },
+      dispatch: { n: 8_000, n1: 4_000, redisN: 8_000, redisN1: 4_000, reps: 3, warmup: 2_000 },
       redisEnqueue: { n: 5_000, batch: 100, warmup: 2_000 },
       requestEnqueue: { n: 5_000, reps: 2, warmup: 2_000, concurrency: 8 },
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 8 },

@@ -84,6 +84,9 @@ const promoteBatch = 100
 const pushBatch = 500
 /** Most tasks a consumer reserves, or acknowledges, in one round trip. */
 const takeBatch = 100
+/** A consumer reserves ahead the tasks it should start within this (ms), measured over `rateWindowMs`. */
+const reserveAheadMs = 50
+const rateWindowMs = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
 const pingInterval = 30_000
 
@@ -326,8 +329,16 @@ class RedisReceiver implements TaskReceiver {
   private waitingLooksEmpty = false
   /** The batch being reserved, if any. */
   private refill: Promise<void> | undefined
-  /** How many tasks are reserved ahead: the most the consumer had room for, up to a batch. */
-  private prefetchDepth = 1
+  /**
+   * How many tasks are reserved ahead of the consumer: as many as it finishes in
+   * `reserveAheadMs`, measured, up to four times its concurrency. A consumer of slow tasks
+   * reserves none ahead, which would keep them from idle consumers elsewhere.
+   */
+  private ahead = 0
+  private mostRoom = 1
+  /** Tasks acknowledged since `windowStart` (performance.now() ms). */
+  private completions = 0
+  private windowStart = performance.now()
   /**
    * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
    * that finished and reserves the next ones in one round trip.
@@ -375,7 +386,7 @@ class RedisReceiver implements TaskReceiver {
   async reserve (signal: AbortSignal, room = 1): Promise<ReservedTask | null> {
     await this.start()
     const { keys, client } = this.queue
-    this.prefetchDepth = Math.min(takeBatch, Math.max(this.prefetchDepth, 2 * room))
+    if (room > this.mostRoom) this.mostRoom = room
     while (!signal.aborted) {
       const ready = this.prefetched.shift()
       if (ready !== undefined) {
@@ -396,7 +407,7 @@ class RedisReceiver implements TaskReceiver {
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
       if (!this.waitingLooksEmpty) {
-        await this.fill(this.prefetchDepth)
+        await this.fill(Math.min(takeBatch, room + this.ahead))
         continue
       }
       // Block no longer than until the next delayed task known to be due.
@@ -437,13 +448,14 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /**
-   * While the queue has a backlog, keeps a batch reserved ahead of the consumer, so that a slot
-   * that frees up never waits for a round trip. They stay in this consumer's processing list, as
-   * safe there as running tasks; nothing is held ahead once the queue runs dry.
+   * While the queue has a backlog, keeps `ahead` tasks reserved ahead of a consumer of quick
+   * tasks, so that a slot that frees up does not wait for a round trip. They stay in this
+   * consumer's processing list, as safe there as running tasks (and given back at close); nothing
+   * is held ahead once the queue runs dry.
    */
   private topUp (): void {
-    if (this.waitingLooksEmpty || this.refill !== undefined || this.prefetched.length >= this.prefetchDepth) return
-    this.fill(this.prefetchDepth - this.prefetched.length).catch((error: unknown) => {
+    if (this.waitingLooksEmpty || this.refill !== undefined || this.prefetched.length >= this.ahead) return
+    this.fill(this.ahead - this.prefetched.length).catch((error: unknown) => {
       // The next reserve() tries again, and reports a failure that lasts.
       this.queue.log.debug({ err: error, queue: this.queue.name }, 'taskqueue: reserving ahead failed')
     })
@@ -552,7 +564,19 @@ class RedisReceiver implements TaskReceiver {
     return work.finally(() => { this.outstanding-- })
   }
 
+  /** Counts a finished task, and every `rateWindowMs` works out how many to reserve ahead. */
+  private completed (): void {
+    this.completions++
+    const now = performance.now()
+    const elapsed = now - this.windowStart
+    if (elapsed < rateWindowMs) return
+    this.ahead = Math.min(4 * this.mostRoom, takeBatch, Math.floor(this.completions / elapsed * reserveAheadMs))
+    this.completions = 0
+    this.windowStart = now
+  }
+
   async ack (task: ReservedTask): Promise<void> {
+    this.completed()
     const { raw, message } = task as RedisReservedTask
     await this.settle(this.exchange.send({ raw, id: message.id }))
   }
