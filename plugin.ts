@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { resolveOptions, resolveConsumer, type TaskQueuePluginOptions } from './lib/options'
 import { createBackend } from './lib/queues'
 import { TaskQueueService } from './lib/taskqueue'
-import { onErrorHook, onRequestAbortHook, onRequestHook, onResponseHook, onSendHook, requestTaskQueue } from './lib/request-tasks'
+import { onErrorHook, onRequestHook, onResponseHook, onSendHook, requestTaskQueue } from './lib/request-tasks'
 
 async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(options)
@@ -19,7 +19,6 @@ async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginO
   })
   app.addHook('onRequest', onRequestHook(service))
   app.addHook('onError', onErrorHook())
-  app.addHook('onRequestAbort', onRequestAbortHook())
   if (earlyQueues.length > 0) app.addHook('onSend', onSendHook(service))
   app.addHook('onResponse', onResponseHook(service))
 

@@ -4,6 +4,7 @@
 //   node --cpu-prof bench/scenarios.mjs redisDispatch '{"n":5000,"concurrency":8,"reps":1,"warmup":1000,
 //     "redis":{"unixSocketPath":"/tmp/redis.sock"},"prefix":"tq-bench-profile"}'
 // The result is sent to the parent over IPC, or printed as JSON when there is none.
+import { randomBytes, randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import {
@@ -24,12 +25,30 @@ function makeTasks (count) {
   return Array.from({ length: count }, (_, i) => taskOptions(i))
 }
 
-async function ceilingRun (n, concurrency) {
+/**
+ * The headers a consumer adds to a task's own when it dispatches it (`x-task-*`, its user-agent,
+ * the dispatch key): a request with them is what a task costs at least, whatever the queue.
+ */
+function withDispatchHeaders (request) {
+  request.headers = {
+    ...request.headers,
+    'x-task-id': randomUUID(),
+    'x-task-queue': 'default',
+    'x-task-retries': '0',
+    'x-task-eta': new Date().toISOString(),
+    'user-agent': 'fastify-taskqueue',
+    'x-taskqueue-dispatch': dispatchKey
+  }
+  return request
+}
+const dispatchKey = randomBytes(24).toString('base64url')
+
+async function ceilingRun (n, concurrency, dispatchHeaders = false) {
   const counter = new Counter(n)
   const app = Fastify({ logger: false })
   taskRoute(app, counter)
   await app.ready()
-  const requests = Array.from({ length: n }, (_, i) => ceilingRequest(i))
+  const requests = Array.from({ length: n }, (_, i) => dispatchHeaders ? withDispatchHeaders(ceilingRequest(i)) : ceilingRequest(i))
   collect()
   const started = performance.now()
   await pool(n, concurrency, async (i) => {
@@ -114,6 +133,40 @@ async function redisRun (redis, prefix, n, concurrency) {
   return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
 }
 
+/**
+ * The least a Redis queue can do, as a reference: `concurrency` workers on one plain client,
+ * each moving a stored message into a processing list (LMOVE), parsing it, injecting it into a
+ * plain app, and removing it (LREM), with no checks, retries, batching or recovery. The messages
+ * are those the plugin stores, so the work per task is the same size.
+ */
+async function redisLoopRun (redis, prefix, n, concurrency) {
+  const client = redisClient(redis)
+  await fillRedis(redis, prefix, n)
+  const counter = new Counter(n)
+  const app = Fastify({ logger: false })
+  taskRoute(app, counter)
+  await app.ready()
+  const waiting = `${prefix}:{default}:waiting`
+  const processing = `${prefix}:{default}:processing:loop`
+  const cpuBefore = await redisCpu(client)
+  collect()
+  await pool(concurrency, concurrency, async () => {
+    for (;;) {
+      const raw = await client.lmove(waiting, processing, 'RIGHT', 'LEFT')
+      if (raw === null) return
+      const message = JSON.parse(raw)
+      const response = await app.inject(withDispatchHeaders({ method: message.method, url: message.url, headers: message.headers, payload: message.payload }))
+      if (response.statusCode !== 204) throw new Error(`redis loop: answered ${response.statusCode}`)
+      await client.lrem(processing, -1, raw)
+    }
+  })
+  const serverCpu = await redisCpu(client) - cpuBefore
+  await app.close()
+  await deletePrefix(client, prefix)
+  client.disconnect()
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+}
+
 /** 3. Redis queue: N tasks waiting, then dispatched by a consumer of `concurrency`. */
 async function redisDispatch ({ n, concurrency, reps, warmup, redis, prefix }) {
   await redisRun(redis, `${prefix}-warmup`, warmup, concurrency)
@@ -130,12 +183,20 @@ async function redisDispatch ({ n, concurrency, reps, warmup, redis, prefix }) {
 async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }) {
   const kinds = {
     ceiling: () => ceilingRun(n, concurrency),
+    ceilingTaskHeaders: () => ceilingRun(n, concurrency, true),
     local: () => localRun(n, concurrency)
   }
-  if (redis !== undefined) kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
+  if (redis !== undefined) {
+    kinds.redisLoop = (r) => redisLoopRun(redis, `${prefix}-loop-${r}`, redisN, concurrency)
+    kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
+  }
   await ceilingRun(warmup, concurrency)
+  await ceilingRun(warmup, concurrency, true)
   await localRun(warmup, concurrency)
-  if (redis !== undefined) await redisRun(redis, `${prefix}-warmup`, Math.min(warmup, redisN), concurrency)
+  if (redis !== undefined) {
+    await redisLoopRun(redis, `${prefix}-loop-warmup`, Math.min(warmup, redisN), concurrency)
+    await redisRun(redis, `${prefix}-warmup`, Math.min(warmup, redisN), concurrency)
+  }
   const runs = Object.fromEntries(Object.keys(kinds).map((kind) => [kind, []]))
   for (let r = 0; r < reps; r++) {
     for (const [kind, run] of Object.entries(kinds)) runs[kind].push(await run(r))
@@ -152,6 +213,13 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
     // per task (ceiling / queue: the throughput ratio if nothing else took the cores).
     result[kind].ratio = median(measured.map(({ rate }, r) => rate / runs.ceiling[r].rate))
     result[kind].cpuRatio = median(measured.map(({ cpu }, r) => runs.ceiling[r].cpu / cpu))
+  }
+  // Each queue against the least that a queue of its kind costs: the same request with the
+  // headers of a dispatch, and, for Redis, the minimal list loop.
+  const floors = { local: 'ceilingTaskHeaders', redis: 'redisLoop' }
+  for (const [kind, floor] of Object.entries(floors)) {
+    if (runs[kind] === undefined) continue
+    result[kind].floorRatio = median(runs[kind].map(({ rate }, r) => rate / runs[floor][r].rate))
   }
   return result
 }
