@@ -314,6 +314,14 @@ class RedisReceiver implements TaskReceiver {
   readonly id: string
   private readonly processing: string
   private blocking: RedisClient
+  /**
+   * The blocking read still waiting for its reply, if any: an aborted reserve() stops waiting for
+   * it, but the server may yet move a task with it. close() waits for it before it gives back
+   * what is left.
+   */
+  private pendingRead: Promise<unknown> | undefined
+  /** The server's id of the blocking connection (CLIENT ID), for CLIENT UNBLOCK. */
+  private blockingId: number | undefined
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
   private started: Promise<void> | undefined
@@ -348,7 +356,7 @@ class RedisReceiver implements TaskReceiver {
   constructor (private readonly queue: RedisQueue, consumerName: string) {
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
     this.processing = queue.keys.processing(this.id)
-    this.blocking = queue.blockingConnection()
+    this.blocking = this.openBlocking()
     this.heartbeatInterval = queue.options.heartbeatInterval as number
   }
 
@@ -358,7 +366,7 @@ class RedisReceiver implements TaskReceiver {
         // Fix: connect() gives up on a connection that failed (it disconnects it, which leaves
         // ioredis in 'reconnecting' with no reconnection to come), and waiting on that one again
         // hung for ever: the consumer never ran, and app.close() waited on it. Next time, a new one.
-        this.blocking = this.queue.blockingConnection()
+        this.blocking = this.openBlocking()
         throw error
       })
       await this.beat()
@@ -521,7 +529,12 @@ class RedisReceiver implements TaskReceiver {
     })
     const sentAt = Date.now()
     try {
-      const moved = await Promise.race([this.blocking.blmoveBuffer(keys.waiting, this.processing, 'RIGHT', 'LEFT', waitSeconds), interrupted])
+      const read = this.blocking.blmoveBuffer(keys.waiting, this.processing, 'RIGHT', 'LEFT', waitSeconds)
+      const pending = read.catch(() => {}).finally(() => {
+        if (this.pendingRead === pending) this.pendingRead = undefined
+      })
+      this.pendingRead = pending
+      const moved = await Promise.race([read, interrupted])
       if (moved === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
         // ioredis gave up waiting (blockingTimeout) and settled the read with null, without an
         // error: the server did not answer in time. Its reply, if it ever comes, may carry a task
@@ -543,6 +556,26 @@ class RedisReceiver implements TaskReceiver {
       signal.removeEventListener('abort', onAbort as () => void)
       this.blocking.off('close', onClose as () => void)
     }
+  }
+
+  /** Asks the server to answer the pending blocking read now; on a Cluster it just runs out. */
+  private async unblock (): Promise<void> {
+    if (this.blockingId === undefined) return
+    await this.queue.client.call('CLIENT', 'UNBLOCK', this.blockingId).catch(() => {})
+  }
+
+  /** The blocking connection, which tells its server-side id each time it (re)connects. */
+  private openBlocking (): RedisClient {
+    const connection = this.queue.blockingConnection()
+    this.blockingId = undefined
+    if (!(connection instanceof Cluster)) {
+      connection.on('ready', () => {
+        connection.client('ID').then((id) => {
+          if (connection === this.blocking) this.blockingId = id
+        }, () => {})
+      })
+    }
+    return connection
   }
 
   /** Resolves once the blocking connection is ready, on abort, or after `ms`. */
@@ -601,6 +634,17 @@ class RedisReceiver implements TaskReceiver {
   /** Gives back whatever is left in the processing list and leaves the consumer set. */
   async close (): Promise<void> {
     clearInterval(this.heartbeatTimer)
+    if (this.started !== undefined && this.pendingRead !== undefined) {
+      // A blocking read left waiting on the server could still move a task into the processing
+      // list after the leftovers were given back, and nobody would see it again. It is ended
+      // first: CLIENT UNBLOCK makes the server answer it at once, and its reply, with a task or
+      // none, is awaited (it would come within blockSeconds anyway).
+      await this.unblock()
+      // Bounded: a connection that is down never answers, but then it cannot move a task either.
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.pendingRead, new Promise((resolve) => { timer = setTimeout(resolve, blockSeconds * 1000 + 500) })])
+      clearTimeout(timer)
+    }
     this.blocking.disconnect()
     if (this.started === undefined) return
     // Acknowledgements still on their way go first: the leftovers must not include finished tasks.
