@@ -1,0 +1,71 @@
+// A busy Redis consumer reserves in batches and ahead of its free slots, so that a slot that frees
+// up does not wait for a round trip; a consumer of slow tasks reserves nothing ahead, which would
+// keep them from idle consumers elsewhere. Seen from Redis: the length of the consumer's
+// processing list, sampled while it works.
+import { test } from 'tap'
+import Fastify from 'fastify'
+import taskqueue from '../plugin'
+import { testRedis, uniquePrefix } from './helpers/redis'
+import { dropPrefixAtEnd, scanKeys, sleep, waitUntil } from './helpers/redis-children'
+import type { Test } from './helpers/harness'
+
+const concurrentLimit = 2
+
+async function consumeWhileSampling (t: Test, taskMs: number, tasks: number): Promise<{ most: number, ran: number }> {
+  const redis = await testRedis()
+  t.teardown(() => redis.close())
+  const client = redis.client()
+  const prefix = uniquePrefix()
+  dropPrefixAtEnd(t, client, prefix)
+  const queues = [{ queue: 'default', type: 'redis' as const, prefix, ...redis.connection }]
+
+  const producer = Fastify()
+  t.teardown(() => producer.close())
+  await producer.register(taskqueue, { queues })
+  await producer.ready()
+  for (let n = 0; n < tasks; n += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, tasks - n) }, (_, i) => producer.taskqueue.add('/tasks/work', { method: 'POST', payload: { n: n + i } })))
+  }
+
+  const consumer = Fastify()
+  t.teardown(() => consumer.close())
+  await consumer.register(taskqueue, { queues, consumers: [{ queue: 'default', concurrentLimit }] })
+  let ran = 0
+  consumer.post('/tasks/work', async () => {
+    if (taskMs > 0) await sleep(taskMs)
+    ran++
+    return {}
+  })
+  await consumer.ready()
+
+  let most = 0
+  const sampling = { on: true }
+  const sampler = (async () => {
+    while (sampling.on) {
+      for (const key of await scanKeys(client, `${prefix}:{default}:processing:*`)) {
+        most = Math.max(most, await client.llen(key))
+      }
+      await sleep(5)
+    }
+  })()
+  await waitUntil(`${tasks} tasks to run`, () => ran >= tasks, 60_000)
+  sampling.on = false
+  await sampler
+  await consumer.close()
+  t.equal(await client.llen(`${prefix}:{default}:waiting`), 0, 'nothing left waiting')
+  return { most, ran }
+}
+
+test('a consumer of quick tasks reserves a batch ahead of its free slots', async (t) => {
+  const { most, ran } = await consumeWhileSampling(t, 0, 3000)
+  t.equal(ran, 3000, 'every task ran once')
+  t.ok(most > concurrentLimit, `its processing list held more than its ${concurrentLimit} slots at times (at most ${most})`)
+})
+
+// It reserves ahead what it should start within 50 ms: with two slots, tasks of 250 ms free one
+// every 125 ms or so, and nothing is due that soon.
+test('a consumer of slow tasks reserves nothing ahead', async (t) => {
+  const { most, ran } = await consumeWhileSampling(t, 250, 8)
+  t.equal(ran, 8, 'every task ran once')
+  t.ok(most <= concurrentLimit, `its processing list never held more than its ${concurrentLimit} slots (at most ${most})`)
+})
