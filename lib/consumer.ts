@@ -137,24 +137,22 @@ export class Consumer {
     return new Promise<TryResult>((resolve) => {
       // A handler that runs past the deadline cannot be stopped, only no longer waited for.
       attempt.expire = () => resolve(timeoutResult)
-      let injection: Promise<{ statusCode: number, headers: Record<string, unknown> }>
       try {
-        injection = this.context.app.inject({
+        // inject() with a callback: without one it wraps the same work in a chainable promise.
+        this.context.app.inject({
           method: message.method,
           url: message.url,
           payload: message.payload,
           headers: this.headersOf(message)
+        }, (error, response) => {
+          if (error != null || response === undefined) resolve({ kind: 'error', error })
+          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined })
         })
       } catch (error) {
-        // An inject() that throws at once (rather than rejecting) still makes a try that is
-        // retried, instead of leaving the task reserved and never settled.
+        // An inject() that throws at once (rather than failing through its callback) still makes
+        // a try that is retried, instead of leaving the task reserved and never settled.
         resolve({ kind: 'error', error })
-        return
       }
-      injection.then(
-        (response) => resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined }),
-        (error: unknown) => resolve({ kind: 'error', error })
-      )
     })
   }
 

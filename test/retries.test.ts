@@ -107,18 +107,20 @@ for (const type of queueTypes) {
     const realInject = app.inject.bind(app)
     const failures = new Map([['/tasks/rejects', 1], ['/tasks/throws', 1], ['/tasks/always', Infinity]])
     const tries = new Map<string, number>()
-    // The consumer calls app.inject(); this one fails as a broken inject would: by a rejection or
-    // by throwing at once.
+    // The consumer calls app.inject(); this one fails as a broken inject would: with an error
+    // (through the callback, or a rejection without one) or by throwing at once.
     Object.assign(app, {
-      inject (options: { url: string }) {
+      inject (options: { url: string }, callback?: (error: Error) => void) {
         tries.set(options.url, (tries.get(options.url) ?? 0) + 1)
         const left = failures.get(options.url) ?? 0
         if (left > 0) {
           failures.set(options.url, left - 1)
           if (options.url === '/tasks/throws') throw new Error('inject threw')
-          return Promise.reject(new Error('inject rejected'))
+          if (callback === undefined) return Promise.reject(new Error('inject rejected'))
+          process.nextTick(callback, new Error('inject rejected'))
+          return
         }
-        return realInject(options as never)
+        return realInject(options as never, callback as never)
       }
     })
     const rejects = await app.taskqueue.add('/tasks/rejects', { method: 'POST', payload: {} })

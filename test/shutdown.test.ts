@@ -139,12 +139,10 @@ for (const type of queueTypes) {
     const realInject = app.inject.bind(app)
     const refusals: string[] = []
     Object.assign(app, {
-      async inject (options: { url: string }) {
-        await closing
-        await sleep(20)
-        return await realInject(options as never).catch((error: Error & { code?: string }) => {
+      inject (options: { url: string }, callback: (error: Error | null, response?: unknown) => void) {
+        closing.then(() => sleep(20)).then(() => realInject(options as never)).then((response) => callback(null, response), (error: Error & { code?: string }) => {
           refusals.push(String(error.code))
-          throw error
+          callback(error)
         })
       }
     })
