@@ -69,3 +69,50 @@ test('a consumer of slow tasks reserves nothing ahead', async (t) => {
   t.equal(ran, 8, 'every task ran once')
   t.ok(most <= concurrentLimit, `its processing list never held more than its ${concurrentLimit} slots (at most ${most})`)
 })
+
+test('a retry comes back while a consumer works through a backlog that keeps growing', async (t) => {
+  t.setTimeout(60_000)
+  const redis = await testRedis()
+  t.teardown(() => redis.close())
+  const client = redis.client()
+  const prefix = uniquePrefix()
+  dropPrefixAtEnd(t, client, prefix)
+  const queues = [{ queue: 'default', type: 'redis' as const, prefix, ...redis.connection }]
+
+  const producer = Fastify()
+  t.teardown(() => producer.close())
+  await producer.register(taskqueue, { queues })
+  await producer.ready()
+
+  const consumer = Fastify()
+  t.teardown(() => consumer.close())
+  await consumer.register(taskqueue, { queues, consumers: [{ queue: 'default', concurrentLimit, retryDelay: { min: 10, max: 20 } }] })
+  let quick = 0
+  const retried = { tries: 0, ranAgainWithBacklog: -1 }
+  consumer.post('/tasks/quick', async () => {
+    quick++
+    return {}
+  })
+  consumer.post('/tasks/fails-once', async (request, reply) => {
+    if (retried.tries++ === 0) return reply.code(503).send({})
+    retried.ranAgainWithBacklog = await client.llen(`${prefix}:{default}:waiting`)
+    return {}
+  })
+  // A backlog first, so that the consumer reserves ahead from its first batches on.
+  for (let n = 0; n < 500; n += 100) {
+    await Promise.all(Array.from({ length: 100 }, () => producer.taskqueue.add('/tasks/quick', { method: 'POST', payload: {} })))
+  }
+  await producer.taskqueue.add('/tasks/fails-once', { method: 'POST', payload: {} })
+  await consumer.ready()
+
+  // The backlog keeps growing faster than the consumer works through it, for up to 10 s.
+  const started = Date.now()
+  while (retried.ranAgainWithBacklog < 0 && Date.now() - started < 10_000) {
+    await Promise.all(Array.from({ length: 50 }, () => producer.taskqueue.add('/tasks/quick', { method: 'POST', payload: {} })))
+    await sleep(2)
+  }
+  t.equal(retried.tries, 2, 'the task that failed once ran again')
+  t.ok(retried.ranAgainWithBacklog > 0, `while tasks were still waiting (${retried.ranAgainWithBacklog})`)
+  t.ok(quick > 0, 'the backlog was being worked')
+  await consumer.close()
+})

@@ -396,6 +396,13 @@ class RedisReceiver implements TaskReceiver {
     const { keys, client } = this.queue
     if (room > this.mostRoom) this.mostRoom = room
     while (!signal.aborted) {
+      // Due retries join the queue even while tasks reserved ahead keep the consumer busy: a
+      // backlog that never ends must not starve them.
+      const now = Date.now()
+      if (now >= this.nextPromoteAt) {
+        const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
+        this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
+      }
       const ready = this.prefetched.shift()
       if (ready !== undefined) {
         this.topUp()
@@ -404,11 +411,6 @@ class RedisReceiver implements TaskReceiver {
       if (this.refill !== undefined) {
         await this.refill.catch(() => {})
         continue
-      }
-      const now = Date.now()
-      if (now >= this.nextPromoteAt) {
-        const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
-        this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
       }
       if (this.outstanding === 0 && this.ownListSuspect) {
         this.ownListSuspect = false
