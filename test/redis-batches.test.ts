@@ -3,33 +3,41 @@
 // keep them from idle consumers elsewhere. Seen from Redis: the length of the consumer's
 // processing list, sampled while it works.
 import { test } from 'tap'
-import Fastify from 'fastify'
-import taskqueue from '../plugin'
-import { testRedis, uniquePrefix } from './helpers/redis'
-import { dropPrefixAtEnd, scanKeys, sleep, waitUntil } from './helpers/redis-children'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Redis } from 'ioredis'
+import taskqueue, { type ConsumerOptions } from '../plugin'
+import { redisForTest, scanKeys, sleep, waitUntil } from './helpers/redis-children'
 import type { Test } from './helpers/harness'
 
 const concurrentLimit = 2
 
-async function consumeWhileSampling (t: Test, taskMs: number, tasks: number): Promise<{ most: number, ran: number }> {
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+/**
+ * A producer app (ready) and a consumer app (its routes still to add) sharing a Redis queue of
+ * the test's own.
+ */
+async function producerAndConsumer (t: Test, consumer: Omit<ConsumerOptions, 'queue'> = {}): Promise<{ client: Redis, prefix: string, producer: FastifyInstance, consumer: FastifyInstance }> {
+  const { redis, client, prefix } = await redisForTest(t)
   const queues = [{ queue: 'default', type: 'redis' as const, prefix, ...redis.connection }]
+  const producerApp = Fastify()
+  t.teardown(() => producerApp.close())
+  await producerApp.register(taskqueue, { queues })
+  await producerApp.ready()
+  const consumerApp = Fastify()
+  t.teardown(() => consumerApp.close())
+  await consumerApp.register(taskqueue, { queues, consumers: [{ queue: 'default', concurrentLimit, ...consumer }] })
+  return { client, prefix, producer: producerApp, consumer: consumerApp }
+}
 
-  const producer = Fastify()
-  t.teardown(() => producer.close())
-  await producer.register(taskqueue, { queues })
-  await producer.ready()
-  for (let n = 0; n < tasks; n += 100) {
-    await Promise.all(Array.from({ length: Math.min(100, tasks - n) }, (_, i) => producer.taskqueue.add('/tasks/work', { method: 'POST', payload: { n: n + i } })))
+/** Queues `count` tasks to `url`, 100 at a time. */
+async function addMany (producer: FastifyInstance, url: string, count: number): Promise<void> {
+  for (let n = 0; n < count; n += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, count - n) }, (_, i) => producer.taskqueue.add(url, { method: 'POST', payload: { n: n + i } })))
   }
+}
 
-  const consumer = Fastify()
-  t.teardown(() => consumer.close())
-  await consumer.register(taskqueue, { queues, consumers: [{ queue: 'default', concurrentLimit }] })
+async function consumeWhileSampling (t: Test, taskMs: number, tasks: number): Promise<{ most: number, ran: number }> {
+  const { client, prefix, producer, consumer } = await producerAndConsumer(t)
+  await addMany(producer, '/tasks/work', tasks)
   let ran = 0
   consumer.post('/tasks/work', async () => {
     if (taskMs > 0) await sleep(taskMs)
@@ -72,21 +80,7 @@ test('a consumer of slow tasks reserves nothing ahead', async (t) => {
 
 test('a retry comes back while a consumer works through a backlog that keeps growing', async (t) => {
   t.setTimeout(60_000)
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
-  const queues = [{ queue: 'default', type: 'redis' as const, prefix, ...redis.connection }]
-
-  const producer = Fastify()
-  t.teardown(() => producer.close())
-  await producer.register(taskqueue, { queues })
-  await producer.ready()
-
-  const consumer = Fastify()
-  t.teardown(() => consumer.close())
-  await consumer.register(taskqueue, { queues, consumers: [{ queue: 'default', concurrentLimit, retryDelay: { min: 10, max: 20 } }] })
+  const { client, prefix, producer, consumer } = await producerAndConsumer(t, { retryDelay: { min: 10, max: 20 } })
   let quick = 0
   const retried = { tries: 0, ranAgainWithBacklog: -1 }
   consumer.post('/tasks/quick', async () => {
@@ -99,16 +93,14 @@ test('a retry comes back while a consumer works through a backlog that keeps gro
     return {}
   })
   // A backlog first, so that the consumer reserves ahead from its first batches on.
-  for (let n = 0; n < 500; n += 100) {
-    await Promise.all(Array.from({ length: 100 }, () => producer.taskqueue.add('/tasks/quick', { method: 'POST', payload: {} })))
-  }
+  await addMany(producer, '/tasks/quick', 500)
   await producer.taskqueue.add('/tasks/fails-once', { method: 'POST', payload: {} })
   await consumer.ready()
 
   // The backlog keeps growing faster than the consumer works through it, for up to 10 s.
   const started = Date.now()
   while (retried.ranAgainWithBacklog < 0 && Date.now() - started < 10_000) {
-    await Promise.all(Array.from({ length: 50 }, () => producer.taskqueue.add('/tasks/quick', { method: 'POST', payload: {} })))
+    await addMany(producer, '/tasks/quick', 50)
     await sleep(2)
   }
   t.equal(retried.tries, 2, 'the task that failed once ran again')

@@ -4,17 +4,12 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import taskqueue from '../plugin'
-import { testRedis, uniquePrefix } from './helpers/redis'
-import { type ConsumerChild, type ConsumerEnv, dropPrefixAtEnd, ensureBuilt, list, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
+import { type ConsumerChild, type ConsumerEnv, ensureBuilt, list, redisForTest, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
 
 test('consumers killed with SIGKILL again and again: every task runs, only those in flight at a kill may run twice', async (t) => {
   t.setTimeout(120_000)
   ensureBuilt()
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queue = 'work'
   const total = 600
   const kills = 6

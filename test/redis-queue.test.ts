@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
 import taskqueue from '../plugin'
 import { startOwnRedis, testRedis, uniquePrefix, type RedisConnection } from './helpers/redis'
-import { connectionNames, dropPrefixAtEnd, loggedApp, scanKeys, sleep, waitUntil, within } from './helpers/redis-children'
+import { connectionNames, dropPrefixAtEnd, loggedApp, redisForTest, scanKeys, sleep, waitUntil, within } from './helpers/redis-children'
 
 /** A client of the test's own for `connection`, closed when the test ends. */
 function clientFor (t: { teardown: (fn: () => unknown) => void }, connection: RedisConnection['connection'], options: RedisOptions = {}): Redis {
@@ -21,11 +21,7 @@ async function waitingIds (client: Redis, key: string): Promise<string[]> {
 }
 
 test('length() and reset() touch only their own queue\'s keys; every key carries the queue\'s hash tag', async (t) => {
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queues = ['mail', 'mail2'].map((queue) => ({ queue, type: 'redis' as const, prefix, ...redis.connection, heartbeatInterval: 200 }))
 
   // Producer only: with `queues` given and `consumers` left out, shared queues get no consumer.
@@ -100,11 +96,7 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
 })
 
 test('a binary payload survives the round trip through Redis byte for byte', async (t) => {
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queues = [{ queue: 'bin', type: 'redis' as const, prefix, ...redis.connection }]
   const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
   const withBufferParser = (app: FastifyInstance): void => {
@@ -292,11 +284,7 @@ test('after-response with Redis down: the push is logged, retried, and lands onc
 
 test('two apps given the same consumer name share a queue and never run the same task twice', async (t) => {
   t.setTimeout(60_000)
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queues = [{ queue: 'shared', type: 'redis' as const, prefix, ...redis.connection, heartbeatInterval: 200 }]
   const runs = new Map<string, number>()
   const perApp = [0, 0]

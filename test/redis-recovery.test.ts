@@ -6,17 +6,12 @@ import { test } from 'tap'
 import Fastify from 'fastify'
 import taskqueue from '../plugin'
 import { encodeMessage } from '../lib/queues/codec'
-import { testRedis, uniquePrefix } from './helpers/redis'
-import { type ConsumerChild, dropPrefixAtEnd, ensureBuilt, list, loggedApp, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
+import { type ConsumerChild, ensureBuilt, list, loggedApp, redisForTest, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
 
 test('a consumer with a new name recovers the processing list of a killed consumer with another name', async (t) => {
   t.setTimeout(60_000)
   ensureBuilt()
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queue = 'work'
   const queues = [{ queue, type: 'redis' as const, prefix, ...redis.connection, heartbeatInterval: 200 }]
 
@@ -63,11 +58,7 @@ test('a consumer with a new name recovers the processing list of a killed consum
 test('a poison pill is set aside in the dead list after recoveryMaxCount recoveries, while other tasks run', async (t) => {
   t.setTimeout(90_000)
   ensureBuilt()
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queue = 'work'
   const recoveryMaxCount = 2
   const env = { connection: redis.connection, prefix, queue, heartbeatInterval: 200, recoveryMaxCount, concurrentLimit: 1, minDelay: 20, maxDelay: 40 }
@@ -131,11 +122,7 @@ test('a poison pill is set aside in the dead list after recoveryMaxCount recover
 // connection killed under the read) and the consumer, once idle, must return the task to the queue.
 test('a consumer whose blocking read was cut off returns its own processing list once idle', async (t) => {
   t.setTimeout(60_000)
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queue = `own-${prefix.slice(-6)}`
   const { app, lines } = loggedApp()
   t.teardown(() => app.close())

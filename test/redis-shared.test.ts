@@ -4,16 +4,11 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import taskqueue from '../plugin'
-import { testRedis, uniquePrefix } from './helpers/redis'
-import { dropPrefixAtEnd, scanKeys, sleep, waitUntil } from './helpers/redis-children'
+import { redisForTest, scanKeys, sleep, waitUntil } from './helpers/redis-children'
 
 test('two instances share a queue: 1000 tasks queued through requests on one run exactly once, in order, on the other', async (t) => {
   t.setTimeout(120_000)
-  const redis = await testRedis()
-  t.teardown(() => redis.close())
-  const client = redis.client()
-  const prefix = uniquePrefix()
-  dropPrefixAtEnd(t, client, prefix)
+  const { redis, client, prefix } = await redisForTest(t)
   const queues = [{ queue: 'shared', type: 'redis' as const, prefix, ...redis.connection, heartbeatInterval: 200 }]
 
   // The producer: with `queues` given and `consumers` left out, the shared queue gets no consumer

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path'
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
+import { testRedis, uniquePrefix, type RedisConnection } from './redis'
 
 export const root = resolve(__dirname, '..', '..')
 export const fixture = join(root, 'test', 'fixtures', 'redis-consumer.js')
@@ -240,4 +241,17 @@ export function dropPrefixAtEnd (t: { teardown: (fn: () => unknown) => void }, c
     const keys = await scanKeys(client, `${prefix}*`)
     if (keys.length > 0) await client.del(...keys)
   })
+}
+
+/**
+ * The test's Redis, a client of it and a key prefix of the test's own: the server is closed and
+ * the prefix's keys are dropped when the test ends (the keys first).
+ */
+export async function redisForTest (t: { teardown: (fn: () => unknown) => void }): Promise<{ redis: RedisConnection, client: Redis, prefix: string }> {
+  const redis = await testRedis()
+  t.teardown(() => redis.close())
+  const client = redis.client()
+  const prefix = uniquePrefix()
+  dropPrefixAtEnd(t, client, prefix)
+  return { redis, client, prefix }
 }
