@@ -9,12 +9,15 @@ import { dispatchedTask } from './dispatch-mark'
 
 const kRequestTasks = Symbol('taskqueue.requestTasks')
 const kFailed = Symbol('taskqueue.failed')
-const kAborted = Symbol('taskqueue.aborted')
 
 interface TaskQueueRequest extends FastifyRequest {
   [kRequestTasks]?: RequestTaskQueue
   [kFailed]?: true
-  [kAborted]?: true
+}
+
+/** What every log line about some tasks carries: their ids and their queues. */
+function taskFields (tasks: TaskMessage[]): { taskIds: string[], queues: string[] } {
+  return { taskIds: tasks.map(({ id }) => id), queues: [...new Set(tasks.map(({ queue }) => queue))] }
 }
 
 export class RequestTaskQueue {
@@ -36,10 +39,8 @@ export class RequestTaskQueue {
     const message = this.service.createMessage(url, options, this.request)
     // The client already went away: no onResponse will come to hand this task over (or to drop
     // it), so holding it would keep `drain()` waiting forever. It is dropped at once.
-    const tasked = this.request as TaskQueueRequest
-    if (tasked[kAborted] === true || this.request.raw.aborted) {
-      tasked[kAborted] = true
-      this.request.log.debug({ taskIds: [message.id], queues: [message.queue] }, 'taskqueue: request aborted, its tasks are dropped')
+    if (this.request.raw.aborted) {
+      this.request.log.debug(taskFields([message]), 'taskqueue: request aborted, its tasks are dropped')
       return message.id
     }
     if (this.held === null) {
@@ -63,22 +64,12 @@ export class RequestTaskQueue {
   private watchForAbort (): void {
     const raw = this.request.raw
     raw.once('close', () => {
-      if (!raw.aborted) return
-      const tasked = this.request as TaskQueueRequest
-      tasked[kFailed] = true
-      tasked[kAborted] = true
-      this.dropOnAbort()
+      const held = this.held
+      if (!raw.aborted || held === null) return
+      this.held = null
+      this.request.log.debug(taskFields(held), 'taskqueue: request aborted, its tasks are dropped')
+      this.service.holding(-1)
     })
-  }
-
-  /** Drops the held tasks of a request whose client went away. */
-  private dropOnAbort (): void {
-    const held = this.held
-    if (held === null) return
-    this.held = null
-    this.request.log.debug({ taskIds: held.map(({ id }) => id), queues: [...new Set(held.map(({ queue }) => queue))] },
-      'taskqueue: request aborted, its tasks are dropped')
-    this.service.holding(-1)
   }
 }
 
@@ -118,7 +109,7 @@ function takeHeldTasks (request: FastifyRequest): TaskMessage[] | null {
 }
 
 function succeeded (request: FastifyRequest, reply: FastifyReply): boolean {
-  return reply.statusCode < 400 && (request as TaskQueueRequest)[kFailed] !== true
+  return reply.statusCode < 400 && (request as TaskQueueRequest)[kFailed] !== true && !request.raw.aborted
 }
 
 /**
@@ -132,9 +123,7 @@ export function onResponseHook (service: TaskQueueService): onResponseHookHandle
       if (succeeded(request, reply)) {
         service.enqueueAfterResponse(held)
       } else {
-        // Queues too: every log line about a task carries its id and queue.
-        request.log.debug({ taskIds: held.map(({ id }) => id), queues: [...new Set(held.map(({ queue }) => queue))], statusCode: reply.statusCode },
-          'taskqueue: request failed, its tasks are dropped')
+        request.log.debug({ ...taskFields(held), statusCode: reply.statusCode }, 'taskqueue: request failed, its tasks are dropped')
       }
       service.holding(-1)
     }
