@@ -301,6 +301,34 @@ export class RedisQueue implements QueueBackend {
   }
 }
 
+/**
+ * How many tasks a consumer reserves ahead of its free slots: as many as it finishes in
+ * `reserveAheadMs`, measured over `rateWindowMs`, up to four times its concurrency. A consumer of
+ * slow tasks reserves none ahead, which would keep them from idle consumers elsewhere.
+ */
+class ReserveAhead {
+  count = 0
+  private mostRoom = 1
+  /** Tasks finished since `windowStart` (performance.now() ms). */
+  private completions = 0
+  private windowStart = performance.now()
+
+  /** The consumer could start `room` tasks now: its concurrency is at least that. */
+  room (room: number): void {
+    if (room > this.mostRoom) this.mostRoom = room
+  }
+
+  completed (): void {
+    this.completions++
+    const now = performance.now()
+    const elapsed = now - this.windowStart
+    if (elapsed < rateWindowMs) return
+    this.count = Math.min(4 * this.mostRoom, takeBatch, Math.floor(this.completions / elapsed * reserveAheadMs))
+    this.completions = 0
+    this.windowStart = now
+  }
+}
+
 /** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
 type Exchange = { raw: string, id: string } | { take: number }
 
@@ -337,16 +365,7 @@ class RedisReceiver implements TaskReceiver {
   private waitingLooksEmpty = false
   /** The batch being reserved, if any. */
   private refill: Promise<void> | undefined
-  /**
-   * How many tasks are reserved ahead of the consumer: as many as it finishes in
-   * `reserveAheadMs`, measured, up to four times its concurrency. A consumer of slow tasks
-   * reserves none ahead, which would keep them from idle consumers elsewhere.
-   */
-  private ahead = 0
-  private mostRoom = 1
-  /** Tasks acknowledged since `windowStart` (performance.now() ms). */
-  private completions = 0
-  private windowStart = performance.now()
+  private readonly ahead = new ReserveAhead()
   /**
    * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
    * that finished and reserves the next ones in one round trip.
@@ -394,7 +413,7 @@ class RedisReceiver implements TaskReceiver {
   async reserve (signal: AbortSignal, room = 1): Promise<ReservedTask | null> {
     await this.start()
     const { keys, client } = this.queue
-    if (room > this.mostRoom) this.mostRoom = room
+    this.ahead.room(room)
     while (!signal.aborted) {
       // Due retries join the queue even while tasks reserved ahead keep the consumer busy: a
       // backlog that never ends must not starve them.
@@ -417,7 +436,7 @@ class RedisReceiver implements TaskReceiver {
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
       if (!this.waitingLooksEmpty) {
-        await this.fill(Math.min(takeBatch, room + this.ahead))
+        await this.fill(Math.min(takeBatch, room + this.ahead.count))
         continue
       }
       // Block no longer than until the next delayed task known to be due.
@@ -458,14 +477,15 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /**
-   * While the queue has a backlog, keeps `ahead` tasks reserved ahead of a consumer of quick
+   * While the queue has a backlog, keeps `ahead.count` tasks reserved ahead of a consumer of quick
    * tasks, so that a slot that frees up does not wait for a round trip. They stay in this
    * consumer's processing list, as safe there as running tasks (and given back at close); nothing
    * is held ahead once the queue runs dry.
    */
   private topUp (): void {
-    if (this.waitingLooksEmpty || this.refill !== undefined || this.prefetched.length >= this.ahead) return
-    this.fill(this.ahead - this.prefetched.length).catch((error: unknown) => {
+    const ahead = this.ahead.count
+    if (this.waitingLooksEmpty || this.refill !== undefined || this.prefetched.length >= ahead) return
+    this.fill(ahead - this.prefetched.length).catch((error: unknown) => {
       // The next reserve() tries again, and reports a failure that lasts.
       this.queue.log.debug({ err: error, queue: this.queue.name }, 'taskqueue: reserving ahead failed')
     })
@@ -599,19 +619,8 @@ class RedisReceiver implements TaskReceiver {
     return work.finally(() => { this.outstanding-- })
   }
 
-  /** Counts a finished task, and every `rateWindowMs` works out how many to reserve ahead. */
-  private completed (): void {
-    this.completions++
-    const now = performance.now()
-    const elapsed = now - this.windowStart
-    if (elapsed < rateWindowMs) return
-    this.ahead = Math.min(4 * this.mostRoom, takeBatch, Math.floor(this.completions / elapsed * reserveAheadMs))
-    this.completions = 0
-    this.windowStart = now
-  }
-
   async ack (task: ReservedTask): Promise<void> {
-    this.completed()
+    this.ahead.completed()
     const { raw, message } = task as RedisReservedTask
     await this.settle(this.exchange.send({ raw, id: message.id }))
   }
