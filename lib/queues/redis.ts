@@ -178,13 +178,10 @@ export class RedisQueue implements QueueBackend {
       blockingTimeoutGrace: blockingGrace,
       connectionName: `fastify-taskqueue:${this.name}:consumer`,
       maxRetriesPerRequest: null,
-      // Fix: a blocking read is never queued while disconnected, nor sent again after a reconnection.
+      // A blocking read is not queued while disconnected, nor sent again after a reconnection:
       // ioredis settles such a read with null once its blocking timeout passes (1 ms in the offline
-      // queue) and yet sends it when the connection is back: the task it then moved into the
-      // processing list had no reader and stayed there, unseen, while the process lived (tasks
-      // pushed during an outage of more than a few seconds were stuck). Reads are now sent only on
-      // a ready connection, and one cut off by a closed connection makes the consumer look at its
-      // own list once idle (see blockingMove).
+      // queue), and yet sends it when the connection is back. Such a read moves no task (see
+      // waitForWork), but it would hold the connection up to its timeout for nothing.
       enableOfflineQueue: false,
       autoResendUnfulfilledCommands: false
     }
@@ -342,14 +339,6 @@ class RedisReceiver implements TaskReceiver {
   readonly id: string
   private readonly processing: string
   private blocking: RedisClient
-  /**
-   * The blocking read still waiting for its reply, if any: an aborted reserve() stops waiting for
-   * it, but the server may yet move a task with it. close() waits for it before it gives back
-   * what is left.
-   */
-  private pendingRead: Promise<unknown> | undefined
-  /** The server's id of the blocking connection (CLIENT ID), for CLIENT UNBLOCK. */
-  private blockingId: number | undefined
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
   private started: Promise<void> | undefined
@@ -357,11 +346,14 @@ class RedisReceiver implements TaskReceiver {
   private outstanding = 0
   /** When the delayed set may next hold a due task. */
   private nextPromoteAt = 0
-  /** Set when a blocking read failed: its task may sit in the processing list, unseen. */
+  /**
+   * Set when a reservation failed (its reply is lost, its moves may have happened) and at start:
+   * the processing list may hold tasks this consumer does not know of.
+   */
   private ownListSuspect = true
   /** Reserved in a batch, not yet handed to the consumer. */
   private readonly prefetched: RedisReservedTask[] = []
-  /** Set when the last batch came back short: the next task is waited for by a blocking read. */
+  /** Set when the last batch came back short: the consumer waits for work with a blocking read. */
   private waitingLooksEmpty = false
   /** The batch being reserved, if any. */
   private refill: Promise<void> | undefined
@@ -375,7 +367,7 @@ class RedisReceiver implements TaskReceiver {
   constructor (private readonly queue: RedisQueue, consumerName: string) {
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
     this.processing = queue.keys.processing(this.id)
-    this.blocking = this.openBlocking()
+    this.blocking = queue.blockingConnection()
     this.heartbeatInterval = queue.options.heartbeatInterval as number
   }
 
@@ -385,7 +377,7 @@ class RedisReceiver implements TaskReceiver {
         // Fix: connect() gives up on a connection that failed (it disconnects it, which leaves
         // ioredis in 'reconnecting' with no reconnection to come), and waiting on that one again
         // hung for ever: the consumer never ran, and app.close() waited on it. Next time, a new one.
-        this.blocking = this.openBlocking()
+        this.blocking = this.queue.blockingConnection()
         throw error
       })
       await this.beat()
@@ -398,11 +390,15 @@ class RedisReceiver implements TaskReceiver {
     return this.started
   }
 
-  /** Renews the heartbeat, and recovers the tasks of dead consumers when this one holds the lease. */
+  /**
+   * Renews the heartbeat, gives back what an idle consumer's list holds unknown to it, and recovers
+   * the tasks of dead consumers when this one holds the lease.
+   */
   private async beat (): Promise<void> {
     const { keys } = this.queue
     const client = this.queue.client
     await client.taskqueueHeartbeat(keys.consumers, keys.heartbeat(this.id), this.id, this.heartbeatInterval * 3)
+    await this.returnOrphans()
     const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
       keys.lease, keys.names, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number,
       this.id, this.queue.options.deadLetterMax as number)
@@ -431,7 +427,7 @@ class RedisReceiver implements TaskReceiver {
         await this.refill.catch(() => {})
         continue
       }
-      if (this.outstanding === 0 && this.ownListSuspect) {
+      if (this.ownListSuspect && this.holdsNothing()) {
         this.ownListSuspect = false
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
@@ -441,13 +437,28 @@ class RedisReceiver implements TaskReceiver {
       }
       // Block no longer than until the next delayed task known to be due.
       const waitSeconds = Math.max(0.01, Math.min(blockSeconds, (this.nextPromoteAt - now) / 1000))
-      const bytes = await this.blockingMove(waitSeconds, signal)
-      if (bytes === null) continue
-      this.waitingLooksEmpty = false
-      const task = await this.accept(bytes)
-      if (task !== undefined) return task
+      if (await this.waitForWork(waitSeconds, signal)) this.waitingLooksEmpty = false
     }
     return null
+  }
+
+  /** No task reserved, none being reserved: whatever the processing list holds, nobody will run. */
+  private holdsNothing (): boolean {
+    return this.outstanding === 0 && this.refill === undefined
+  }
+
+  /**
+   * Gives the processing list back to the queue when this consumer holds nothing. A reservation
+   * that failed may still have moved tasks there, and a client library may yet send a command it
+   * has given up on (ioredis' Cluster sent blocking reads it had settled once a node came back):
+   * such tasks would sit there while this consumer lives. The check and the command are made in
+   * one go, so a reservation sent after it runs after it on the same connection.
+   */
+  private async returnOrphans (): Promise<void> {
+    if (!this.holdsNothing()) return
+    const { keys, client } = this.queue
+    const returned = await client.taskqueueRequeueOwn(this.processing, keys.waiting)
+    if (returned > 0) this.queue.log.warn({ queue: this.queue.name, returned }, 'taskqueue: tasks left in this consumer\'s own list returned to the queue')
   }
 
   /**
@@ -457,20 +468,20 @@ class RedisReceiver implements TaskReceiver {
    */
   private fill (count: number): Promise<void> {
     this.refill ??= (async () => {
-      let taken: Buffer[]
       try {
-        taken = await this.exchange.send({ take: count }) as Buffer[]
+        const taken = await this.exchange.send({ take: count }) as Buffer[]
+        this.waitingLooksEmpty = taken.length < count
+        for (const bytes of taken) {
+          const task = await this.accept(bytes)
+          if (task !== undefined) this.prefetched.push(task)
+        }
       } catch (error) {
-        // The reply is lost, but the moves may have happened.
+        // The reply is lost but the moves may have happened, or a task was not accepted.
         this.ownListSuspect = true
         throw error
       } finally {
+        // Only now: until the tasks count as outstanding, the list must not look orphaned.
         this.refill = undefined
-      }
-      this.waitingLooksEmpty = taken.length < count
-      for (const bytes of taken) {
-        const task = await this.accept(bytes)
-        if (task !== undefined) this.prefetched.push(task)
       }
     })()
     return this.refill
@@ -528,76 +539,44 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /**
-   * BLMOVE from the queue into the processing list; gives up on abort, and when the connection
-   * closes under it (the move may have happened: the own list is then looked at once idle).
+   * Waits until the queue holds a task, or `waitSeconds`, or abort; true when there is work. The
+   * blocking read moves nothing: BLMOVE from the consuming end of the queue back onto that same
+   * end leaves the list as it was, and the tasks are then reserved by the consumer's own script.
+   * So a read whose reply is lost, or one that a client library sends again after it gave up on
+   * it, can take no task away from the consumers (a read that moved tasks into the processing list
+   * did, after a Cluster node came back).
    */
-  private async blockingMove (waitSeconds: number, signal: AbortSignal): Promise<Buffer | null> {
-    const { keys } = this.queue
+  private async waitForWork (waitSeconds: number, signal: AbortSignal): Promise<boolean> {
     if (this.blocking.status !== 'ready') {
       // Not queued offline (see blockingConnection): wait for the connection, a while at most.
       await this.untilReady(waitSeconds * 1000, signal)
-      return null
+      return false
     }
+    const { waiting } = this.queue.keys
     let onAbort: (() => void) | undefined
-    let onClose: (() => void) | undefined
-    const interrupted = new Promise<null>((resolve) => {
+    const aborted = new Promise<null>((resolve) => {
       onAbort = () => resolve(null)
-      onClose = () => {
-        this.ownListSuspect = true
-        resolve(null)
-      }
       signal.addEventListener('abort', onAbort, { once: true })
-      this.blocking.once('close', onClose)
     })
     const sentAt = Date.now()
     try {
-      const read = this.blocking.blmoveBuffer(keys.waiting, this.processing, 'RIGHT', 'LEFT', waitSeconds)
-      const pending = read.catch(() => {}).finally(() => {
-        if (this.pendingRead === pending) this.pendingRead = undefined
-      })
-      this.pendingRead = pending
-      const moved = await Promise.race([read, interrupted])
-      if (moved === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
-        // ioredis gave up waiting (blockingTimeout) and settled the read with null, without an
-        // error: the server did not answer in time. Its reply, if it ever comes, may carry a task
-        // nobody reads. The connection is taken for stuck and started afresh.
-        this.ownListSuspect = true
+      const seen = await Promise.race([this.blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted])
+      if (seen === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
+        // ioredis gave up waiting (blockingTimeout) and settled the read with null: the server did
+        // not answer in time. The connection is taken for stuck and started afresh.
         this.queue.log.warn({ queue: this.queue.name }, 'taskqueue: blocking read unanswered, reconnecting')
         this.blocking.disconnect(true)
       }
-      return moved
+      return seen !== null
     } catch (error) {
-      // The reply is lost, but the move may have happened: look at the processing list once idle,
-      // and start over on a fresh connection in case this one is stuck.
-      this.ownListSuspect = true
+      // Start over on a fresh connection in case this one is stuck.
       this.queue.log.warn({ err: error, queue: this.queue.name }, 'taskqueue: blocking read failed, reconnecting')
       this.blocking.disconnect(true)
       await new Promise((resolve) => setTimeout(resolve, 200))
-      return null
+      return false
     } finally {
       signal.removeEventListener('abort', onAbort as () => void)
-      this.blocking.off('close', onClose as () => void)
     }
-  }
-
-  /** Asks the server to answer the pending blocking read now; on a Cluster it just runs out. */
-  private async unblock (): Promise<void> {
-    if (this.blockingId === undefined) return
-    await this.queue.client.call('CLIENT', 'UNBLOCK', this.blockingId).catch(() => {})
-  }
-
-  /** The blocking connection, which tells its server-side id each time it (re)connects. */
-  private openBlocking (): RedisClient {
-    const connection = this.queue.blockingConnection()
-    this.blockingId = undefined
-    if (!(connection instanceof Cluster)) {
-      connection.on('ready', () => {
-        connection.client('ID').then((id) => {
-          if (connection === this.blocking) this.blockingId = id
-        }, () => {})
-      })
-    }
-    return connection
   }
 
   /** Resolves once the blocking connection is ready, on abort, or after `ms`. */
@@ -645,17 +624,7 @@ class RedisReceiver implements TaskReceiver {
   /** Gives back whatever is left in the processing list and leaves the consumer set. */
   async close (): Promise<void> {
     clearInterval(this.heartbeatTimer)
-    if (this.started !== undefined && this.pendingRead !== undefined) {
-      // A blocking read left waiting on the server could still move a task into the processing
-      // list after the leftovers were given back, and nobody would see it again. It is ended
-      // first: CLIENT UNBLOCK makes the server answer it at once, and its reply, with a task or
-      // none, is awaited (it would come within blockSeconds anyway).
-      await this.unblock()
-      // Bounded: a connection that is down never answers, but then it cannot move a task either.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([this.pendingRead, new Promise((resolve) => { timer = setTimeout(resolve, blockSeconds * 1000 + 500) })])
-      clearTimeout(timer)
-    }
+    // A blocking read still waiting on the server moves nothing (see waitForWork): it is dropped.
     this.blocking.disconnect()
     if (this.started === undefined) return
     // Acknowledgements still on their way go first: the leftovers must not include finished tasks.

@@ -89,7 +89,7 @@ export async function connectionNames (client: Redis): Promise<string[]> {
 }
 
 export interface ConsumerEnv {
-  /** Queue options that reach the server ({ unixSocketPath } or { url }). */
+  /** Queue options that reach the server ({ unixSocketPath } or { url }), or { cluster: startup nodes }. */
   connection: object
   prefix: string
   queue: string
