@@ -213,6 +213,27 @@ test('an unreachable Redis makes ready() reject with the connection error, witho
   }
 })
 
+test('a client handed in that cannot connect at ready() is left open, to its own reconnection', async (t) => {
+  const own = await startOwnRedis()
+  t.teardown(() => own.close())
+  await own.stop()
+  // The owner's policy: keep trying every 50 ms.
+  const client = new Redis({ path: own.socketPath, lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 1 })
+  client.on('error', () => {})
+  t.teardown(() => client.disconnect())
+
+  const app = Fastify()
+  app.register(taskqueue, { queues: [{ queue: 'q', type: 'redis', prefix: uniquePrefix(), client }], consumers: [] })
+  const error = await within('ready() with Redis down', app.ready().then(() => null, (error: unknown) => error), 10_000)
+  t.equal((error as NodeJS.ErrnoException | null)?.code, 'ENOENT', 'ready() rejects with the connection error')
+  await within('close() after a failed ready()', app.close().catch(() => {}), 5000)
+
+  // The plugin did not disconnect it: once Redis is up, the client connects by itself.
+  await own.start()
+  await waitUntil('the client handed in to connect', () => client.status === 'ready', 10_000)
+  t.equal(await client.ping(), 'PONG', 'the client handed in works')
+})
+
 test('before-response: the tasks are in Redis before the response; Redis down makes it a 503', async (t) => {
   t.setTimeout(60_000)
   const redis = await startOwnRedis({ durable: true })

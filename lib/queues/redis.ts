@@ -108,8 +108,12 @@ function connectionOptions (options: ResolvedQueueOptions): RedisOptions {
   }
 }
 
-/** Connects, rejecting with the connection's own error rather than ioredis' "Connection is closed". */
-async function connect (client: RedisClient): Promise<void> {
+/**
+ * Connects, rejecting with the connection's own error rather than ioredis' "Connection is closed".
+ * A connection of the plugin's own that failed is disconnected; a client handed in is left as it
+ * is, to its owner's reconnection policy.
+ */
+async function connect (client: RedisClient, owned: boolean): Promise<void> {
   if (client.status === 'ready') return
   let firstError: Error | undefined
   const onError = (error: Error): void => { firstError ??= error }
@@ -123,7 +127,7 @@ async function connect (client: RedisClient): Promise<void> {
       })
     }
   } catch (error) {
-    client.disconnect()
+    if (owned) client.disconnect()
     throw firstError ?? error
   } finally {
     client.off('error', onError)
@@ -166,7 +170,7 @@ export class RedisQueue implements QueueBackend {
   }
 
   async ready (): Promise<void> {
-    await connect(this.client)
+    await connect(this.client, this.ownsClient)
   }
 
   /** A connection of this queue's own for blocking reads, closed by whoever asked for it. */
@@ -373,7 +377,7 @@ class RedisReceiver implements TaskReceiver {
 
   private start (): Promise<void> {
     this.started ??= (async () => {
-      await connect(this.blocking).catch((error: unknown) => {
+      await connect(this.blocking, true).catch((error: unknown) => {
         // Fix: connect() gives up on a connection that failed (it disconnects it, which leaves
         // ioredis in 'reconnecting' with no reconnection to come), and waiting on that one again
         // hung for ever: the consumer never ran, and app.close() waited on it. Next time, a new one.
