@@ -1,7 +1,8 @@
-// A busy Redis consumer reserves in batches and ahead of its free slots, so that a slot that frees
-// up does not wait for a round trip; a consumer of slow tasks reserves nothing ahead, which would
-// keep them from idle consumers elsewhere. Seen from Redis: the length of the consumer's
-// processing list, sampled while it works.
+// A busy Redis consumer acknowledges and reserves in batches, but never reserves more than it has
+// free slots for: a task in its processing list is one it started (or finished, its acknowledgement
+// on its way). So when it dies, the tasks counted as recovered are those that may have killed it,
+// never tasks it only held. Seen from Redis: the length of the consumer's processing list, sampled
+// while it works.
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -35,12 +36,12 @@ async function addMany (producer: FastifyInstance, url: string, count: number): 
   }
 }
 
-async function consumeWhileSampling (t: Test, taskMs: number, tasks: number): Promise<{ most: number, ran: number }> {
+/** Runs `tasks` quick tasks from a backlog; resolves with the longest the processing list was seen. */
+async function consumeWhileSampling (t: Test, tasks: number): Promise<{ most: number, ran: number }> {
   const { client, prefix, producer, consumer } = await producerAndConsumer(t)
   await addMany(producer, '/tasks/work', tasks)
   let ran = 0
   consumer.post('/tasks/work', async () => {
-    if (taskMs > 0) await sleep(taskMs)
     ran++
     return {}
   })
@@ -64,18 +65,10 @@ async function consumeWhileSampling (t: Test, taskMs: number, tasks: number): Pr
   return { most, ran }
 }
 
-test('a consumer of quick tasks reserves a batch ahead of its free slots', async (t) => {
-  const { most, ran } = await consumeWhileSampling(t, 0, 3000)
+test('a consumer of quick tasks holds no more tasks than its slots, however long the backlog', async (t) => {
+  const { most, ran } = await consumeWhileSampling(t, 3000)
   t.equal(ran, 3000, 'every task ran once')
-  t.ok(most > concurrentLimit, `its processing list held more than its ${concurrentLimit} slots at times (at most ${most})`)
-})
-
-// It reserves ahead what it should start within 50 ms: with two slots, tasks of 250 ms free one
-// every 125 ms or so, and nothing is due that soon.
-test('a consumer of slow tasks reserves nothing ahead', async (t) => {
-  const { most, ran } = await consumeWhileSampling(t, 250, 8)
-  t.equal(ran, 8, 'every task ran once')
-  t.ok(most <= concurrentLimit, `its processing list never held more than its ${concurrentLimit} slots (at most ${most})`)
+  t.ok(most >= 1 && most <= concurrentLimit, `its processing list never held more than its ${concurrentLimit} slots (at most ${most})`)
 })
 
 test('a retry comes back while a consumer works through a backlog that keeps growing', async (t) => {
@@ -92,7 +85,7 @@ test('a retry comes back while a consumer works through a backlog that keeps gro
     retried.ranAgainWithBacklog = await client.llen(`${prefix}:{default}:waiting`)
     return {}
   })
-  // A backlog first, so that the consumer reserves ahead from its first batches on.
+  // A backlog first, so that the consumer reserves in batches from its first round trips on.
   await addMany(producer, '/tasks/quick', 500)
   await producer.taskqueue.add('/tasks/fails-once', { method: 'POST', payload: {} })
   await consumer.ready()

@@ -84,9 +84,6 @@ const promoteBatch = 100
 const pushBatch = 500
 /** Most tasks a consumer reserves, or acknowledges, in one round trip. */
 const takeBatch = 100
-/** A consumer reserves ahead the tasks it should start within this (ms), measured over `rateWindowMs`. */
-const reserveAheadMs = 50
-const rateWindowMs = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
 const pingInterval = 30_000
 
@@ -302,34 +299,6 @@ export class RedisQueue implements QueueBackend {
   }
 }
 
-/**
- * How many tasks a consumer reserves ahead of its free slots: as many as it finishes in
- * `reserveAheadMs`, measured over `rateWindowMs`, up to four times its concurrency. A consumer of
- * slow tasks reserves none ahead, which would keep them from idle consumers elsewhere.
- */
-class ReserveAhead {
-  count = 0
-  private mostRoom = 1
-  /** Tasks finished since `windowStart` (performance.now() ms). */
-  private completions = 0
-  private windowStart = performance.now()
-
-  /** The consumer could start `room` tasks now: its concurrency is at least that. */
-  room (room: number): void {
-    if (room > this.mostRoom) this.mostRoom = room
-  }
-
-  completed (): void {
-    this.completions++
-    const now = performance.now()
-    const elapsed = now - this.windowStart
-    if (elapsed < rateWindowMs) return
-    this.count = Math.min(4 * this.mostRoom, takeBatch, Math.floor(this.completions / elapsed * reserveAheadMs))
-    this.completions = 0
-    this.windowStart = now
-  }
-}
-
 /** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
 type Exchange = { raw: string, id: string } | { take: number }
 
@@ -361,7 +330,6 @@ class RedisReceiver implements TaskReceiver {
   private waitingLooksEmpty = false
   /** The batch being reserved, if any. */
   private refill: Promise<void> | undefined
-  private readonly ahead = new ReserveAhead()
   /**
    * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
    * that finished and reserves the next ones in one round trip.
@@ -413,20 +381,16 @@ class RedisReceiver implements TaskReceiver {
   async reserve (signal: AbortSignal, room = 1): Promise<ReservedTask | null> {
     await this.start()
     const { keys, client } = this.queue
-    this.ahead.room(room)
     while (!signal.aborted) {
-      // Due retries join the queue even while tasks reserved ahead keep the consumer busy: a
-      // backlog that never ends must not starve them.
+      // Due retries join the queue even while a backlog keeps the consumer busy: a backlog that
+      // never ends must not starve them.
       const now = Date.now()
       if (now >= this.nextPromoteAt) {
         const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
         this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
       }
       const ready = this.prefetched.shift()
-      if (ready !== undefined) {
-        this.topUp()
-        return ready
-      }
+      if (ready !== undefined) return ready
       if (this.refill !== undefined) {
         await this.refill.catch(() => {})
         continue
@@ -436,7 +400,7 @@ class RedisReceiver implements TaskReceiver {
         await client.taskqueueRequeueOwn(this.processing, keys.waiting)
       }
       if (!this.waitingLooksEmpty) {
-        await this.fill(Math.min(takeBatch, room + this.ahead.count))
+        await this.fill(Math.min(takeBatch, room))
         continue
       }
       // Block no longer than until the next delayed task known to be due.
@@ -489,21 +453,6 @@ class RedisReceiver implements TaskReceiver {
       }
     })()
     return this.refill
-  }
-
-  /**
-   * While the queue has a backlog, keeps `ahead.count` tasks reserved ahead of a consumer of quick
-   * tasks, so that a slot that frees up does not wait for a round trip. They stay in this
-   * consumer's processing list, as safe there as running tasks (and given back at close); nothing
-   * is held ahead once the queue runs dry.
-   */
-  private topUp (): void {
-    const ahead = this.ahead.count
-    if (this.waitingLooksEmpty || this.refill !== undefined || this.prefetched.length >= ahead) return
-    this.fill(ahead - this.prefetched.length).catch((error: unknown) => {
-      // The next reserve() tries again, and reports a failure that lasts.
-      this.queue.log.debug({ err: error, queue: this.queue.name }, 'taskqueue: reserving ahead failed')
-    })
   }
 
   /** A reserved message as a task; an unreadable one is set aside in the dead letters instead. */
@@ -603,7 +552,6 @@ class RedisReceiver implements TaskReceiver {
   }
 
   async ack (task: ReservedTask): Promise<void> {
-    this.ahead.completed()
     const { raw, message } = task as RedisReservedTask
     await this.settle(this.exchange.send({ raw, id: message.id }))
   }
