@@ -116,10 +116,10 @@ test('a poison pill is set aside in the dead list after recoveryMaxCount recover
 
 // "On start-up", a consumer's own leftover list cannot be shown: consumer ids are random per
 // process, so no new consumer ever has an old list of its own (those of dead consumers are
-// recovered through their heartbeat, above). What can be shown is the other case, a blocking read
-// whose reply was lost: the task was moved into the consumer's processing list but the consumer
-// never saw it. The test makes that state (the task put in the list by hand, the blocking
-// connection killed under the read) and the consumer, once idle, must return the task to the queue.
+// recovered through their heartbeat, above). What can be shown is a live consumer's list holding a
+// task it never saw, as a reservation whose reply was lost, or a command that the client library
+// sent after it had given up on it, leave behind. The test makes that state (the task put in the
+// list by hand, every connection left up) and the idle consumer must return the task to the queue.
 test('an idle consumer gives back what its own processing list holds unknown to it (as a late command of a client may put there)', async (t) => {
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
