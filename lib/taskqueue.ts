@@ -51,6 +51,11 @@ export class TaskQueueService {
   private heldRequests = 0
   /** Pushes started and not yet finished, with those waiting to be tried again. */
   private pendingPushes = 0
+  /**
+   * Per queue, the pushes waiting to be tried again after a failure, each as a function that tries
+   * it at once: a push to that queue that succeeds shows that the cause has passed.
+   */
+  private readonly waitingRetries = new Map<string, Set<() => void>>()
   private drainWaiters: Array<() => void> = []
   private closed = false
 
@@ -176,7 +181,9 @@ export class TaskQueueService {
 
   /**
    * Hands the tasks of a sent response to their queues, one batch per queue in the order added.
-   * A failed push is logged and tried again, with a growing delay, while the process lives.
+   * A failed push is logged and tried again, with a growing delay, while the process lives; and
+   * at once when another push to the same queue succeeds, so that the tasks of an outage land as
+   * soon as the queue is back, not up to `pushRetryCeiling` later.
    */
   enqueueAfterResponse (tasks: TaskMessage[]): void {
     for (const [queue, batch] of groupByQueue(tasks)) {
@@ -185,15 +192,35 @@ export class TaskQueueService {
       const push = (attempt: number): void => {
         backend.put(batch).then(() => {
           this.pendingPushes--
+          this.retryWaitingPushes(queue)
           this.settled()
         }, (error: unknown) => {
           const delay = Math.min(pushRetryCeiling, 100 * 2 ** attempt)
           this.log.error({ err: error, queue, taskIds: batch.map(({ id }) => id), attempt, delay }, 'taskqueue: queuing tasks failed, trying again')
-          setTimeout(push, delay, attempt + 1)
+          this.retryLater(queue, delay, () => push(attempt + 1))
         })
       }
       push(0)
     }
+  }
+
+  private retryLater (queue: string, delay: number, retry: () => void): void {
+    let waiting = this.waitingRetries.get(queue)
+    if (waiting === undefined) this.waitingRetries.set(queue, waiting = new Set())
+    const queueWaiting = waiting
+    const now = (): void => {
+      clearTimeout(timer)
+      queueWaiting.delete(now)
+      retry()
+    }
+    const timer = setTimeout(now, delay)
+    queueWaiting.add(now)
+  }
+
+  private retryWaitingPushes (queue: string): void {
+    const waiting = this.waitingRetries.get(queue)
+    if (waiting === undefined || waiting.size === 0) return
+    for (const now of [...waiting]) now()
   }
 
   /** Starts the consumers; with no consumer options, each queue not shared gets one. */

@@ -303,6 +303,44 @@ test('after-response with Redis down: the push is logged, retried, and lands onc
   t.equal(await client.llen(waiting), 2, 'pushed once only')
 })
 
+test('after-response: a push waiting to be tried again goes at once when another push to its queue succeeds', async (t) => {
+  t.setTimeout(60_000)
+  const redis = await startOwnRedis({ durable: true })
+  t.teardown(() => redis.close())
+  const client = redis.client()
+  const prefix = uniquePrefix()
+  const waiting = `${prefix}:{late}:waiting`
+  // A client that fails a command at once while Redis is down and reconnects every 50 ms: the
+  // push's own retries set the pace, not ioredis' reconnection backoff.
+  const pushing = new Redis({ path: redis.socketPath, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 })
+  pushing.on('error', () => {})
+  t.teardown(() => pushing.disconnect())
+  const { app, lines } = loggedApp()
+  t.teardown(() => app.close())
+  await app.register(taskqueue, { queues: [{ queue: 'late', type: 'redis', prefix, client: pushing }] })
+  app.post<{ Body: { n: number } }>('/order', async (request) => ({ id: request.taskqueue.add('/tasks/ship', { method: 'POST', payload: { n: request.body.n } }) }))
+  await app.ready()
+
+  await redis.stop()
+  const { id } = JSON.parse((await app.inject({ method: 'POST', url: '/order', payload: { n: 1 } })).body)
+  // Failed attempts wait longer and longer: until one is to wait at least 3.2 s.
+  let retryDue = 0
+  await waitUntil('a retry delay of 3.2 s or more', () => {
+    const long = lines.find(({ msg, delay }) => msg === 'taskqueue: queuing tasks failed, trying again' && (delay as number) >= 3200)
+    if (long !== undefined) retryDue = long.time as number + (long.delay as number)
+    return long !== undefined
+  }, 30_000)
+
+  await redis.start()
+  await waitUntil('the client to reconnect', () => pushing.status === 'ready', 5000)
+  const response = await app.inject({ method: 'POST', url: '/order', payload: { n: 2 } })
+  await waitUntil('both tasks to land', async () => await client.llen(waiting) === 2, 10_000, 20)
+  const landedAt = Date.now()
+  t.ok(landedAt < retryDue, `the waiting push landed ${retryDue - landedAt} ms before its retry was due`)
+  t.same((await waitingIds(client, waiting)).sort(), [id, JSON.parse(response.body).id].sort(), 'both tasks, once: the one of the outage and the new one')
+  await within('drain()', app.taskqueue.drain(), 5000)
+})
+
 test('two apps given the same consumer name share a queue and never run the same task twice', async (t) => {
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)

@@ -492,7 +492,10 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /**
-   * Waits until the queue holds a task, or `waitSeconds`, or abort; true when there is work. The
+   * Waits until the queue holds a task, or `waitSeconds`, or abort; false only when a blocking
+   * read ran out, true when there may be work: a task came, or the read could not be made (the
+   * consumer then looks with its script, on the other connection, rather than rely on this one
+   * to come back). The
    * blocking read moves nothing: BLMOVE from the consuming end of the queue back onto that same
    * end leaves the list as it was, and the tasks are then reserved by the consumer's own script.
    * So a read whose reply is lost, or one that a client library sends again after it gave up on
@@ -503,7 +506,7 @@ class RedisReceiver implements TaskReceiver {
     if (this.blocking.status !== 'ready') {
       // Not queued offline (see blockingConnection): wait for the connection, a while at most.
       await this.untilReady(waitSeconds * 1000, signal)
-      return false
+      return true
     }
     const { waiting } = this.queue.keys
     let onAbort: (() => void) | undefined
@@ -519,6 +522,7 @@ class RedisReceiver implements TaskReceiver {
         // not answer in time. The connection is taken for stuck and started afresh.
         this.queue.log.warn({ queue: this.queue.name }, 'taskqueue: blocking read unanswered, reconnecting')
         this.blocking.disconnect(true)
+        return true
       }
       return seen !== null
     } catch (error) {
@@ -526,7 +530,7 @@ class RedisReceiver implements TaskReceiver {
       this.queue.log.warn({ err: error, queue: this.queue.name }, 'taskqueue: blocking read failed, reconnecting')
       this.blocking.disconnect(true)
       await new Promise((resolve) => setTimeout(resolve, 200))
-      return false
+      return true
     } finally {
       signal.removeEventListener('abort', onAbort as () => void)
     }
