@@ -204,23 +204,22 @@ export class TaskQueueService {
     }
   }
 
+  /** Runs `retry` after `delay` ms, or sooner when a push to `queue` succeeds meanwhile. */
   private retryLater (queue: string, delay: number, retry: () => void): void {
-    let waiting = this.waitingRetries.get(queue)
-    if (waiting === undefined) this.waitingRetries.set(queue, waiting = new Set())
-    const queueWaiting = waiting
+    const waiting = this.waitingRetries.get(queue) ?? new Set<() => void>()
+    this.waitingRetries.set(queue, waiting)
     const now = (): void => {
       clearTimeout(timer)
-      queueWaiting.delete(now)
+      waiting.delete(now)
       retry()
     }
     const timer = setTimeout(now, delay)
-    queueWaiting.add(now)
+    waiting.add(now)
   }
 
   private retryWaitingPushes (queue: string): void {
-    const waiting = this.waitingRetries.get(queue)
-    if (waiting === undefined || waiting.size === 0) return
-    for (const now of [...waiting]) now()
+    // A copy: a retry that fails again adds itself back.
+    for (const now of [...this.waitingRetries.get(queue) ?? []]) now()
   }
 
   /** Starts the consumers; with no consumer options, each queue not shared gets one. */

@@ -320,10 +320,11 @@ class RedisReceiver implements TaskReceiver {
   /** When the delayed set may next hold a due task. */
   private nextPromoteAt = 0
   /**
-   * Set when a reservation failed (its reply is lost, its moves may have happened) and at start:
-   * the processing list may hold tasks this consumer does not know of.
+   * Set when a reservation failed (its reply is lost, its moves may have happened): the
+   * processing list may hold tasks this consumer does not know of. (At start, and at every
+   * heartbeat, the list of a consumer that holds nothing is given back anyway: see beat.)
    */
-  private ownListSuspect = true
+  private ownListSuspect = false
   /** Reserved in a batch, not yet handed to the consumer. */
   private readonly prefetched: RedisReservedTask[] = []
   /** Set when the last batch came back short: the consumer waits for work with a blocking read. */
@@ -397,7 +398,7 @@ class RedisReceiver implements TaskReceiver {
       }
       if (this.ownListSuspect && this.holdsNothing()) {
         this.ownListSuspect = false
-        await client.taskqueueRequeueOwn(this.processing, keys.waiting)
+        await this.returnOrphans()
       }
       if (!this.waitingLooksEmpty) {
         await this.fill(Math.min(takeBatch, room))
@@ -495,12 +496,13 @@ class RedisReceiver implements TaskReceiver {
    * Waits until the queue holds a task, or `waitSeconds`, or abort; false only when a blocking
    * read ran out, true when there may be work: a task came, or the read could not be made (the
    * consumer then looks with its script, on the other connection, rather than rely on this one
-   * to come back). The
-   * blocking read moves nothing: BLMOVE from the consuming end of the queue back onto that same
-   * end leaves the list as it was, and the tasks are then reserved by the consumer's own script.
-   * So a read whose reply is lost, or one that a client library sends again after it gave up on
-   * it, can take no task away from the consumers (a read that moved tasks into the processing list
-   * did, after a Cluster node came back).
+   * to come back).
+   *
+   * The read moves nothing: BLMOVE from the consuming end of the queue back onto that same end
+   * leaves the list as it was, and the tasks are then reserved by the consumer's own script. So a
+   * read whose reply is lost, or one that a client library sends after it gave up on it, can take
+   * no task away from the consumers (a read that moved tasks into the processing list did, after
+   * a Cluster node came back).
    */
   private async waitForWork (waitSeconds: number, signal: AbortSignal): Promise<boolean> {
     if (this.blocking.status !== 'ready') {

@@ -8,6 +8,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Cluster, Redis } from 'ioredis'
+import { waitUntil } from './redis-children'
 
 export interface ClusterNode {
   host: string
@@ -44,12 +45,9 @@ async function freePort (): Promise<number> {
   })
 }
 
+/** Polls `check` until it holds; a check that throws (a node not up yet) counts as not yet. */
 async function poll (what: string, check: () => Promise<boolean>, timeout: number): Promise<void> {
-  const deadline = Date.now() + timeout
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`redis cluster: timed out after ${timeout} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  await waitUntil(`redis cluster: ${what}`, async () => await check().catch(() => false), timeout, 50)
 }
 
 /** A plain connection to one node, for commands about the cluster itself. */
