@@ -20,9 +20,17 @@ function collect () {
   globalThis.gc?.()
 }
 
-/** `count` add() options, made before any clock starts. */
-function makeTasks (count) {
-  return Array.from({ length: count }, (_, i) => taskOptions(i))
+/** `count` add() options, made before any clock starts; `slim`: with only three of their headers. */
+function makeTasks (count, slim = false) {
+  return Array.from({ length: count }, (_, i) => slim ? slimTask(taskOptions(i)) : taskOptions(i))
+}
+
+/**
+ * The same task with only the headers an app might keep with `headerPolicy: { allow: [...] }`
+ * (host, content-type, authorization): how much the size of a message costs a Redis dispatch.
+ */
+function slimTask ({ headers, ...rest }) {
+  return { ...rest, headers: { host: headers.host, 'content-type': headers['content-type'], authorization: headers.authorization } }
 }
 
 /**
@@ -91,10 +99,10 @@ async function localDispatch ({ n, concurrency, reps, warmup }) {
 }
 
 /** Fills the Redis queue under `prefix` with `count` tasks through a producer app. */
-async function fillRedis (redis, prefix, count) {
+async function fillRedis (redis, prefix, count, slim = false) {
   const producer = await queueApp({ queue: redisQueue(redis, prefix), consumers: [] })
   await producer.ready()
-  await addBatched(producer, makeTasks(count))
+  await addBatched(producer, makeTasks(count, slim))
   await producer.close()
 }
 
@@ -120,9 +128,9 @@ async function redisConsume (redis, prefix, concurrency, counter, client) {
   return cpu
 }
 
-async function redisRun (redis, prefix, n, concurrency) {
+async function redisRun (redis, prefix, n, concurrency, slim = false) {
   const client = redisClient(redis)
-  await fillRedis(redis, prefix, n)
+  await fillRedis(redis, prefix, n, slim)
   const counter = new Counter(n)
   const serverCpu = await redisConsume(redis, prefix, concurrency, counter, client)
   const left = await client.llen(`${prefix}:{default}:waiting`)
@@ -130,7 +138,7 @@ async function redisRun (redis, prefix, n, concurrency) {
   client.disconnect()
   if (left !== 0) throw new Error(`redis dispatch: ${left} tasks left waiting`)
   // The CPU of the app and of redis-server, per task.
-  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n }
 }
 
 /**
@@ -164,7 +172,7 @@ async function redisLoopRun (redis, prefix, n, concurrency) {
   await app.close()
   await deletePrefix(client, prefix)
   client.disconnect()
-  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n }
 }
 
 /** 3. Redis queue: N tasks waiting, then dispatched by a consumer of `concurrency`. */
@@ -189,6 +197,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   if (redis !== undefined) {
     kinds.redisLoop = (r) => redisLoopRun(redis, `${prefix}-loop-${r}`, redisN, concurrency)
     kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
+    if (concurrency > 1) kinds.redisSlim = (r) => redisRun(redis, `${prefix}-slim-${r}`, redisN, concurrency, true)
   }
   await ceilingRun(warmup, concurrency)
   await ceilingRun(warmup, concurrency, true)
@@ -206,6 +215,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
     result[kind] = {
       rate: median(measured.map(({ rate }) => rate)),
       cpu: median(measured.map(({ cpu }) => cpu)),
+      serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
       runs: measured.map(({ rate }) => Math.round(rate))
     }
     if (kind === 'ceiling') continue
@@ -216,7 +226,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   }
   // Each queue against the least that a queue of its kind costs: the same request with the
   // headers of a dispatch, and, for Redis, the minimal list loop.
-  const floors = { local: 'ceilingTaskHeaders', redis: 'redisLoop' }
+  const floors = { local: 'ceilingTaskHeaders', redis: 'redisLoop', redisSlim: 'redis' }
   for (const [kind, floor] of Object.entries(floors)) {
     if (runs[kind] === undefined) continue
     result[kind].floorRatio = median(runs[kind].map(({ rate }, r) => rate / runs[floor][r].rate))
