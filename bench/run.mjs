@@ -280,6 +280,12 @@ for (const [type, minimum] of [['local', 0.9], ['redis', 0.8]]) {
       `concurrentLimit 8, N ${int(config.dispatch.redisN)}`, `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`,
       'redis queue, concurrentLimit 8 (the ceiling: ' + ratio(measured.ratio) + ')', `${ratio(measured.floorRatio)}`, '(what a smaller message gives)')
   }
+  const wide = results.dispatch8?.redisWide
+  if (wide !== undefined) {
+    row('3', 'redis queue, concurrentLimit 32: more tasks per round trip', `concurrentLimit 32, N ${int(config.dispatch.redisN)}`,
+      `${int(wide.rate)} tasks/s; CPU ${int(wide.cpu)} µs each (app ${int(wide.cpu - wide.serverCpu)} + redis-server ${int(wide.serverCpu)})`,
+      'redis queue, concurrentLimit 8 (the ceiling at concurrency 8: ' + ratio(wide.ratio) + ')', `${ratio(wide.floorRatio)}`, '(what a wider consumer gives)')
+  }
 }
 if (results.redisEnqueue !== undefined) {
   row('3', 'redis enqueue: `await app.taskqueue.add()` one after another', 'sequential', `${int(results.redisEnqueue.sequential)} tasks/s`)

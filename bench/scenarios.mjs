@@ -197,7 +197,10 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   if (redis !== undefined) {
     kinds.redisLoop = (r) => redisLoopRun(redis, `${prefix}-loop-${r}`, redisN, concurrency)
     kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
-    if (concurrency > 1) kinds.redisSlim = (r) => redisRun(redis, `${prefix}-slim-${r}`, redisN, concurrency, true)
+    if (concurrency > 1) {
+      kinds.redisSlim = (r) => redisRun(redis, `${prefix}-slim-${r}`, redisN, concurrency, true)
+      kinds.redisWide = (r) => redisRun(redis, `${prefix}-wide-${r}`, redisN, concurrency * 4)
+    }
   }
   await ceilingRun(warmup, concurrency)
   await ceilingRun(warmup, concurrency, true)
@@ -226,7 +229,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   }
   // Each queue against the least that a queue of its kind costs: the same request with the
   // headers of a dispatch, and, for Redis, the minimal list loop.
-  const floors = { local: 'ceilingTaskHeaders', redis: 'redisLoop', redisSlim: 'redis' }
+  const floors = { local: 'ceilingTaskHeaders', redis: 'redisLoop', redisSlim: 'redis', redisWide: 'redis' }
   for (const [kind, floor] of Object.entries(floors)) {
     if (runs[kind] === undefined) continue
     result[kind].floorRatio = median(runs[kind].map(({ rate }, r) => rate / runs[floor][r].rate))

@@ -329,8 +329,12 @@ class RedisReceiver implements TaskReceiver {
   private readonly prefetched: RedisReservedTask[] = []
   /** Set when the last batch came back short: the consumer waits for work with a blocking read. */
   private waitingLooksEmpty = false
-  /** The batch being reserved, if any. */
-  private refill: Promise<void> | undefined
+  /** Reservations on their way, oldest first; each settles once its tasks are accepted. */
+  private readonly fills: Array<Promise<void>> = []
+  /** Tasks asked for by those reservations. */
+  private asked = 0
+  /** The signal of the consumer's last reserve(): aborted once it stops. */
+  private consumerSignal: AbortSignal | undefined
   /**
    * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
    * that finished and reserves the next ones in one round trip.
@@ -381,6 +385,7 @@ class RedisReceiver implements TaskReceiver {
 
   async reserve (signal: AbortSignal, room = 1): Promise<ReservedTask | null> {
     await this.start()
+    this.consumerSignal = signal
     const { keys, client } = this.queue
     while (!signal.aborted) {
       // Due retries join the queue even while a backlog keeps the consumer busy: a backlog that
@@ -392,8 +397,8 @@ class RedisReceiver implements TaskReceiver {
       }
       const ready = this.prefetched.shift()
       if (ready !== undefined) return ready
-      if (this.refill !== undefined) {
-        await this.refill.catch(() => {})
+      if (this.fills.length > 0) {
+        await this.fills[0].catch(() => {})
         continue
       }
       if (this.ownListSuspect && this.holdsNothing()) {
@@ -413,7 +418,7 @@ class RedisReceiver implements TaskReceiver {
 
   /** No task reserved, none being reserved: whatever the processing list holds, nobody will run. */
   private holdsNothing (): boolean {
-    return this.outstanding === 0 && this.refill === undefined
+    return this.outstanding === 0 && this.asked === 0
   }
 
   /**
@@ -433,27 +438,36 @@ class RedisReceiver implements TaskReceiver {
   /**
    * Reserves up to `count` tasks into the prefetched ones, with the acknowledgements on their way.
    * A batch that came back short means the queue ran out: the next task is waited for by a
-   * blocking read.
+   * blocking read. The tasks asked for, with those prefetched, never outnumber the consumer's
+   * free slots (reserve asks for its room, ack for the slot it freed), so each task starts as
+   * soon as it arrives: none waits in the processing list, where a crash would count it.
    */
   private fill (count: number): Promise<void> {
-    this.refill ??= (async () => {
-      try {
-        const taken = await this.exchange.send({ take: count }) as Buffer[]
-        this.waitingLooksEmpty = taken.length < count
-        for (const bytes of taken) {
-          const task = await this.accept(bytes)
-          if (task !== undefined) this.prefetched.push(task)
-        }
-      } catch (error) {
-        // The reply is lost but the moves may have happened, or a task was not accepted.
-        this.ownListSuspect = true
-        throw error
-      } finally {
-        // Only now: until the tasks count as outstanding, the list must not look orphaned.
-        this.refill = undefined
+    this.asked += count
+    const filled = this.reserveBatch(count)
+    this.fills.push(filled)
+    // Registered before anyone awaits the batch, so the list is up to date when they resume.
+    const forget = (): void => { this.fills.splice(this.fills.indexOf(filled), 1) }
+    filled.then(forget, forget)
+    return filled
+  }
+
+  private async reserveBatch (count: number): Promise<void> {
+    try {
+      const taken = await this.exchange.send({ take: count }) as Buffer[]
+      this.waitingLooksEmpty = taken.length < count
+      for (const bytes of taken) {
+        const task = await this.accept(bytes)
+        if (task !== undefined) this.prefetched.push(task)
       }
-    })()
-    return this.refill
+    } catch (error) {
+      // The reply is lost but the moves may have happened, or a task was not accepted.
+      this.ownListSuspect = true
+      throw error
+    } finally {
+      // Only now: until the tasks count as outstanding, the list must not look orphaned.
+      this.asked -= count
+    }
   }
 
   /** A reserved message as a task; an unreadable one is set aside in the dead letters instead. */
@@ -482,7 +496,7 @@ class RedisReceiver implements TaskReceiver {
       else acks.push(item.raw, item.id)
     }
     const taken = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, take, ...acks)
-    // Handed out in the order asked (only one reservation is pending at a time, as a rule).
+    // Handed out in the order asked.
     let next = 0
     return items.map((item) => {
       if (!('take' in item)) return undefined
@@ -559,6 +573,11 @@ class RedisReceiver implements TaskReceiver {
 
   async ack (task: ReservedTask): Promise<void> {
     const { raw, message } = task as RedisReservedTask
+    // The consumer gave up this task's slot before acknowledging it. While a reservation is on its
+    // way, the consumer waits for it and asks for no more: the freed slot's next task is asked for
+    // here, in the same round trip as this acknowledgement, rather than a round trip later. Never
+    // more than the free slots, so every reserved task starts at once (see fill).
+    if (this.fills.length > 0 && !this.waitingLooksEmpty && this.consumerSignal?.aborted === false) this.fill(1).catch(() => {})
     await this.settle(this.exchange.send({ raw, id: message.id }))
   }
 
