@@ -69,14 +69,18 @@ export class Consumer {
     private readonly context: ConsumerContext
   ) {}
 
+  /** Tasks whose try has not ended: the attempts in flight that are not over. */
+  private running = 0
   /** Tasks whose try has ended and whose outcome is being written to the queue. */
   private settling = 0
 
-  /** Tasks running or settling. */
+  /**
+   * Tasks running or settling. Counted as they change rather than by a walk over the tasks in
+   * flight: it is read as each task settles, which an unlimited consumer with thousands of tasks
+   * in flight made quadratic.
+   */
   get busy (): number {
-    let running = 0
-    for (const attempt of this.inFlight.values()) if (!attempt.over) running++
-    return running + this.settling
+    return this.running + this.settling
   }
 
   get stopping (): boolean { return this.stopSignal.signal.aborted }
@@ -106,6 +110,7 @@ export class Consumer {
       if (task === null) break
       const attempt: Attempt = { deadline: Date.now() + this.options.taskTimeout, over: false, expire: noop }
       this.inFlight.set(task, attempt)
+      this.running++
       this.deadlineTimer ??= this.armDeadline()
       this.dispatch(task, attempt).catch((error: unknown) => {
         this.context.log.error({ err: error, taskId: task.message.id, queue: this.queue }, 'taskqueue: dispatch failed unexpectedly')
@@ -126,7 +131,7 @@ export class Consumer {
     for (const attempt of this.inFlight.values()) {
       if (attempt.over) continue
       if (attempt.deadline > now) break
-      attempt.over = true
+      this.end(attempt)
       attempt.expire()
     }
     this.deadlineTimer = this.armDeadline()
@@ -184,7 +189,7 @@ export class Consumer {
     const { message } = task
     const log = this.context.log
     const result = await this.tryTask(message, attempt)
-    attempt.over = true
+    if (!attempt.over) this.end(attempt)
     // A task that is done gives its slot up before it is acknowledged: a Redis consumer then
     // acknowledges it and reserves the next in one round trip. Any other outcome keeps the slot
     // until it is written, so that a retry is known before the consumer looks for work again.
@@ -231,6 +236,12 @@ export class Consumer {
       if (this.busy === 0) this.allSettled?.()
       this.context.onSettled()
     }
+  }
+
+  /** The try is over: answered, failed or out of time. */
+  private end (attempt: Attempt): void {
+    attempt.over = true
+    this.running--
   }
 
   private freeSlot (task: ReservedTask): void {
