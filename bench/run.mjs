@@ -250,7 +250,7 @@ for (const c of [1, 8]) {
 for (const c of [1, 8]) {
   const measured = results[`dispatch${c}`]?.ceilingTaskHeaders
   if (measured === undefined) continue
-  row('1', 'the same with the headers a dispatch adds (`x-task-*`, user-agent, dispatch key)', `concurrency ${c}`,
+  row('1', 'a dispatched task\'s request: the same with the headers a consumer adds (`x-task-*`, user-agent, dispatch key), into an app with the plugin', `concurrency ${c}`,
     `${int(measured.rate)} req/s; CPU ${int(measured.cpu)} µs each`, `ceiling, concurrency ${c}`,
     `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`, '(reference: the least a dispatched task costs)')
 }
@@ -266,7 +266,7 @@ for (const [type, minimum] of [['local', 0.9], ['redis', 0.8]]) {
     const measured = results[`dispatch${c}`]?.[type]
     if (measured === undefined) continue
     const n = type === 'local' ? (c === 1 ? config.dispatch.n1 : config.dispatch.n) : (c === 1 ? config.dispatch.redisN1 : config.dispatch.redisN)
-    const floor = type === 'local' ? 'the same with dispatch headers' : 'the minimal Redis loop'
+    const floor = type === 'local' ? 'a dispatched task\'s request' : 'the minimal Redis loop'
     row(type === 'local' ? '2' : '3', `${type} queue: N waiting, then dispatched`, `concurrentLimit ${c}, N ${int(n)}`,
       `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each${type === 'redis' ? ` (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})` : ''}`,
       `ceiling, concurrency ${c} (${floor}: ${ratio(measured.floorRatio)})`, `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`,
