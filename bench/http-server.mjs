@@ -9,13 +9,14 @@ import taskqueue from 'fastify-taskqueue'
 import { redisClient, deletePrefix, redisQueue, taskRoute, taskUrl } from './common.mjs'
 
 const options = JSON.parse(process.argv[2] ?? '{}')
-const { type = 'local', consumer = false, redis, prefix } = options
+const { type = 'local', consumer = false, redis, prefix, headerPolicy } = options
 
 const app = Fastify({ logger: false })
 const queue = type === 'local' ? { type: 'local' } : redisQueue(redis, prefix)
 await app.register(taskqueue, {
   queues: [{ queue: 'default', ...queue }],
-  consumers: consumer ? [{ queue: 'default', concurrentLimit: 8 }] : []
+  consumers: consumer ? [{ queue: 'default', concurrentLimit: 8 }] : [],
+  headerPolicy
 })
 app.post('/enqueue/none', async () => ({ ok: true }))
 app.post('/enqueue/one', async (request) => {
