@@ -1,12 +1,15 @@
 // Recovery of reserved tasks: a consumer with another name takes over the processing list of a
 // killed one; a task whose handler keeps killing its process is set aside after the set number of
-// recoveries; a consumer whose blocking read was cut off returns its own processing list.
+// recoveries; a consumer gives back what its own processing list holds unknown to it, idle, or
+// busy after its connection was lost (as when a reservation ran twice across a broken link); and
+// a dead letter whose command ran twice is written once.
 import { randomUUID } from 'node:crypto'
 import { test } from 'tap'
 import Fastify from 'fastify'
 import taskqueue from '../plugin'
 import { encodeMessage } from '../lib/queues/codec'
 import { type ConsumerChild, ensureBuilt, list, loggedApp, redisForTest, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
+import { cuttingProxy } from './helpers/cutting-proxy'
 
 test('a consumer with a new name recovers the processing list of a killed consumer with another name', async (t) => {
   t.setTimeout(60_000)
@@ -163,4 +166,171 @@ test('an idle consumer gives back what its own processing list holds unknown to 
   t.equal(await client.exists(`${prefix}:{${queue}}:heartbeat:${consumerId}`), 1, 'the consumer stayed alive throughout')
   t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 1), 'it says so')
   t.notOk(lines.some(({ msg }) => msg === 'taskqueue: tasks of a dead consumer returned to the queue'), 'no recovery of a dead consumer was involved')
+})
+
+// The same while the consumer is busy, after its connection was lost: ioredis sends the commands
+// in flight again once it has reconnected, so a reservation that ran before the link broke runs
+// twice, and the tasks of its first run are in the list, known to nobody. A consumer that never
+// runs out of work never becomes idle: they would wait until it stopped or died. The test puts
+// such a task in the list and breaks the consumer's connection; at the next heartbeat the task is
+// given back, and the tasks the consumer is running stay in its list.
+test('a busy consumer whose connection was lost gives back what its own processing list holds unknown to it, and keeps the tasks it runs', async (t) => {
+  t.setTimeout(60_000)
+  const { redis, client, prefix } = await redisForTest(t)
+  const queue = `busy-${prefix.slice(-6)}`
+  const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
+  const { app, lines } = loggedApp()
+  let openGate = (): void => {}
+  const gate = new Promise<void>((resolve) => { openGate = resolve })
+  t.teardown(async () => {
+    openGate()
+    await app.close()
+  })
+  await app.register(taskqueue, {
+    queues: [{ queue, type: 'redis', prefix, ...redis.connection, heartbeatInterval: 200 }],
+    consumers: [{ queue, name: 'c', concurrentLimit: 2 }]
+  })
+  const started: number[] = []
+  const ran: number[] = []
+  app.post<{ Body: { n: number } }>('/tasks/slow', async (request) => {
+    started.push(request.body.n)
+    await gate
+    ran.push(request.body.n)
+    return 'ok'
+  })
+  app.post<{ Body: { n: number } }>('/tasks/work', async (request) => {
+    ran.push(request.body.n)
+    return 'ok'
+  })
+  await app.ready()
+  const slowIds = [
+    await app.taskqueue.add('/tasks/slow', { method: 'POST', payload: { n: 1 }, queue }),
+    await app.taskqueue.add('/tasks/slow', { method: 'POST', payload: { n: 2 }, queue })
+  ]
+  await waitUntil('both slots to be taken by the slow tasks', () => started.length === 2, 10_000)
+  const consumerId = (await client.smembers(keyOf('consumers')))[0]
+  const processing = keyOf(`processing:${consumerId}`)
+
+  const now = Date.now()
+  const raw = encodeMessage({
+    v: 1, id: randomUUID(), queue, url: '/tasks/work', method: 'POST', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ n: 7 }), retries: 0, createdAt: now, eta: now
+  })
+  await client.lpush(processing, raw)
+  await sleep(1000)
+  t.equal(await client.llen(keyOf('waiting')), 0, 'while its connection stays up, a busy consumer leaves its list alone')
+
+  const mainConnection = (await client.client('LIST') as string).split('\n').find((line) => line.includes(` name=fastify-taskqueue:${queue} `))
+  const connectionId = /\bid=(\d+)/.exec(mainConnection ?? '')?.[1]
+  t.ok(connectionId, 'the queue\'s connection is found')
+  await client.client('KILL', 'ID', connectionId as string)
+
+  await waitUntil('the unknown task to be back in the queue', async () => (await client.lrange(keyOf('waiting'), 0, -1)).includes(raw), 10_000)
+  const held = (await client.lrange(processing, 0, -1)).map((message) => JSON.parse(message).id).sort()
+  t.same(held, [...slowIds].sort(), 'the processing list still holds the two tasks running, and only them')
+  t.same(ran, [], 'nothing finished meanwhile: the consumer was busy throughout')
+  t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 1), 'it says so')
+
+  openGate()
+  await waitUntil('every task to run', () => ran.length === 3, 10_000)
+  t.same([...ran].sort(), [1, 2, 7], 'the slow tasks finished and the returned task ran, once each')
+  await sleep(300)
+  t.equal(await client.llen(processing), 0, 'the processing list is empty')
+  t.equal(await client.llen(keyOf('waiting')), 0, 'so is the queue')
+})
+
+// The real thing: the link breaks after Redis ran a reservation and before its reply came back.
+// ioredis sends the reservation again once it has reconnected, so it runs twice: the consumer gets
+// the tasks of the second run, and those of the first are in its list, known to nobody. The
+// consumer is kept busy by the tasks it got, so only the check made after a lost connection can
+// give the others back before it stops.
+test('a reservation that runs twice across a broken link leaves no task behind in a busy consumer\'s list', async (t) => {
+  t.setTimeout(60_000)
+  const { redis, client, prefix } = await redisForTest(t)
+  const queue = `twice-${prefix.slice(-6)}`
+  const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
+  // The first reply that carries task messages: a reservation's (a blocking read answers with a
+  // single message, not an array).
+  const proxy = await cuttingProxy(redis, { reply: (chunk) => chunk[0] === 0x2a && chunk.includes('/tasks/slow') })
+  const { app, lines } = loggedApp()
+  let openGate = (): void => {}
+  const gate = new Promise<void>((resolve) => { openGate = resolve })
+  t.teardown(async () => {
+    openGate()
+    await app.close()
+    await proxy.close()
+  })
+  const now = Date.now()
+  const raws = [1, 2, 3, 4].map((n) => encodeMessage({
+    v: 1, id: `slow-${n}`, queue, url: '/tasks/slow', method: 'POST', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ n }), retries: 0, createdAt: now, eta: now
+  }))
+  await client.lpush(keyOf('waiting'), ...raws)
+
+  await app.register(taskqueue, {
+    queues: [{ queue, type: 'redis', prefix, host: '127.0.0.1', port: proxy.port, heartbeatInterval: 200 }],
+    consumers: [{ queue, name: 'c', concurrentLimit: 2 }]
+  })
+  const started: number[] = []
+  const ran: number[] = []
+  app.post<{ Body: { n: number } }>('/tasks/slow', async (request) => {
+    started.push(request.body.n)
+    await gate
+    ran.push(request.body.n)
+    return 'ok'
+  })
+  await app.ready()
+
+  await waitUntil('both slots to be taken', () => started.length === 2, 15_000)
+  t.equal(proxy.cuts, 1, 'the link broke once, under the reply of a reservation')
+  t.same(started, [3, 4], 'the reservation ran twice: the consumer got the tasks of the second run')
+  await waitUntil('the tasks of the first run to be back in the queue', async () => (await client.llen(keyOf('waiting'))) === 2, 10_000)
+  const consumerId = (await client.smembers(keyOf('consumers')))[0]
+  const held = (await client.lrange(keyOf(`processing:${consumerId}`), 0, -1)).map((message) => JSON.parse(message).id).sort()
+  t.same(held, ['slow-3', 'slow-4'], 'the processing list holds the two tasks running, and only them')
+  t.same(ran, [], 'while they still ran')
+  t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 2), 'it says so')
+
+  openGate()
+  await waitUntil('every task to run', () => ran.length === 4, 15_000)
+  t.same([...ran].sort(), [1, 2, 3, 4], 'each task ran once')
+  await sleep(300)
+  t.same(started.length, 4, 'and started once')
+  t.equal(await client.llen(keyOf('waiting')), 0, 'nothing is left in the queue')
+})
+
+// Setting a task aside runs twice across a broken link as well. The second run finds the task no
+// longer in the processing list and writes nothing: one dead letter, not two.
+test('a dead letter whose command runs twice across a broken link is written once', async (t) => {
+  t.setTimeout(60_000)
+  const { redis, client, prefix } = await redisForTest(t)
+  const queue = `bury-${prefix.slice(-6)}`
+  const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
+  const proxy = await cuttingProxy(redis, { request: (chunk) => chunk.includes('"reason":"final status"') })
+  const app = Fastify()
+  t.teardown(async () => {
+    await app.close()
+    await proxy.close()
+  })
+  await app.register(taskqueue, {
+    queues: [{ queue, type: 'redis', prefix, host: '127.0.0.1', port: proxy.port, heartbeatInterval: 200 }],
+    consumers: [{ queue, name: 'c' }]
+  })
+  let tries = 0
+  app.post('/tasks/refused', async (request, reply) => {
+    tries++
+    return reply.code(400).send('no')
+  })
+  await app.ready()
+  const now = Date.now()
+  await client.lpush(keyOf('waiting'), encodeMessage({
+    v: 1, id: 'refused-1', queue, url: '/tasks/refused', method: 'POST', headers: { 'content-type': 'application/json' }, payload: '{}', retries: 0, createdAt: now, eta: now
+  }))
+
+  await waitUntil('the link to break under the reply of the dead letter', () => proxy.cuts === 1, 15_000)
+  await waitUntil('the dead letter to be written', async () => (await client.llen(keyOf('dead'))) > 0, 10_000)
+  await sleep(1000)
+  const dead = await app.taskqueue.queue(queue).dead()
+  t.equal(dead.length, 1, 'one dead letter')
+  t.equal(dead[0]?.id, 'refused-1', 'of the task')
+  t.equal(tries, 1, 'which ran once')
+  t.equal(await client.llen(keyOf('waiting')), 0, 'nothing waits')
 })

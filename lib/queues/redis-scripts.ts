@@ -14,9 +14,12 @@
  */
 export const ackAndTakeScript = `
 for i = 2, #ARGV, 2 do
-  redis.call('LREM', KEYS[1], -1, ARGV[i])
-  redis.call('HDEL', KEYS[3], ARGV[i + 1])
-  redis.call('SREM', KEYS[4], ARGV[i + 1])
+  -- A task no longer in the list went back to the queue (or this is a second run of the call):
+  -- its recovery count and its name still belong to it.
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    redis.call('HDEL', KEYS[3], ARGV[i + 1])
+    redis.call('SREM', KEYS[4], ARGV[i + 1])
+  end
 end
 local taken = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -85,8 +88,37 @@ return 1
 `
 
 /**
+ * Returns the tasks of a processing list that its consumer does not know it reserved to the
+ * consuming end of the waiting list, in the order they were reserved; the known ones stay. A task
+ * known twice (two identical messages) keeps two copies.
+ * KEYS[1] processing list, KEYS[2] waiting list
+ * ARGV the reserved strings the consumer holds
+ * Returns how many tasks moved.
+ */
+export const returnUnknownScript = `
+local known = {}
+for i = 1, #ARGV do known[ARGV[i]] = (known[ARGV[i]] or 0) + 1 end
+local held = redis.call('LRANGE', KEYS[1], 0, -1)
+local moved = 0
+-- Newest first (reservations enter at the head), each pushed onto the consuming end: the oldest
+-- ends up first in line.
+for i = 1, #held do
+  local task = held[i]
+  local count = known[task]
+  if count ~= nil and count > 0 then
+    known[task] = count - 1
+  else
+    redis.call('LREM', KEYS[1], 1, task)
+    redis.call('RPUSH', KEYS[2], task)
+    moved = moved + 1
+  end
+end
+return moved
+`
+
+/**
  * Returns every task of a processing list to the consuming end of the waiting list, in the order
- * they were reserved. Used by a consumer for its own list when it is idle or stops.
+ * they were reserved. Used by a consumer for its own list when it stops.
  * KEYS[1] processing list, KEYS[2] waiting list
  * Returns how many tasks moved.
  */
@@ -165,13 +197,17 @@ return pushed
 `
 
 /**
- * Sets a reserved (or unreadable) message aside in the dead list, which keeps its newest entries.
+ * Sets a reserved (or unreadable) message aside in the dead list, which keeps its newest entries,
+ * unless it is no longer in the processing list (given back to the queue meanwhile, or this very
+ * call run a second time by a client after a reconnection): a task is never both dead and alive,
+ * nor dead twice.
  * KEYS[1] processing list, KEYS[2] dead list, KEYS[3] live task names, KEYS[4] recovery counts
  * ARGV[1] the reserved string, ARGV[2] the dead letter entry, ARGV[3] task id (or ''),
  * ARGV[4] most dead letters kept
+ * Returns 1, or 0 when the message was not in the processing list.
  */
 export const buryScript = `
-redis.call('LREM', KEYS[1], -1, ARGV[1])
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 -- LTRIM 0 -1 would keep everything: deadLetterMax 0 keeps nothing, as on a local queue.
 if tonumber(ARGV[4]) > 0 then redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1) else redis.call('DEL', KEYS[2]) end

@@ -18,7 +18,7 @@ import { decodeMessage, encodeMessage } from './codec'
 import { BatchSender } from './batch'
 import {
   ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
-  requeueDeadScript, requeueOwnScript, retryScript
+  requeueDeadScript, requeueOwnScript, retryScript, returnUnknownScript
 } from './redis-scripts'
 
 type RedisClient = Redis | Cluster
@@ -33,6 +33,7 @@ interface ScriptCommands {
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
   taskqueueHeartbeat (consumers: string, heartbeat: string, id: string, lifetimeMs: number): Promise<number>
   taskqueueRequeueOwn (processing: string, waiting: string): Promise<number>
+  taskqueueReturnUnknown (processing: string, waiting: string, ...known: string[]): Promise<number>
   taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string, names: string,
     base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
 }
@@ -49,6 +50,7 @@ const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqu
   taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
   taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 2 },
   taskqueueRequeueOwn: { lua: requeueOwnScript, numberOfKeys: 2 },
+  taskqueueReturnUnknown: { lua: returnUnknownScript, numberOfKeys: 2 },
   taskqueueRecover: { lua: recoverScript, numberOfKeys: 6 }
 }
 
@@ -151,10 +153,19 @@ export class RedisQueue implements QueueBackend {
       client.defineCommand(name, { lua, numberOfKeys })
     }
     this.client = client as ScriptedClient
+    // A lost connection may leave tasks in a consumer's own list that it does not know of: 'close'
+    // for a connection of its own, 'node error' for one of a Cluster client's nodes.
+    client.on('close', this.connectionLost)
+    client.on('node error', this.connectionLost)
     this.pingTimer = setInterval(() => { this.client.ping().catch(() => {}) }, pingInterval).unref()
   }
 
   readonly name: string
+  /** The consumers of this queue in this process. */
+  readonly receivers = new Set<RedisReceiver>()
+  private readonly connectionLost = (): void => {
+    for (const receiver of this.receivers) receiver.connectionLost()
+  }
 
   /** Logs connection errors once per distinct error, not once per reconnection attempt. */
   watchErrors (client: RedisClient): void {
@@ -215,7 +226,9 @@ export class RedisQueue implements QueueBackend {
   }
 
   receive (consumerName: string): TaskReceiver {
-    return new RedisReceiver(this, consumerName)
+    const receiver = new RedisReceiver(this, consumerName)
+    this.receivers.add(receiver)
+    return receiver
   }
 
   async length (): Promise<number> {
@@ -294,6 +307,8 @@ export class RedisQueue implements QueueBackend {
 
   async close (): Promise<void> {
     clearInterval(this.pingTimer)
+    this.client.off('close', this.connectionLost)
+    this.client.off('node error', this.connectionLost)
     await this.pusher.idle()
     if (this.ownsClient) await this.client.quit().catch(() => this.client.disconnect())
   }
@@ -315,14 +330,15 @@ class RedisReceiver implements TaskReceiver {
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
   private started: Promise<void> | undefined
-  /** Reserved tasks not yet settled. */
-  private outstanding = 0
+  /** Reserved tasks not yet settled: those the processing list may hold. */
+  private readonly reserved = new Set<RedisReservedTask>()
   /** When the delayed set may next hold a due task. */
   private nextPromoteAt = 0
   /**
-   * Set when a reservation failed (its reply is lost, its moves may have happened): the
-   * processing list may hold tasks this consumer does not know of. (At start, and at every
-   * heartbeat, the list of a consumer that holds nothing is given back anyway: see beat.)
+   * Set when a reservation failed (its reply is lost, its moves may have happened) or the
+   * connection was lost (ioredis then sends the commands in flight again, so a reservation may run
+   * twice): the processing list may hold tasks this consumer does not know of. They are given back
+   * as soon as no reservation is on its way, busy or not (see returnOrphans).
    */
   private ownListSuspect = false
   /** Reserved in a batch, not yet handed to the consumer. */
@@ -348,6 +364,11 @@ class RedisReceiver implements TaskReceiver {
     this.heartbeatInterval = queue.options.heartbeatInterval as number
   }
 
+  /** The queue's connection was lost: see ownListSuspect. */
+  connectionLost (): void {
+    this.ownListSuspect = true
+  }
+
   private start (): Promise<void> {
     this.started ??= (async () => {
       await connect(this.blocking, true).catch((error: unknown) => {
@@ -368,14 +389,15 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /**
-   * Renews the heartbeat, gives back what an idle consumer's list holds unknown to it, and recovers
-   * the tasks of dead consumers when this one holds the lease.
+   * Renews the heartbeat, gives back what the consumer's own list holds unknown to it (when it
+   * holds no task, or may hold unknown ones), and recovers the tasks of dead consumers when this
+   * one holds the lease.
    */
   private async beat (): Promise<void> {
     const { keys } = this.queue
     const client = this.queue.client
     await client.taskqueueHeartbeat(keys.consumers, keys.heartbeat(this.id), this.id, this.heartbeatInterval * 3)
-    await this.returnOrphans()
+    if (this.ownListSuspect || this.reserved.size === 0) await this.returnOrphans()
     const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
       keys.lease, keys.names, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number,
       this.id, this.queue.options.deadLetterMax as number)
@@ -401,8 +423,7 @@ class RedisReceiver implements TaskReceiver {
         await this.fills[0].catch(() => {})
         continue
       }
-      if (this.ownListSuspect && this.holdsNothing()) {
-        this.ownListSuspect = false
+      if (this.ownListSuspect && this.asked === 0) {
         await this.returnOrphans()
       }
       if (!this.waitingLooksEmpty) {
@@ -416,22 +437,31 @@ class RedisReceiver implements TaskReceiver {
     return null
   }
 
-  /** No task reserved, none being reserved: whatever the processing list holds, nobody will run. */
-  private holdsNothing (): boolean {
-    return this.outstanding === 0 && this.asked === 0
-  }
-
   /**
-   * Gives the processing list back to the queue when this consumer holds nothing. A reservation
-   * that failed may still have moved tasks there, and a client library may yet send a command it
-   * has given up on (ioredis' Cluster sent blocking reads it had settled once a node came back):
-   * such tasks would sit there while this consumer lives. The check and the command are made in
-   * one go, so a reservation sent after it runs after it on the same connection.
+   * Gives back to the queue the tasks of the processing list that this consumer does not know it
+   * reserved. A reservation whose reply was lost may still have moved tasks there, ioredis sends
+   * the commands in flight again after a reconnection (a reservation that ran before the link
+   * broke runs twice, and the reply is that of the second run), and a client library may yet send
+   * a command it has given up on (ioredis' Cluster sent blocking reads it had settled once a node
+   * came back): such tasks would sit there, not running, until the consumer stopped or died.
+   * Skipped while a reservation is on its way, whose tasks are not known yet. The known tasks are
+   * read and the script is sent in one go, on the connection that carries the reservations, so a
+   * reservation sent after it runs after it. The known tasks travel whole, which is why a busy
+   * consumer does this only when its list is suspect.
    */
   private async returnOrphans (): Promise<void> {
-    if (!this.holdsNothing()) return
+    if (this.asked > 0) return
     const { keys, client } = this.queue
-    const returned = await client.taskqueueRequeueOwn(this.processing, keys.waiting)
+    const known: string[] = []
+    for (const task of this.reserved) known.push(task.raw)
+    this.ownListSuspect = false
+    let returned: number
+    try {
+      returned = await client.taskqueueReturnUnknown(this.processing, keys.waiting, ...known)
+    } catch (error) {
+      this.ownListSuspect = true
+      throw error
+    }
     if (returned > 0) this.queue.log.warn({ queue: this.queue.name, returned }, 'taskqueue: tasks left in this consumer\'s own list returned to the queue')
   }
 
@@ -482,8 +512,9 @@ class RedisReceiver implements TaskReceiver {
       await this.queue.bury(this.processing, bytes, '', { reason: 'unreadable', detail: decoded.problem })
       return undefined
     }
-    this.outstanding++
-    return { message: decoded.message, raw }
+    const task: RedisReservedTask = { message: decoded.message, raw }
+    this.reserved.add(task)
+    return task
   }
 
   /** One round trip: the acknowledgements of a batch, then the reservations it asks for. */
@@ -567,8 +598,8 @@ class RedisReceiver implements TaskReceiver {
     })
   }
 
-  private settle<T> (work: Promise<T>): Promise<T> {
-    return work.finally(() => { this.outstanding-- })
+  private settle<T> (task: ReservedTask, work: Promise<T>): Promise<T> {
+    return work.finally(() => { this.reserved.delete(task as RedisReservedTask) })
   }
 
   async ack (task: ReservedTask): Promise<void> {
@@ -578,29 +609,30 @@ class RedisReceiver implements TaskReceiver {
     // here, in the same round trip as this acknowledgement, rather than a round trip later. Never
     // more than the free slots, so every reserved task starts at once (see fill).
     if (this.fills.length > 0 && !this.waitingLooksEmpty && this.consumerSignal?.aborted === false) this.fill(1).catch(() => {})
-    await this.settle(this.exchange.send({ raw, id: message.id }))
+    await this.settle(task, this.exchange.send({ raw, id: message.id }))
   }
 
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
     const { raw, message } = task as RedisReservedTask
     const next = encodeMessage({ ...message, retries: message.retries + 1, eta: Date.now() + delayMs })
-    await this.settle(this.queue.client.taskqueueRetry(this.processing, this.queue.keys.delayed, raw, next, delayMs))
+    await this.settle(task, this.queue.client.taskqueueRetry(this.processing, this.queue.keys.delayed, raw, next, delayMs))
     this.nextPromoteAt = Math.min(this.nextPromoteAt, Date.now() + delayMs)
   }
 
   async release (task: ReservedTask): Promise<void> {
     const { raw } = task as RedisReservedTask
-    await this.settle(this.queue.client.taskqueueRelease(this.processing, this.queue.keys.waiting, raw))
+    await this.settle(task, this.queue.client.taskqueueRelease(this.processing, this.queue.keys.waiting, raw))
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
     const { raw, message } = task as RedisReservedTask
-    await this.settle(this.queue.bury(this.processing, raw, message.id, cause))
+    await this.settle(task, this.queue.bury(this.processing, raw, message.id, cause))
   }
 
   /** Gives back whatever is left in the processing list and leaves the consumer set. */
   async close (): Promise<void> {
     clearInterval(this.heartbeatTimer)
+    this.queue.receivers.delete(this)
     // A blocking read still waiting on the server moves nothing (see waitForWork): it is dropped.
     this.blocking.disconnect()
     if (this.started === undefined) return
