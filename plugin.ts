@@ -30,7 +30,7 @@ async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginO
       backends.filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name })))
   })
   app.addHook('preClose', async () => { await service.stopConsumers(resolved.closeTimeout) })
-  app.addHook('onClose', async () => { await service.close() })
+  app.addHook('onClose', async () => { await service.close(resolved.closeTimeout) })
 }
 
 const taskqueue: FastifyPluginAsync<TaskQueuePluginOptions> = fp(fastifyTaskqueue, {

@@ -57,6 +57,8 @@ export class TaskQueueService {
    */
   private readonly waitingRetries = new Map<string, Set<() => void>>()
   private drainWaiters: Array<() => void> = []
+  /** Called once no push is pending: what close() waits for. */
+  private pushWaiters: Array<() => void> = []
   private closed = false
 
   constructor (
@@ -181,9 +183,10 @@ export class TaskQueueService {
 
   /**
    * Hands the tasks of a sent response to their queues, one batch per queue in the order added.
-   * A failed push is logged and tried again, with a growing delay, while the process lives; and
-   * at once when another push to the same queue succeeds, so that the tasks of an outage land as
-   * soon as the queue is back, not up to `pushRetryCeiling` later.
+   * A failed push is logged and tried again, with a growing delay, until the app closes; and at
+   * once when another push to the same queue succeeds, so that the tasks of an outage land as
+   * soon as the queue is back, not up to `pushRetryCeiling` later. Closing tries once more (see
+   * close); a push that fails then is given up, its tasks logged as lost.
    */
   enqueueAfterResponse (tasks: TaskMessage[]): void {
     for (const [queue, batch] of groupByQueue(tasks)) {
@@ -191,17 +194,44 @@ export class TaskQueueService {
       this.pendingPushes++
       const push = (attempt: number): void => {
         backend.put(batch).then(() => {
-          this.pendingPushes--
+          this.pushEnded()
           this.retryWaitingPushes(queue)
-          this.settled()
         }, (error: unknown) => {
+          const taskIds = batch.map(({ id }) => id)
+          if (this.closed) {
+            this.log.error({ err: error, queue, taskIds, attempt }, 'taskqueue: queuing tasks failed as the app closed, they are lost')
+            this.pushEnded()
+            return
+          }
           const delay = Math.min(pushRetryCeiling, 100 * 2 ** attempt)
-          this.log.error({ err: error, queue, taskIds: batch.map(({ id }) => id), attempt, delay }, 'taskqueue: queuing tasks failed, trying again')
+          this.log.error({ err: error, queue, taskIds, attempt, delay }, 'taskqueue: queuing tasks failed, trying again')
           this.retryLater(queue, delay, () => push(attempt + 1))
         })
       }
       push(0)
     }
+  }
+
+  private pushEnded (): void {
+    this.pendingPushes--
+    if (this.pendingPushes === 0) {
+      const waiters = this.pushWaiters
+      this.pushWaiters = []
+      for (const resolve of waiters) resolve()
+    }
+    this.settled()
+  }
+
+  /** Resolves once no push is pending, or after `timeout` ms; true if none is. */
+  private pushesEnded (timeout: number): Promise<boolean> {
+    if (this.pendingPushes === 0) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeout)
+      this.pushWaiters.push(() => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+    })
   }
 
   /** Runs `retry` after `delay` ms, or sooner when a push to `queue` succeeds meanwhile. */
@@ -243,9 +273,18 @@ export class TaskQueueService {
     await Promise.all(this.consumers.map((consumer) => consumer.stop(timeout)))
   }
 
-  /** Last step of closing, once no request can add tasks any more. */
-  async close (): Promise<void> {
+  /**
+   * Last step of closing, once no request can add tasks any more. The tasks of sent responses that
+   * are still to be pushed get up to `timeout` ms, while the connections are open: those waiting
+   * to be tried again after a failure are tried once more, now (a retry left for later would have
+   * found the connection closed, and kept the process alive trying).
+   */
+  async close (timeout: number): Promise<void> {
     this.closed = true
+    for (const queue of [...this.waitingRetries.keys()]) this.retryWaitingPushes(queue)
+    if (!await this.pushesEnded(timeout)) {
+      this.log.error({ pending: this.pendingPushes }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
+    }
     for (const backend of this.backends.values()) {
       if (backend.shared) continue
       const waiting = await backend.length()

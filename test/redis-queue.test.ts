@@ -341,6 +341,59 @@ test('after-response: a push waiting to be tried again goes at once when another
   await within('drain()', app.taskqueue.drain(), 5000)
 })
 
+/** An app whose Redis queue uses a client that fails commands at once while Redis is down. */
+async function appWithFastFailingClient (t: { teardown: (fn: () => unknown) => void }, redis: Awaited<ReturnType<typeof startOwnRedis>>, prefix: string) {
+  const pushing = new Redis({ path: redis.socketPath, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 })
+  pushing.on('error', () => {})
+  t.teardown(() => pushing.disconnect())
+  const { app, lines } = loggedApp()
+  await app.register(taskqueue, { queues: [{ queue: 'late', type: 'redis', prefix, client: pushing }], closeTimeout: 3000 })
+  app.post<{ Body: { n: number } }>('/order', async (request) => ({ id: request.taskqueue.add('/tasks/ship', { method: 'POST', payload: { n: request.body.n } }) }))
+  await app.ready()
+  return { app, lines, pushing }
+}
+
+test('closing while a push waits to be tried again: it is tried once more, now, and lands when Redis is back', async (t) => {
+  t.setTimeout(60_000)
+  const redis = await startOwnRedis({ durable: true })
+  t.teardown(() => redis.close())
+  const client = redis.client()
+  const prefix = uniquePrefix()
+  const { app, lines, pushing } = await appWithFastFailingClient(t, redis, prefix)
+
+  await redis.stop()
+  const { id } = JSON.parse((await app.inject({ method: 'POST', url: '/order', payload: { n: 1 } })).body)
+  await waitUntil('a retry due in 1.6 s or more', () => lines.some(({ msg, delay }) => msg === 'taskqueue: queuing tasks failed, trying again' && (delay as number) >= 1600), 30_000)
+  await redis.start()
+  await waitUntil('the client to reconnect', () => pushing.status === 'ready', 5000)
+
+  await within('app.close()', app.close(), 5000)
+  t.same(await waitingIds(client, `${prefix}:{late}:waiting`), [id], 'the task landed before close() resolved, not at its retry')
+  t.notOk(lines.some(({ msg }) => msg === 'taskqueue: queuing tasks failed as the app closed, they are lost'), 'nothing was lost')
+})
+
+test('closing while Redis is down: the tasks still to be pushed are logged as lost, and nothing is tried after close', async (t) => {
+  t.setTimeout(60_000)
+  const redis = await startOwnRedis({ durable: true })
+  t.teardown(() => redis.close())
+  const prefix = uniquePrefix()
+  const { app, lines } = await appWithFastFailingClient(t, redis, prefix)
+
+  await redis.stop()
+  const { id } = JSON.parse((await app.inject({ method: 'POST', url: '/order', payload: { n: 1 } })).body)
+  const failures = (): typeof lines => lines.filter(({ msg }) => msg === 'taskqueue: queuing tasks failed, trying again')
+  await waitUntil('the failed push to be logged', () => failures().length > 0, 15_000)
+
+  await within('app.close()', app.close(), 5000)
+  const lost = lines.filter(({ msg }) => msg === 'taskqueue: queuing tasks failed as the app closed, they are lost')
+  t.equal(lost.length, 1, 'the tasks are logged as lost')
+  t.equal(lost[0]?.level, 50, 'as an error')
+  t.same(lost[0]?.taskIds, [id], 'naming them')
+  const triedBeforeClose = failures().length
+  await sleep(1500)
+  t.equal(failures().length, triedBeforeClose, 'and no retry followed the close')
+})
+
 test('two apps given the same consumer name share a queue and never run the same task twice', async (t) => {
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
