@@ -1,10 +1,13 @@
 // The Redis queue: shared by every instance that registers it, durable across process deaths.
 //
 // Protocol (the README documents it key by key): producers LPUSH messages onto `waiting`; a
-// consumer BLMOVEs one at a time into its own `processing:<consumer id>` list and removes that
-// exact string once the task request answered. Each consumer renews `heartbeat:<consumer id>`;
-// the lists of consumers whose heartbeat expired go back to `waiting`, recovered by any live
-// consumer under a lease, and a task recovered too often is set aside in `dead`.
+// consumer reserves them with a script that LMOVEs as many as it has free slots into its own
+// `processing:<consumer id>` list (and acknowledges, in the same call, the tasks that finished, by
+// removing their exact strings); on an empty queue it waits with a blocking read that moves
+// nothing. Each consumer renews `heartbeat:<consumer id>`; the lists of consumers whose heartbeat
+// expired go back to `waiting`, recovered by any live consumer under a lease, and a task
+// recovered too often is set aside in `dead`. A consumer gives back what its own list holds
+// unknown to it (a reservation whose reply was lost, or that ran twice).
 import { randomBytes } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
