@@ -303,6 +303,22 @@ test('after-response with Redis down: the push is logged, retried, and lands onc
   t.equal(await client.llen(waiting), 2, 'pushed once only')
 })
 
+/**
+ * An app whose Redis queue uses a client that fails a command at once while Redis is down and
+ * reconnects every 50 ms: the push's own retries set the pace, not ioredis' reconnection backoff.
+ * `POST /order` queues one task.
+ */
+async function appWithFastFailingClient (t: { teardown: (fn: () => unknown) => void }, redis: Awaited<ReturnType<typeof startOwnRedis>>, prefix: string) {
+  const pushing = new Redis({ path: redis.socketPath, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 })
+  pushing.on('error', () => {})
+  t.teardown(() => pushing.disconnect())
+  const { app, lines } = loggedApp()
+  await app.register(taskqueue, { queues: [{ queue: 'late', type: 'redis', prefix, client: pushing }], closeTimeout: 3000 })
+  app.post<{ Body: { n: number } }>('/order', async (request) => ({ id: request.taskqueue.add('/tasks/ship', { method: 'POST', payload: { n: request.body.n } }) }))
+  await app.ready()
+  return { app, lines, pushing }
+}
+
 test('after-response: a push waiting to be tried again goes at once when another push to its queue succeeds', async (t) => {
   t.setTimeout(60_000)
   const redis = await startOwnRedis({ durable: true })
@@ -310,16 +326,8 @@ test('after-response: a push waiting to be tried again goes at once when another
   const client = redis.client()
   const prefix = uniquePrefix()
   const waiting = `${prefix}:{late}:waiting`
-  // A client that fails a command at once while Redis is down and reconnects every 50 ms: the
-  // push's own retries set the pace, not ioredis' reconnection backoff.
-  const pushing = new Redis({ path: redis.socketPath, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 })
-  pushing.on('error', () => {})
-  t.teardown(() => pushing.disconnect())
-  const { app, lines } = loggedApp()
+  const { app, lines, pushing } = await appWithFastFailingClient(t, redis, prefix)
   t.teardown(() => app.close())
-  await app.register(taskqueue, { queues: [{ queue: 'late', type: 'redis', prefix, client: pushing }] })
-  app.post<{ Body: { n: number } }>('/order', async (request) => ({ id: request.taskqueue.add('/tasks/ship', { method: 'POST', payload: { n: request.body.n } }) }))
-  await app.ready()
 
   await redis.stop()
   const { id } = JSON.parse((await app.inject({ method: 'POST', url: '/order', payload: { n: 1 } })).body)
@@ -340,18 +348,6 @@ test('after-response: a push waiting to be tried again goes at once when another
   t.same((await waitingIds(client, waiting)).sort(), [id, JSON.parse(response.body).id].sort(), 'both tasks, once: the one of the outage and the new one')
   await within('drain()', app.taskqueue.drain(), 5000)
 })
-
-/** An app whose Redis queue uses a client that fails commands at once while Redis is down. */
-async function appWithFastFailingClient (t: { teardown: (fn: () => unknown) => void }, redis: Awaited<ReturnType<typeof startOwnRedis>>, prefix: string) {
-  const pushing = new Redis({ path: redis.socketPath, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 })
-  pushing.on('error', () => {})
-  t.teardown(() => pushing.disconnect())
-  const { app, lines } = loggedApp()
-  await app.register(taskqueue, { queues: [{ queue: 'late', type: 'redis', prefix, client: pushing }], closeTimeout: 3000 })
-  app.post<{ Body: { n: number } }>('/order', async (request) => ({ id: request.taskqueue.add('/tasks/ship', { method: 'POST', payload: { n: request.body.n } }) }))
-  await app.ready()
-  return { app, lines, pushing }
-}
 
 test('closing while a push waits to be tried again: it is tried once more, now, and lands when Redis is back', async (t) => {
   t.setTimeout(60_000)

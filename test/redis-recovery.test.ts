@@ -5,11 +5,42 @@
 // a dead letter whose command ran twice is written once.
 import { randomUUID } from 'node:crypto'
 import { test } from 'tap'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import taskqueue from '../plugin'
 import { encodeMessage } from '../lib/queues/codec'
 import { type ConsumerChild, ensureBuilt, list, loggedApp, redisForTest, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
 import { cuttingProxy } from './helpers/cutting-proxy'
+
+/** A stored task message of `queue`: a POST of `body` as JSON to `url`, due now. */
+function storedTask (queue: string, url: string, body: unknown, id: string = randomUUID()): string {
+  const now = Date.now()
+  return encodeMessage({
+    v: 1, id, queue, url, method: 'POST', headers: { 'content-type': 'application/json' }, payload: JSON.stringify(body), retries: 0, createdAt: now, eta: now
+  })
+}
+
+/** The ids of the tasks a list holds, sorted. */
+async function idsIn (client: { lrange: (key: string, start: number, stop: number) => Promise<string[]> }, key: string): Promise<string[]> {
+  return (await client.lrange(key, 0, -1)).map((message) => JSON.parse(message).id).sort()
+}
+
+/**
+ * `POST /tasks/slow`, whose tasks start at once and finish only once the gate is opened (the app's
+ * teardown should open it): what keeps a consumer busy. `started` and `ran` hold their `n`.
+ */
+function slowTasks (app: FastifyInstance): { started: number[], ran: number[], openGate: () => void } {
+  const started: number[] = []
+  const ran: number[] = []
+  let openGate = (): void => {}
+  const gate = new Promise<void>((resolve) => { openGate = resolve })
+  app.post<{ Body: { n: number } }>('/tasks/slow', async (request) => {
+    started.push(request.body.n)
+    await gate
+    ran.push(request.body.n)
+    return 'ok'
+  })
+  return { started, ran, openGate }
+}
 
 test('a consumer with a new name recovers the processing list of a killed consumer with another name', async (t) => {
   t.setTimeout(60_000)
@@ -149,11 +180,7 @@ test('an idle consumer gives back what its own processing list holds unknown to 
   // Let it settle into its blocking read on an empty queue; it has looked at its own list by then.
   await sleep(300)
 
-  const now = Date.now()
-  const id = randomUUID()
-  const raw = encodeMessage({
-    v: 1, id, queue, url: '/tasks/work', method: 'POST', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ n: 7 }), retries: 0, createdAt: now, eta: now
-  })
+  const raw = storedTask(queue, '/tasks/work', { n: 7 })
   // A task moved into the list behind the consumer's back, while its connections stay up, as a
   // reservation that a client library sent after it had given up on it.
   const processing = `${prefix}:{${queue}}:processing:${consumerId}`
@@ -180,23 +207,14 @@ test('a busy consumer whose connection was lost gives back what its own processi
   const queue = `busy-${prefix.slice(-6)}`
   const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
   const { app, lines } = loggedApp()
-  let openGate = (): void => {}
-  const gate = new Promise<void>((resolve) => { openGate = resolve })
-  t.teardown(async () => {
-    openGate()
-    await app.close()
-  })
   await app.register(taskqueue, {
     queues: [{ queue, type: 'redis', prefix, ...redis.connection, heartbeatInterval: 200 }],
     consumers: [{ queue, name: 'c', concurrentLimit: 2 }]
   })
-  const started: number[] = []
-  const ran: number[] = []
-  app.post<{ Body: { n: number } }>('/tasks/slow', async (request) => {
-    started.push(request.body.n)
-    await gate
-    ran.push(request.body.n)
-    return 'ok'
+  const { started, ran, openGate } = slowTasks(app)
+  t.teardown(async () => {
+    openGate()
+    await app.close()
   })
   app.post<{ Body: { n: number } }>('/tasks/work', async (request) => {
     ran.push(request.body.n)
@@ -211,10 +229,7 @@ test('a busy consumer whose connection was lost gives back what its own processi
   const consumerId = (await client.smembers(keyOf('consumers')))[0]
   const processing = keyOf(`processing:${consumerId}`)
 
-  const now = Date.now()
-  const raw = encodeMessage({
-    v: 1, id: randomUUID(), queue, url: '/tasks/work', method: 'POST', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ n: 7 }), retries: 0, createdAt: now, eta: now
-  })
+  const raw = storedTask(queue, '/tasks/work', { n: 7 })
   await client.lpush(processing, raw)
   await sleep(1000)
   t.equal(await client.llen(keyOf('waiting')), 0, 'while its connection stays up, a busy consumer leaves its list alone')
@@ -225,8 +240,7 @@ test('a busy consumer whose connection was lost gives back what its own processi
   await client.client('KILL', 'ID', connectionId as string)
 
   await waitUntil('the unknown task to be back in the queue', async () => (await client.lrange(keyOf('waiting'), 0, -1)).includes(raw), 10_000)
-  const held = (await client.lrange(processing, 0, -1)).map((message) => JSON.parse(message).id).sort()
-  t.same(held, [...slowIds].sort(), 'the processing list still holds the two tasks running, and only them')
+  t.same(await idsIn(client, processing), [...slowIds].sort(), 'the processing list still holds the two tasks running, and only them')
   t.same(ran, [], 'nothing finished meanwhile: the consumer was busy throughout')
   t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 1), 'it says so')
 
@@ -252,30 +266,17 @@ test('a reservation that runs twice across a broken link leaves no task behind i
   // single message, not an array).
   const proxy = await cuttingProxy(redis, { reply: (chunk) => chunk[0] === 0x2a && chunk.includes('/tasks/slow') })
   const { app, lines } = loggedApp()
-  let openGate = (): void => {}
-  const gate = new Promise<void>((resolve) => { openGate = resolve })
-  t.teardown(async () => {
-    openGate()
-    await app.close()
-    await proxy.close()
-  })
-  const now = Date.now()
-  const raws = [1, 2, 3, 4].map((n) => encodeMessage({
-    v: 1, id: `slow-${n}`, queue, url: '/tasks/slow', method: 'POST', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ n }), retries: 0, createdAt: now, eta: now
-  }))
-  await client.lpush(keyOf('waiting'), ...raws)
+  await client.lpush(keyOf('waiting'), ...[1, 2, 3, 4].map((n) => storedTask(queue, '/tasks/slow', { n }, `slow-${n}`)))
 
   await app.register(taskqueue, {
     queues: [{ queue, type: 'redis', prefix, host: '127.0.0.1', port: proxy.port, heartbeatInterval: 200 }],
     consumers: [{ queue, name: 'c', concurrentLimit: 2 }]
   })
-  const started: number[] = []
-  const ran: number[] = []
-  app.post<{ Body: { n: number } }>('/tasks/slow', async (request) => {
-    started.push(request.body.n)
-    await gate
-    ran.push(request.body.n)
-    return 'ok'
+  const { started, ran, openGate } = slowTasks(app)
+  t.teardown(async () => {
+    openGate()
+    await app.close()
+    await proxy.close()
   })
   await app.ready()
 
@@ -284,8 +285,7 @@ test('a reservation that runs twice across a broken link leaves no task behind i
   t.same(started, [3, 4], 'the reservation ran twice: the consumer got the tasks of the second run')
   await waitUntil('the tasks of the first run to be back in the queue', async () => (await client.llen(keyOf('waiting'))) === 2, 10_000)
   const consumerId = (await client.smembers(keyOf('consumers')))[0]
-  const held = (await client.lrange(keyOf(`processing:${consumerId}`), 0, -1)).map((message) => JSON.parse(message).id).sort()
-  t.same(held, ['slow-3', 'slow-4'], 'the processing list holds the two tasks running, and only them')
+  t.same(await idsIn(client, keyOf(`processing:${consumerId}`)), ['slow-3', 'slow-4'], 'the processing list holds the two tasks running, and only them')
   t.same(ran, [], 'while they still ran')
   t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 2), 'it says so')
 
@@ -320,10 +320,7 @@ test('a dead letter whose command runs twice across a broken link is written onc
     return reply.code(400).send('no')
   })
   await app.ready()
-  const now = Date.now()
-  await client.lpush(keyOf('waiting'), encodeMessage({
-    v: 1, id: 'refused-1', queue, url: '/tasks/refused', method: 'POST', headers: { 'content-type': 'application/json' }, payload: '{}', retries: 0, createdAt: now, eta: now
-  }))
+  await client.lpush(keyOf('waiting'), storedTask(queue, '/tasks/refused', {}, 'refused-1'))
 
   await waitUntil('the link to break under the reply of the dead letter', () => proxy.cuts === 1, 15_000)
   await waitUntil('the dead letter to be written', async () => (await client.llen(keyOf('dead'))) > 0, 10_000)

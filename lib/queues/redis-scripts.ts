@@ -90,7 +90,8 @@ return 1
 /**
  * Returns the tasks of a processing list that its consumer does not know it reserved to the
  * consuming end of the waiting list, in the order they were reserved; the known ones stay. A task
- * known twice (two identical messages) keeps two copies.
+ * known twice (two identical messages) keeps two copies. With none known (a consumer that stops),
+ * every task goes back.
  * KEYS[1] processing list, KEYS[2] waiting list
  * ARGV the reserved strings the consumer holds
  * Returns how many tasks moved.
@@ -113,18 +114,6 @@ for i = 1, #held do
     moved = moved + 1
   end
 end
-return moved
-`
-
-/**
- * Returns every task of a processing list to the consuming end of the waiting list, in the order
- * they were reserved. Used by a consumer for its own list when it stops.
- * KEYS[1] processing list, KEYS[2] waiting list
- * Returns how many tasks moved.
- */
-export const requeueOwnScript = `
-local moved = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end
 return moved
 `
 

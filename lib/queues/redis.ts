@@ -21,7 +21,7 @@ import { decodeMessage, encodeMessage } from './codec'
 import { BatchSender } from './batch'
 import {
   ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
-  requeueDeadScript, requeueOwnScript, retryScript, returnUnknownScript
+  requeueDeadScript, retryScript, returnUnknownScript
 } from './redis-scripts'
 
 type RedisClient = Redis | Cluster
@@ -35,7 +35,6 @@ interface ScriptCommands {
   taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
   taskqueueHeartbeat (consumers: string, heartbeat: string, id: string, lifetimeMs: number): Promise<number>
-  taskqueueRequeueOwn (processing: string, waiting: string): Promise<number>
   taskqueueReturnUnknown (processing: string, waiting: string, ...known: string[]): Promise<number>
   taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string, names: string,
     base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
@@ -52,7 +51,6 @@ const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqu
   taskqueueRetry: { lua: retryScript, numberOfKeys: 2 },
   taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
   taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 2 },
-  taskqueueRequeueOwn: { lua: requeueOwnScript, numberOfKeys: 2 },
   taskqueueReturnUnknown: { lua: returnUnknownScript, numberOfKeys: 2 },
   taskqueueRecover: { lua: recoverScript, numberOfKeys: 6 }
 }
@@ -348,10 +346,11 @@ class RedisReceiver implements TaskReceiver {
   private readonly prefetched: RedisReservedTask[] = []
   /** Set when the last batch came back short: the consumer waits for work with a blocking read. */
   private waitingLooksEmpty = false
-  /** Reservations on their way, oldest first; each settles once its tasks are accepted. */
+  /**
+   * Reservations on their way, oldest first; each leaves once its tasks are accepted (until then,
+   * the tasks it moved into the processing list are unknown to this consumer, yet not orphans).
+   */
   private readonly fills: Array<Promise<void>> = []
-  /** Tasks asked for by those reservations. */
-  private asked = 0
   /** The signal of the consumer's last reserve(): aborted once it stops. */
   private consumerSignal: AbortSignal | undefined
   /**
@@ -426,7 +425,7 @@ class RedisReceiver implements TaskReceiver {
         await this.fills[0].catch(() => {})
         continue
       }
-      if (this.ownListSuspect && this.asked === 0) {
+      if (this.ownListSuspect) {
         await this.returnOrphans()
       }
       if (!this.waitingLooksEmpty) {
@@ -453,7 +452,7 @@ class RedisReceiver implements TaskReceiver {
    * consumer does this only when its list is suspect.
    */
   private async returnOrphans (): Promise<void> {
-    if (this.asked > 0) return
+    if (this.fills.length > 0) return
     const { keys, client } = this.queue
     const known: string[] = []
     for (const task of this.reserved) known.push(task.raw)
@@ -476,7 +475,6 @@ class RedisReceiver implements TaskReceiver {
    * soon as it arrives: none waits in the processing list, where a crash would count it.
    */
   private fill (count: number): Promise<void> {
-    this.asked += count
     const filled = this.reserveBatch(count)
     this.fills.push(filled)
     // Registered before anyone awaits the batch, so the list is up to date when they resume.
@@ -497,9 +495,6 @@ class RedisReceiver implements TaskReceiver {
       // The reply is lost but the moves may have happened, or a task was not accepted.
       this.ownListSuspect = true
       throw error
-    } finally {
-      // Only now: until the tasks count as outstanding, the list must not look orphaned.
-      this.asked -= count
     }
   }
 
@@ -643,7 +638,8 @@ class RedisReceiver implements TaskReceiver {
     await this.exchange.idle()
     const { keys, client } = this.queue
     try {
-      await client.taskqueueRequeueOwn(this.processing, keys.waiting)
+      // Known to this consumer or not, every task left goes back.
+      await client.taskqueueReturnUnknown(this.processing, keys.waiting)
       await client.multi().del(keys.heartbeat(this.id)).srem(keys.consumers, this.id).exec()
     } catch (error) {
       // Left to the heartbeat: another instance recovers the list once it expires.
