@@ -176,7 +176,26 @@ function inheritedBody (request: FastifyRequest): Body & { ownType: boolean } {
   const jsonText = typeof body === 'string' && /^application\/json\s*(;|$)/i.test(request.headers['content-type'] ?? '')
   if (Buffer.isBuffer(body) || (typeof body === 'string' && !jsonText)) return { ...encodeBody(body), ownType: true }
   if (body === null) return { ...encodeBody(body), ownType: false }
-  return { payload: JSON.stringify(body), contentType: 'application/json', ownType: false }
+  const payload = asJson(body, 'the body of the request that queues the task', 'pass the task\'s body as options.payload (null for none)')
+  return { payload, contentType: 'application/json', ownType: false }
+}
+
+/**
+ * `value` as JSON, or a coded error saying what to do. JSON.stringify throws a plain TypeError for
+ * a circular object (as @fastify/multipart makes a body with attachFieldsToBody) or a BigInt,
+ * passes on what a toJSON throws, and gives undefined for a function or a symbol.
+ */
+function asJson (value: unknown, what: string, remedy: string): string {
+  let json: string | undefined
+  try {
+    json = JSON.stringify(value)
+  } catch (error) {
+    // V8's message for a circular object runs over several lines: its first says it all.
+    const reason = String((error as Error)?.message).split('\n')[0]
+    throw new InvalidArgumentError(`payload: ${what} cannot be sent as JSON (${reason}): ${remedy}`)
+  }
+  if (json === undefined) throw new InvalidArgumentError(`payload: ${what} has no JSON form: ${remedy}`)
+  return json
 }
 
 function encodeBody (body: unknown): Body {
@@ -185,15 +204,7 @@ function encodeBody (body: unknown): Body {
   if (Buffer.isBuffer(body)) return { payload: body, contentType: 'application/octet-stream' }
   if (body instanceof Uint8Array) return { payload: Buffer.from(body), contentType: 'application/octet-stream' }
   if (typeof body === 'object') {
-    // JSON.stringify throws a plain TypeError for a circular object or a BigInt (and passes on
-    // whatever a toJSON throws): add() promises a coded error for every bad argument.
-    let json: string
-    try {
-      json = JSON.stringify(body)
-    } catch (error) {
-      throw new InvalidArgumentError(`payload: cannot be sent as JSON: ${(error as Error)?.message}`)
-    }
-    return { payload: json, contentType: 'application/json' }
+    return { payload: asJson(body, 'the given object', 'give a string or a Buffer instead'), contentType: 'application/json' }
   }
   throw new InvalidArgumentError(`payload: expected an object, an array, a string, a Buffer or null, got a ${typeof body}`)
 }

@@ -581,3 +581,58 @@ test('the tasks of a request are dispatched in the order added', async (t) => {
   })
   t.same(h.seen.map(({ url }) => url), ['/task/0', '/task/1', '/task/2', '/task/3', '/task/4'])
 })
+
+test('issue 11, point 15: a default payload that cannot be JSON is FST_TASKQUEUE_INVALID_ARGUMENT naming payload', async (t) => {
+  // What @fastify/multipart does with attachFieldsToBody: true: each field of the body is an
+  // object whose `fields` points back at the body, which makes the body circular.
+  const h = await setup(t, undefined, (app) => {
+    app.post('/form', {
+      preValidation: async (request) => {
+        const body = request.body as Record<string, unknown>
+        for (const [name, value] of Object.entries(body)) body[name] = { fieldname: name, value, fields: body }
+      }
+    }, async (request) => {
+      const add = (options: Parameters<typeof request.taskqueue.add>[1]): unknown => {
+        try {
+          return { id: request.taskqueue.add('/task/form', options) }
+        } catch (error) {
+          return { code: (error as { code?: string }).code, message: (error as Error).message }
+        }
+      }
+      const values = Object.fromEntries(Object.entries(request.body as Record<string, { value: unknown }>).map(([name, field]) => [name, field.value]))
+      return { inherited: add({ method: 'POST' }), given: add({ method: 'POST', payload: values }) }
+    })
+  })
+  const response = await h.app.inject({ method: 'POST', url: '/form', payload: { title: 'a', count: 2 } })
+  await h.app.taskqueue.drain()
+  t.equal(response.statusCode, 200)
+  const { inherited, given } = response.json()
+  t.equal(inherited.code, 'FST_TASKQUEUE_INVALID_ARGUMENT', 'a coded error, not a TypeError')
+  t.match(inherited.message, /payload: the body of the request that queues the task cannot be sent as JSON \(Converting circular structure to JSON\)/)
+  t.match(inherited.message, /pass the task's body as options\.payload/, 'the message says what to do')
+  t.match(given.id, uuid, 'with payload given, the same request queues the task')
+  t.same(h.seen.map(({ url, body }) => ({ url, body })), [{ url: '/task/form', body: { title: 'a', count: 2 } }], 'only the task with a payload was queued')
+})
+
+test('issue 11, point 15: other bodies and payloads with no JSON form are FST_TASKQUEUE_INVALID_ARGUMENT', async (t) => {
+  const bodies: Record<string, () => unknown> = {
+    bigint: () => ({ n: 10n }),
+    'throwing toJSON': () => ({ toJSON () { throw new Error('no JSON for you') } }),
+    'toJSON giving undefined': () => ({ toJSON () { return undefined } })
+  }
+  const h = await setup(t, undefined, (app) => {
+    app.post('/odd/:kind', {
+      preHandler: async (request) => { request.body = bodies[(request.params as { kind: string }).kind]() }
+    }, async (request) => ({ result: codeOf(() => request.taskqueue.add('/task', { method: 'POST' })) }))
+  })
+  for (const kind of Object.keys(bodies)) {
+    const response = await h.app.inject({ method: 'POST', url: `/odd/${encodeURIComponent(kind)}`, payload: { a: 1 } })
+    t.equal(response.json().result, 'FST_TASKQUEUE_INVALID_ARGUMENT', `a request body with ${kind}`)
+    t.throws(() => h.app.taskqueue.add('/task', { method: 'POST', payload: bodies[kind]() as Record<string, unknown> }), {
+      code: 'FST_TASKQUEUE_INVALID_ARGUMENT',
+      message: /^Invalid task argument: payload: the given object/
+    }, `a given payload with ${kind}`)
+  }
+  await h.app.taskqueue.drain()
+  t.same(h.seen, [], 'nothing was queued')
+})
