@@ -174,7 +174,9 @@ interface Body { payload: string | Buffer | undefined, contentType: string | und
 function inheritedBody (request: FastifyRequest): Body & { ownType: boolean } {
   const body = request.body
   const jsonText = typeof body === 'string' && /^application\/json\s*(;|$)/i.test(request.headers['content-type'] ?? '')
-  if (Buffer.isBuffer(body) || (typeof body === 'string' && !jsonText)) return { ...encodeBody(body), ownType: true }
+  // Any Uint8Array, not only a Buffer: a parser that gives plain bytes would otherwise have them
+  // sent as a JSON object of indices.
+  if (body instanceof Uint8Array || (typeof body === 'string' && !jsonText)) return { ...encodeBody(body), ownType: true }
   if (body === null) return { ...encodeBody(body), ownType: false }
   const payload = asJson(body, 'the body of the request that queues the task', 'pass the task\'s body as options.payload (null for none)')
   return { payload, contentType: 'application/json', ownType: false }

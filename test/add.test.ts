@@ -636,3 +636,17 @@ test('issue 11, point 15: other bodies and payloads with no JSON form are FST_TA
   await h.app.taskqueue.drain()
   t.same(h.seen, [], 'nothing was queued')
 })
+
+// Found while looking at the default payload for issue 11, point 15: bytes a parser gives as a
+// plain Uint8Array went out as {"0":0,"1":255,...}.
+test('payload: by default a Uint8Array body is sent byte for byte, not as a JSON object of indices', async (t) => {
+  const bytes = new Uint8Array([0, 255, 1, 254])
+  const h = await setup(t, undefined, (app) => {
+    app.addContentTypeParser('application/x-bytes', { parseAs: 'buffer' }, (request, body, done) => { done(null, new Uint8Array(body as Buffer)) })
+    app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (request, body, done) => { done(null, body) })
+  })
+  await h.run({ method: 'POST', payload: Buffer.from(bytes), headers: { 'content-type': 'application/x-bytes' } }, (request) =>
+    request.taskqueue.add('/task', { method: 'POST', headers: { 'content-type': 'application/octet-stream' } }))
+  t.equal(h.seen.length, 1)
+  t.ok(Buffer.isBuffer(h.seen[0].body) && Buffer.from(bytes).equals(h.seen[0].body as Buffer), 'the same bytes')
+})
