@@ -2,9 +2,12 @@ import createError from '@fastify/error'
 
 /**
  * A value as JSON for an error message. Never throws: JSON.stringify does for a circular object, a
- * BigInt or a toJSON that throws, which turned a bad argument into an uncoded TypeError.
+ * BigInt or a toJSON that throws, which turned a bad argument into an uncoded TypeError. JSON
+ * writes NaN, Infinity and an invalid Date as null, which told the caller nothing: those are named.
  */
 export function shown (value: unknown): string {
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value)
+  if (value instanceof Date && Number.isNaN(value.getTime())) return 'an invalid Date'
   try {
     const json = JSON.stringify(value)
     if (json !== undefined) return json

@@ -650,3 +650,20 @@ test('payload: by default a Uint8Array body is sent byte for byte, not as a JSON
   t.equal(h.seen.length, 1)
   t.ok(Buffer.isBuffer(h.seen[0].body) && Buffer.from(bytes).equals(h.seen[0].body as Buffer), 'the same bytes')
 })
+
+test('issue 11, point 18: an invalid notBefore date and a delay that is not finite say so, not "got null"', async (t) => {
+  const h = await setup(t)
+  const add = looseAppAdd(h.app)
+  t.throws(() => add('/task', { notBefore: new Date('nope') }), {
+    code: 'FST_TASKQUEUE_INVALID_ARGUMENT',
+    message: /^Invalid task argument: options\.notBefore: Expected Date, got an invalid Date;/
+  })
+  for (const delay of [NaN, Infinity, -Infinity]) {
+    t.throws(() => add('/task', { delay }), {
+      code: 'FST_TASKQUEUE_INVALID_ARGUMENT',
+      message: new RegExp(`^Invalid task argument: options\\.delay: Expected integer, got ${String(delay)};`)
+    }, `delay ${String(delay)}`)
+  }
+  await h.app.taskqueue.drain()
+  t.same(h.seen, [], 'nothing was queued')
+})
