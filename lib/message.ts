@@ -243,6 +243,11 @@ export function taskMessageFactory (headerPolicy: HeaderPolicy, resolveQueue: (q
     if (options?.delay !== undefined && options.notBefore !== undefined) {
       throw new InvalidArgumentError('options.delay and options.notBefore: give one or the other')
     }
+    // The same bound as delay: past it a local queue's timer would overflow, and a far date is
+    // more likely a mistake (a timestamp in seconds, a wrong year) than a plan.
+    if (options?.notBefore !== undefined && options.notBefore.getTime() - Date.now() > maxDelay) {
+      throw new InvalidArgumentError(`options.notBefore: at most a year from now, as for delay, got ${options.notBefore.toISOString()}`)
+    }
 
     // By default a task carries the body of the request that queues it, except a GET, which has none.
     const inheritsBody = options?.payload === undefined && request !== undefined && method !== 'GET' && request.body !== undefined

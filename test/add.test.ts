@@ -667,3 +667,19 @@ test('issue 11, point 18: an invalid notBefore date and a delay that is not fini
   await h.app.taskqueue.drain()
   t.same(h.seen, [], 'nothing was queued')
 })
+
+test('issue 11, point 18: a notBefore more than a year ahead is refused, as a delay of more than a year is', async (t) => {
+  const h = await setup(t)
+  const year = 365 * 24 * 60 * 60 * 1000
+  // In seconds instead of ms by mistake, a timestamp of the year 2128 or so; and the last Date there is.
+  for (const notBefore of [new Date(Date.now() + year + 60_000), new Date(8.64e15)]) {
+    t.throws(() => h.app.taskqueue.add('/task', { notBefore }), {
+      code: 'FST_TASKQUEUE_INVALID_ARGUMENT',
+      message: /options\.notBefore: at most a year from now/
+    }, `notBefore ${notBefore.toISOString()}`)
+  }
+  t.equal(await h.app.taskqueue.queue('default').length(), 0, 'nothing was queued')
+  const id = await h.app.taskqueue.add('/task', { notBefore: new Date(Date.now() + year - 60_000) })
+  t.match(id, uuid, 'just under a year is fine')
+  await h.app.taskqueue.queue('default').reset()
+})
