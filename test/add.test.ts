@@ -683,3 +683,19 @@ test('issue 11, point 18: a notBefore more than a year ahead is refused, as a de
   t.match(id, uuid, 'just under a year is fine')
   await h.app.taskqueue.queue('default').reset()
 })
+
+// Found while bounding notBefore for issue 11, point 18: a delay the options allow (up to a year)
+// overflowed the local queue's timer, which Node then fired after 1 ms.
+test('delay: a local task put off for longer than a timer can wait (24.8 days) does not run at once', async (t) => {
+  const h = await setup(t)
+  const day = 24 * 60 * 60 * 1000
+  await h.app.taskqueue.add('/task/delay', { delay: 30 * day })
+  await h.app.taskqueue.add('/task/not-before', { notBefore: new Date(Date.now() + 300 * day) })
+  await h.app.taskqueue.add('/task/soon', { delay: 20 })
+  const deadline = Date.now() + 2000
+  while (h.seen.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.same(h.seen.map(({ url }) => url), ['/task/soon'], 'only the task due soon ran')
+  t.equal(await h.app.taskqueue.queue('default').length(), 2, 'the two others still wait')
+  await h.app.taskqueue.queue('default').reset()
+})

@@ -37,6 +37,9 @@ class Fifo<T> {
 
 type Waiter = (message: TaskMessage) => void
 
+/** The longest delay a Node timer takes as it is. */
+const longestTimer = 2 ** 31 - 1
+
 export class LocalQueue implements QueueBackend {
   readonly shared = false
   private readonly waiting = new Fifo<TaskMessage>()
@@ -115,10 +118,14 @@ export class LocalQueue implements QueueBackend {
   }
 
   later (message: TaskMessage, delayMs: number): void {
+    // Node runs a timer of more than 2^31 - 1 ms (about 24.8 days) after 1 ms instead: a longer
+    // wait is made of several timers.
+    const wait = Math.min(delayMs, longestTimer)
     const timer = setTimeout(() => {
       this.delayed.delete(timer)
-      this.offer(message)
-    }, delayMs)
+      if (wait < delayMs) this.later(message, delayMs - wait)
+      else this.offer(message)
+    }, wait)
     // Not unref()'d: a script awaiting drain() must stay alive for its retries; close() clears it.
     this.delayed.set(timer, message)
   }
