@@ -45,7 +45,7 @@ export const QueueOptionsSchema = Type.Object({
     Type.Literal('local'),
     Type.Literal('redis'),
     QueueBackendSchema
-  ], { default: 'local' })),
+  ], { default: 'local', description: "'local', 'redis', a queue backend object or a factory returning one" })),
   // Redis connection, as in ioredis; defaults as in the original (localhost:6379, db 0). The
   // defaults of these keys are filled in for every queue but only a Redis queue reads them.
   host: Type.Optional(Type.String({ minLength: 1, default: 'localhost' })),

@@ -427,3 +427,13 @@ test('custom backend: kept as given, never copied (object literal, class instanc
   t.same(puts.map((message) => message.id), [id], 'an object literal with functions of its own is used as it is')
   t.equal(await app.taskqueue.queue('a').length(), 1)
 })
+
+test('issue 11, point 18: a queue type that is not one of the choices says the choices', async (t) => {
+  for (const type of ['mysql', 42, 'Local', '']) {
+    const error = await startError(t, { queues: [{ type }] })
+    t.equal(error.code, 'FST_TASKQUEUE_INVALID_OPTION', `type ${JSON.stringify(type)}: coded as an invalid option`)
+    t.match(error.message, /^Invalid taskqueue option: queues\[0\]\.type: /, 'the message names the option')
+    t.match(error.message, /'local', 'redis', a queue backend object or a factory returning one/, `the choices are listed: ${error.message}`)
+    t.match(error.message, new RegExp(`got ${JSON.stringify(type)}$`), 'and what was given')
+  }
+})
