@@ -203,6 +203,12 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     return resolved
   })
 
+  // allow copies only what it lists, exclude all but what it lists: both at once is a mistake
+  // (exclude can only take back what allow just listed), refused rather than guessed at.
+  if (given.headerPolicy?.allow !== undefined && given.headerPolicy.exclude !== undefined) {
+    throw new InvalidOptionError('headerPolicy: give allow (copy only these headers) or exclude (copy all but these), not both')
+  }
+
   const { closeTimeout } = Value.Default(TaskQueuePluginOptionsSchema, { closeTimeout: given.closeTimeout }) as { closeTimeout: number }
   return { queues, consumers, closeTimeout, headerPolicy: given.headerPolicy ?? {} }
 }

@@ -437,3 +437,12 @@ test('issue 11, point 18: a queue type that is not one of the choices says the c
     t.match(error.message, new RegExp(`got ${JSON.stringify(type)}$`), 'and what was given')
   }
 })
+
+test('issue 11, point 18: headerPolicy with both allow and exclude is refused', async (t) => {
+  await rejectsOption(t, { headerPolicy: { allow: ['authorization'], exclude: ['cookie'] } }, 'headerPolicy')
+  await rejectsOption(t, { headerPolicy: { allow: [], exclude: [] } }, 'headerPolicy')
+  const error = await startError(t, { headerPolicy: { allow: ['a'], exclude: ['b'] } })
+  t.match(error.message, /allow .* or exclude .*, not both/, 'the message says to give one of them')
+  t.same(resolveOptions({ headerPolicy: { allow: ['a'] } }).headerPolicy, { allow: ['a'] }, 'allow alone is fine')
+  t.same(resolveOptions({ headerPolicy: { exclude: ['b'] } }).headerPolicy, { exclude: ['b'] }, 'exclude alone is fine')
+})
