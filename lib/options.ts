@@ -14,7 +14,14 @@ const QueueName = Type.String({
   description: 'letters, digits, and _ . : -'
 })
 
-const Milliseconds = Type.Integer({ minimum: 0 })
+/**
+ * Options that set a timer: Node fires a timer of more than 2^31 - 1 ms after 1 ms instead, which
+ * turned a huge closeTimeout into no wait at all and a huge heartbeatInterval into a beat a ms.
+ */
+const longestTimer = 2 ** 31 - 1
+const timerLimit = { maximum: longestTimer, description: `ms, at most ${longestTimer} (about 24.8 days, the longest a timer waits)` }
+
+const Milliseconds = Type.Integer({ minimum: 0, ...timerLimit })
 
 const QueueBackendSchema = Type.Unsafe<QueueBackend | QueueBackendFactory>(Type.Union([
   Type.Function([], Type.Any()),
@@ -67,7 +74,7 @@ export const QueueOptionsSchema = Type.Object({
    */
   enqueueMode: Type.Optional(Type.Union([Type.Literal('after-response'), Type.Literal('before-response')], { default: 'after-response' })),
   /** How often a consumer renews its heartbeat; it counts as dead after three missed beats. */
-  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100, default: 5000 })),
+  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100, ...timerLimit, default: 5000 })),
   /** Dead letters kept per queue; past it the oldest are dropped (local) or trimmed (Redis). */
   deadLetterMax: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
   /** How often a task may be recovered from a dead consumer before it is set aside as a poison pill. */
@@ -91,7 +98,7 @@ export const ConsumerOptionsSchema = Type.Object({
   retryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 10 })),
   retryDelay: Type.Optional(RetryDelaySchema),
   /** Longest a try may run (ms): past it the dispatch is aborted and the try counts as a timeout. */
-  taskTimeout: Type.Optional(Type.Integer({ minimum: 1, default: 60_000 }))
+  taskTimeout: Type.Optional(Type.Integer({ minimum: 1, ...timerLimit, default: 60_000 }))
 }, { additionalProperties: false })
 
 const HeaderName = Type.String({ minLength: 1, pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$', description: 'an HTTP header name' })

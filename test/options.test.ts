@@ -446,3 +446,16 @@ test('issue 11, point 18: headerPolicy with both allow and exclude is refused', 
   t.same(resolveOptions({ headerPolicy: { allow: ['a'] } }).headerPolicy, { allow: ['a'] }, 'allow alone is fine')
   t.same(resolveOptions({ headerPolicy: { exclude: ['b'] } }).headerPolicy, { exclude: ['b'] }, 'exclude alone is fine')
 })
+
+// Found looking for bad input that passes (issue 11, point 18): Node fires a timer of more than
+// 2^31 - 1 ms after 1 ms, so closeTimeout: 2 ** 40 waited for nothing, taskTimeout: 2 ** 40 woke
+// the consumer every ms, and heartbeatInterval: 2 ** 40 beat every ms.
+test('invalid: an option that sets a timer longer than a timer can wait', async (t) => {
+  const tooLong = 2 ** 31
+  await rejectsOption(t, { closeTimeout: tooLong }, 'closeTimeout')
+  await rejectsOption(t, { consumers: [{ taskTimeout: tooLong }] }, 'consumers[0].taskTimeout')
+  await rejectsOption(t, { queues: [{ type: 'redis', heartbeatInterval: 2 ** 40 }] }, 'queues[0].heartbeatInterval')
+  const error = await startError(t, { closeTimeout: tooLong })
+  t.match(error.message, /less or equal to 2147483647 \(ms, at most 2147483647 \(about 24\.8 days/, `the bound is said: ${error.message}`)
+  t.equal(resolveOptions({ closeTimeout: tooLong - 1, consumers: [{ taskTimeout: tooLong - 1 }] }).closeTimeout, tooLong - 1, 'the longest timer is fine')
+})
