@@ -6,6 +6,7 @@ import { resolveOptions, resolveConsumer, type TaskQueuePluginOptions } from './
 import { createBackend } from './lib/queues'
 import { TaskQueueService } from './lib/taskqueue'
 import { onErrorHook, onRequestHook, onResponseHook, onSendHook, requestTaskQueue } from './lib/request-tasks'
+import { hideTaskOnlyRoute } from './lib/hidden-routes'
 
 async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(options)
@@ -21,6 +22,8 @@ async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginO
   app.addHook('onError', onErrorHook())
   if (earlyQueues.length > 0) app.addHook('onSend', onSendHook(service))
   app.addHook('onResponse', onResponseHook(service))
+  // Sees only the routes added after it: the plugin is registered before its task routes.
+  app.addHook('onRoute', hideTaskOnlyRoute)
 
   // Ready only once every backend is: a Redis that cannot be reached fails `ready()`.
   await Promise.all(backends.map((backend) => backend.ready?.()))
