@@ -97,7 +97,7 @@ export const ConsumerOptionsSchema = Type.Object({
   /** Retries of a task after a retryable outcome, before it is given up. */
   retryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 10 })),
   retryDelay: Type.Optional(RetryDelaySchema),
-  /** Longest a try may run (ms): past it the dispatch is aborted and the try counts as a timeout. */
+  /** Longest a try is waited for (ms): past it the try counts as a timeout; nothing stops it. */
   taskTimeout: Type.Optional(Type.Integer({ minimum: 1, ...timerLimit, default: 60_000 }))
 }, { additionalProperties: false })
 

@@ -326,3 +326,29 @@ test('every log line of the consumer about a task carries its id and queue', asy
     t.equal(line.queue, 'default', `"${line.msg}" has the queue`)
   }
 })
+
+// Issue 11, point 17: the README said a timed-out try is aborted through an AbortSignal; the
+// consumer only stops waiting for it. This pins what the README now says.
+test('a try past taskTimeout is not aborted: it runs to its end while the next try runs', async (t) => {
+  const events: string[] = []
+  const firstMayEnd = gate()
+  const { app, dispatches } = await recording(t, { taskTimeout: 50, retryMaxCount: 1, retryDelay: { min: 1, max: 1 } }, {
+    slow: async (request, reply, tries) => {
+      if (tries > 0) {
+        events.push('second try ran')
+        firstMayEnd.open()
+        return { ok: true }
+      }
+      await firstMayEnd.promise
+      // Still a live request: nothing aborted or destroyed it when its time ran out.
+      events.push(`first try ended, aborted: ${String(request.raw.destroyed)}`)
+      return { late: true }
+    }
+  })
+  await app.taskqueue.add('/tasks/slow', { method: 'POST', payload: {} })
+  await waitFor('both tries to end', () => events.length === 2)
+  await app.taskqueue.drain()
+  t.same(events, ['second try ran', 'first try ended, aborted: false'], 'the timed-out try went on after the next one ran')
+  t.same(dispatches.map(({ task }) => task?.retries), [0, 1])
+  t.same(await app.taskqueue.queue('default').dead(), [], 'the retry\'s answer settled the task; the late answer changed nothing')
+})
