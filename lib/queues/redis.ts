@@ -554,14 +554,24 @@ class RedisReceiver implements TaskReceiver {
       return true
     }
     const { waiting } = this.queue.keys
+    const blocking = this.blocking
     let onAbort: (() => void) | undefined
     const aborted = new Promise<null>((resolve) => {
       onAbort = () => resolve(null)
       signal.addEventListener('abort', onAbort, { once: true })
     })
+    // A read in flight when its connection drops is never answered, and ioredis settles it only
+    // once its blocking timeout and grace ran out (6 s): the consumer would be deaf that long
+    // after Redis came back. It is settled as soon as the connection closes, as "look again".
+    let onClose: (() => void) | undefined
+    const closed = new Promise<Buffer>((resolve) => {
+      onClose = () => resolve(Buffer.alloc(0))
+      blocking.once('close', onClose)
+      blocking.once('end', onClose)
+    })
     const sentAt = Date.now()
     try {
-      const seen = await Promise.race([this.blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted])
+      const seen = await Promise.race([blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted, closed])
       if (seen === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
         // ioredis gave up waiting (blockingTimeout) and settled the read with null: the server did
         // not answer in time. The connection is taken for stuck and started afresh.
@@ -578,6 +588,8 @@ class RedisReceiver implements TaskReceiver {
       return true
     } finally {
       signal.removeEventListener('abort', onAbort as () => void)
+      blocking.off('close', onClose as () => void)
+      blocking.off('end', onClose as () => void)
     }
   }
 
