@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { resolveOptions, resolveConsumer, type TaskQueuePluginOptions } from './lib/options'
 import { createBackend } from './lib/queues'
-import { TaskQueueService } from './lib/taskqueue'
+import { TaskQueueService, closeBackends } from './lib/taskqueue'
 import { onErrorHook, onRequestHook, onResponseHook, onSendHook, requestTaskQueue } from './lib/request-tasks'
 import { hideTaskOnlyRoute } from './lib/hidden-routes'
 
@@ -25,13 +25,24 @@ async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginO
   // Sees only the routes added after it: the plugin is registered before its task routes.
   app.addHook('onRoute', hideTaskOnlyRoute)
 
-  // Ready only once every backend is: a Redis that cannot be reached fails `ready()`.
-  await Promise.all(backends.map((backend) => backend.ready?.()))
+  // Ready only once every backend is: a Redis that cannot be reached fails `ready()`. Then every
+  // backend is closed, those that did connect included: an open connection would keep the
+  // process alive after its start-up failed.
+  const started = await Promise.allSettled(backends.map(async (backend) => { await backend.ready?.() }))
+  const failed = started.find((result) => result.status === 'rejected')
+  if (failed !== undefined) {
+    await closeBackends(backends, Date.now() + resolved.closeTimeout, app.log)
+    throw failed.reason
+  }
 
   app.addHook('onReady', async () => {
-    service.startConsumers(resolved.consumers ??
-      backends.filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name })))
+    const consumers = resolved.consumers ??
+      backends.filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name }))
+    service.startConsumers(consumers)
+    await service.announceUnconsumed(new Set(consumers.map(({ queue }) => queue)))
   })
+  // One deadline for the whole close: it starts as the consumers stop, and the last pushes and the
+  // queues' close share it (see TaskQueueService.close).
   app.addHook('preClose', async () => { await service.stopConsumers(resolved.closeTimeout) })
   app.addHook('onClose', async () => { await service.close(resolved.closeTimeout) })
 }
@@ -43,7 +54,10 @@ const taskqueue: FastifyPluginAsync<TaskQueuePluginOptions> = fp(fastifyTaskqueu
 
 export default taskqueue
 export { taskqueue as fastifyTaskqueue }
-export { TaskConflictError, InvalidOptionError, InvalidUrlError, InvalidMethodError, InvalidArgumentError, UnknownQueueError, ClosedError, EnqueueFailedError } from './lib/errors'
+export {
+  TaskConflictError, InvalidOptionError, InvalidUrlError, InvalidMethodError, InvalidArgumentError, UnknownQueueError, ClosedError,
+  EnqueueFailedError, RedisUnavailableError, QueueFailedError
+} from './lib/errors'
 export { TaskQueuePluginOptionsSchema } from './lib/options'
 export type { TaskQueuePluginOptions, QueueOptions, ConsumerOptions } from './lib/options'
 export type { AddOptions } from './lib/message'

@@ -8,6 +8,7 @@ import type { ResolvedConsumerOptions } from './options'
 import { retryDelay } from './backoff'
 import { outcomeOf, retryAfterDelay } from './outcome'
 import { dispatchHeader } from './dispatch-mark'
+import { byDeadline, closeSlack } from './deadline'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */
 export function uniqueConsumerName (): string {
@@ -267,16 +268,20 @@ export class Consumer {
   }
 
   /**
-   * Stops taking tasks and waits up to `timeout` ms for those in flight. Tasks still running then
-   * are given back to their queue; their dispatch is left to finish on its own.
+   * Stops taking tasks and waits until `waitUntil` (ms since the epoch) for those in flight. Tasks
+   * still running then are given back to their queue (their dispatch is left to finish on its
+   * own), and the receiver is closed, both by `handBackBy`: what is not given back by then is left
+   * to the queue's recovery (a Redis consumer's heartbeat expires).
    */
-  async stop (timeout: number): Promise<void> {
+  async stop (waitUntil: number, handBackBy: number): Promise<void> {
     this.stopSignal.abort()
     this.slotFreed?.()
-    await this.loop
+    // A reservation stuck on a server that does not answer may hold the loop: not waited for past
+    // the deadline (the loop ends by itself once the reservation fails or returns).
+    await byDeadline(this.loop ?? Promise.resolve(), waitUntil, 'the consumer loop').catch(() => {})
     if (this.busy > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeout)
+        const timer = setTimeout(resolve, Math.max(0, waitUntil - Date.now()))
         this.allSettled = () => {
           clearTimeout(timer)
           resolve()
@@ -285,14 +290,19 @@ export class Consumer {
     }
     clearTimeout(this.deadlineTimer)
     this.deadlineTimer = undefined
+    const releases: Array<Promise<void>> = []
     for (const [task, attempt] of this.inFlight) {
       if (attempt.over) continue
       this.released.add(task)
-      this.context.log.warn({ taskId: task.message.id, queue: task.message.queue }, 'taskqueue: task still running at close, given back to its queue')
-      await this.receiver.release(task).catch((error: unknown) => {
-        this.context.log.error({ taskId: task.message.id, queue: task.message.queue, err: error }, 'taskqueue: giving the task back failed')
-      })
+      const { id: taskId, queue } = task.message
+      this.context.log.warn({ taskId, queue }, 'taskqueue: task still running at close, given back to its queue')
+      releases.push(byDeadline(this.receiver.release(task), handBackBy, 'giving the task back').catch((error: unknown) => {
+        this.context.log.error({ taskId, queue, err: error }, 'taskqueue: giving the task back at close failed; left to recovery by another instance')
+      }))
     }
-    await this.receiver.close()
+    await Promise.all(releases)
+    await byDeadline(this.receiver.close(handBackBy), handBackBy + closeSlack, 'closing the receiver').catch((error: unknown) => {
+      this.context.log.error({ queue: this.queue, consumer: this.name, err: error }, 'taskqueue: closing the consumer failed')
+    })
   }
 }

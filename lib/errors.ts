@@ -52,3 +52,17 @@ export const EnqueueFailedError = createError<'FST_TASKQUEUE_ENQUEUE_FAILED', [s
  */
 export const TaskConflictError = createError<'FST_TASKQUEUE_CONFLICT', []>(
   'FST_TASKQUEUE_CONFLICT', 'The task met a conflict and is to be dispatched again', 409)
+
+/**
+ * A Redis queue could not start: the server did not answer within `connectTimeout`, refused the
+ * connection or its credentials, or has no database of the index asked for. The cause is attached.
+ */
+export const RedisUnavailableError = createError<'FST_TASKQUEUE_REDIS_UNAVAILABLE', [string, string, string, { cause: unknown }]>(
+  'FST_TASKQUEUE_REDIS_UNAVAILABLE', 'Redis queue "%s" at %s is unavailable: %s', 503)
+
+/**
+ * A call on a queue (`length`, `reset`, `dead`, `requeue`, `purge`, or `add()` outside a request)
+ * failed in its backend, such as a Redis that is down or does not answer. The cause is attached.
+ */
+export const QueueFailedError = createError<'FST_TASKQUEUE_QUEUE_FAILED', [string, string, string, { cause: unknown }]>(
+  'FST_TASKQUEUE_QUEUE_FAILED', 'Queue "%s": %s failed: %s', 503)

@@ -43,7 +43,7 @@ const RedisClientSchema = Type.Unsafe<Redis | Cluster>(Type.Object({}, { descrip
 /** Keys that only a Redis queue understands. */
 export const redisOnlyKeys = [
   'host', 'port', 'db', 'password', 'username', 'unixSocketPath', 'url', 'tls', 'prefix', 'client',
-  'enqueueMode', 'heartbeatInterval', 'recoveryMaxCount'
+  'enqueueMode', 'heartbeatInterval', 'recoveryMaxCount', 'commandTimeout', 'connectTimeout'
 ] as const
 
 export const QueueOptionsSchema = Type.Object({
@@ -75,6 +75,13 @@ export const QueueOptionsSchema = Type.Object({
   enqueueMode: Type.Optional(Type.Union([Type.Literal('after-response'), Type.Literal('before-response')], { default: 'after-response' })),
   /** How often a consumer renews its heartbeat; it counts as dead after three missed beats. */
   heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100, ...timerLimit, default: 5000 })),
+  /**
+   * Longest a command on the queue's connections may wait for its reply (ms): a Redis that stopped
+   * answering fails the command, rather than holding it (and `close()`) for ever.
+   */
+  commandTimeout: Type.Optional(Type.Integer({ minimum: 1, ...timerLimit, default: 5000 })),
+  /** Longest `ready()` waits for Redis to connect and answer (ms), below Fastify's plugin timeout. */
+  connectTimeout: Type.Optional(Type.Integer({ minimum: 1, ...timerLimit, default: 5000 })),
   /** Dead letters kept per queue; past it the oldest are dropped (local) or trimmed (Redis). */
   deadLetterMax: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
   /** How often a task may be recovered from a dead consumer before it is set aside as a poison pill. */

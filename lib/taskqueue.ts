@@ -1,11 +1,13 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../types'
-import { ClosedError, EnqueueFailedError, InvalidArgumentError, UnknownQueueError, shown } from './errors'
+import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, shown } from './errors'
 import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
 import { createDispatchKey } from './dispatch-mark'
 import { LocalQueue } from './queues/local'
+import { RedisQueue } from './queues/redis'
+import { byDeadline, closeSlack, handBackGrace } from './deadline'
 import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
 
 /** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
@@ -37,6 +39,20 @@ function checkPage (page: DeadLetterPage | undefined): void {
   }
 }
 
+/**
+ * Runs a queue call, turning a failure of its backend (ioredis' own errors, for a Redis that is
+ * down) into FST_TASKQUEUE_QUEUE_FAILED naming the queue, the original as its cause. Errors that
+ * already carry a code of the plugin's pass as they are.
+ */
+async function queueCall<T> (queue: string, call: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (error) {
+    if (String((error as { code?: unknown })?.code).startsWith('FST_TASKQUEUE_')) throw error
+    throw new QueueFailedError(queue, call, (error as Error)?.message ?? shown(error), { cause: error })
+  }
+}
+
 /** How long a failed push after a response waits before it is tried again, at most. */
 const pushRetryCeiling = 30_000
 
@@ -60,6 +76,8 @@ export class TaskQueueService {
   /** Called once no push is pending: what close() waits for. */
   private pushWaiters: Array<() => void> = []
   private closed = false
+  /** When closing stops waiting for work (ms since the epoch): set as the consumers stop. */
+  private closeDeadline: number | undefined
 
   constructor (
     private readonly app: FastifyInstance,
@@ -105,7 +123,8 @@ export class TaskQueueService {
    */
   add (url: string, options?: AddOptions): Promise<string> {
     const message = this.createMessage(url, options, undefined)
-    return this.backend(message.queue).put([message]).then(() => message.id)
+    const backend = this.backend(message.queue)
+    return queueCall(message.queue, 'add()', () => backend.put([message])).then(() => message.id)
   }
 
   /** A registered queue. Throws FST_TASKQUEUE_UNKNOWN_QUEUE for any other name. */
@@ -113,17 +132,17 @@ export class TaskQueueService {
     const backend = this.backend(name)
     return {
       name,
-      length: () => backend.length(),
-      reset: () => backend.reset(),
+      length: () => queueCall(name, 'length()', () => backend.length()),
+      reset: () => queueCall(name, 'reset()', () => backend.reset()),
       dead: (page) => {
         checkPage(page)
-        return backend.dead(page)
+        return queueCall(name, 'dead()', () => backend.dead(page))
       },
       requeue: (id) => {
         if (id !== undefined && typeof id !== 'string') throw new InvalidArgumentError(`requeue(id): expected a task id string, got ${shown(id)}`)
-        return backend.requeue(id)
+        return queueCall(name, 'requeue()', () => backend.requeue(id))
       },
-      purge: () => backend.purge()
+      purge: () => queueCall(name, 'purge()', () => backend.purge())
     }
   }
 
@@ -268,21 +287,43 @@ export class TaskQueueService {
     }
   }
 
-  /** First step of closing: no new task is taken; those in flight get up to `timeout` ms. */
+  /**
+   * Says once, at start, of each Redis queue that nobody consumes (no consumer here, none in its
+   * consumer set) that its tasks wait for another instance: otherwise such a queue fills in silence.
+   */
+  async announceUnconsumed (consumed: ReadonlySet<string>): Promise<void> {
+    await Promise.all([...this.backends.values()].map(async (backend) => {
+      if (!(backend instanceof RedisQueue) || consumed.has(backend.name)) return
+      try {
+        if (await backend.consumerCount() > 0) return
+        this.log.info({ queue: backend.name }, 'taskqueue: no consumer of this Redis queue runs here or elsewhere now; its tasks wait for another instance to consume them')
+      } catch (error) {
+        this.log.debug({ err: error, queue: backend.name }, 'taskqueue: could not count the consumers of the queue')
+      }
+    }))
+  }
+
+  /**
+   * First step of closing: no new task is taken; those in flight get up to `timeout` ms. This
+   * starts the one deadline that every later step of closing shares.
+   */
   async stopConsumers (timeout: number): Promise<void> {
-    await Promise.all(this.consumers.map((consumer) => consumer.stop(timeout)))
+    const deadline = this.closeDeadline ??= Date.now() + timeout
+    await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + handBackGrace)))
   }
 
   /**
    * Last step of closing, once no request can add tasks any more. The tasks of sent responses that
-   * are still to be pushed get up to `timeout` ms, while the connections are open: those waiting
-   * to be tried again after a failure are tried once more, now (a retry left for later would have
-   * found the connection closed, and kept the process alive trying).
+   * are still to be pushed get what is left of the deadline, while the connections are open:
+   * those waiting to be tried again after a failure are tried once more, now (a retry left for
+   * later would have found the connection closed, and kept the process alive trying). Then the
+   * queues close, by the same deadline.
    */
   async close (timeout: number): Promise<void> {
     this.closed = true
+    const handBackBy = (this.closeDeadline ??= Date.now() + timeout) + handBackGrace
     for (const queue of [...this.waitingRetries.keys()]) this.retryWaitingPushes(queue)
-    if (!await this.pushesEnded(timeout)) {
+    if (!await this.pushesEnded(Math.max(0, handBackBy - Date.now()))) {
       this.log.error({ pending: this.pendingPushes }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
     }
     for (const backend of this.backends.values()) {
@@ -290,14 +331,22 @@ export class TaskQueueService {
       const waiting = await backend.length()
       if (waiting > 0) this.log.warn({ queue: backend.name, waiting }, 'taskqueue: local tasks still waiting are lost at close')
     }
-    for (const backend of this.backends.values()) {
-      try {
-        await backend.close()
-      } catch (error) {
-        this.log.error({ err: error, queue: backend.name }, 'taskqueue: closing the queue failed')
-      }
-    }
+    await closeBackends([...this.backends.values()], handBackBy, this.log)
   }
+}
+
+/**
+ * Closes the backends together by `deadline`, each given the deadline itself; a backend that
+ * fails or overruns it is logged, and not waited for.
+ */
+export async function closeBackends (backends: QueueBackend[], deadline: number, log: FastifyBaseLogger): Promise<void> {
+  await Promise.all(backends.map(async (backend) => {
+    try {
+      await byDeadline(backend.close(deadline), deadline + closeSlack, `closing queue "${backend.name}"`)
+    } catch (error) {
+      log.error({ err: error, queue: backend.name }, 'taskqueue: closing the queue failed')
+    }
+  }))
 }
 
 function groupByQueue (tasks: TaskMessage[]): Array<[string, TaskMessage[]]> {

@@ -195,7 +195,7 @@ test('a client handed in is used and left open; the connections the plugin opene
   t.same(await names(), [`handed-in-${prefix}`], 'both connections the plugin opened are closed')
 })
 
-test('an unreachable Redis makes ready() reject with the connection error, without hanging', async (t) => {
+test('an unreachable Redis makes ready() reject with a coded error whose cause is the connection error, without hanging', async (t) => {
   const cases = [
     { what: 'a unix socket that does not exist', options: { unixSocketPath: '/nonexistent-taskqueue-dir/redis.sock' }, code: 'ENOENT' },
     { what: 'a closed port of 127.0.0.1', options: { host: '127.0.0.1', port: 1 }, code: 'ECONNREFUSED' }
@@ -207,7 +207,8 @@ test('an unreachable Redis makes ready() reject with the connection error, witho
     const startedAt = Date.now()
     const error = await within(`ready() with ${what}`, app.ready().then(() => null, (error: unknown) => error), 10_000)
     t.ok(error instanceof Error, `${what}: ready() rejects`)
-    t.equal((error as NodeJS.ErrnoException).code, code, `${what}: with the connection error (${code})`)
+    t.equal((error as NodeJS.ErrnoException).code, 'FST_TASKQUEUE_REDIS_UNAVAILABLE', `${what}: with the code`)
+    t.equal(((error as Error).cause as NodeJS.ErrnoException).code, code, `${what}: caused by the connection error (${code})`)
     t.ok(Date.now() - startedAt < 5000, `${what}: at once, not after a long wait`)
     await within('close() after a failed ready()', app.close().catch(() => {}), 5000)
   }
@@ -225,7 +226,8 @@ test('a client handed in that cannot connect at ready() is left open, to its own
   const app = Fastify()
   app.register(taskqueue, { queues: [{ queue: 'q', type: 'redis', prefix: uniquePrefix(), client }], consumers: [] })
   const error = await within('ready() with Redis down', app.ready().then(() => null, (error: unknown) => error), 10_000)
-  t.equal((error as NodeJS.ErrnoException | null)?.code, 'ENOENT', 'ready() rejects with the connection error')
+  t.equal((error as NodeJS.ErrnoException | null)?.code, 'FST_TASKQUEUE_REDIS_UNAVAILABLE', 'ready() rejects with the code')
+  t.equal(((error as Error).cause as NodeJS.ErrnoException).code, 'ENOENT', 'caused by the connection error')
   await within('close() after a failed ready()', app.close().catch(() => {}), 5000)
 
   // The plugin did not disconnect it: once Redis is up, the client connects by itself.

@@ -102,8 +102,11 @@ export interface TaskReceiver {
   release (task: ReservedTask): Promise<void>
   /** Set the task aside in the queue's dead letters. */
   bury (task: ReservedTask, cause: DeadLetterCause): Promise<void>
-  /** Stop receiving: called once, after every reserved task was settled. */
-  close (): Promise<void>
+  /**
+   * Stop receiving: called once, after every reserved task was settled or given up. `deadline`
+   * (ms since the epoch) is when the app stops waiting for it.
+   */
+  close (deadline?: number): Promise<void>
 }
 
 /** A queue backend. `local` and `redis` implement it; pass your own as a queue's `type`. */
@@ -133,8 +136,11 @@ export interface QueueBackend {
   requeue (id?: string): Promise<number>
   /** Empties the dead letters; resolves to how many there were. */
   purge (): Promise<number>
-  /** Called once when the app closes, after every receiver was closed. */
-  close (): Promise<void>
+  /**
+   * Called once when the app closes, after every receiver was closed. `deadline` (ms since the
+   * epoch) is when the app stops waiting for it: past it, drop what is pending.
+   */
+  close (deadline?: number): Promise<void>
 }
 
 /** What a backend factory receives. */

@@ -17,6 +17,8 @@ import type {
   DeadLetter, DeadLetterCause, DeadLetterPage, DeadLetterReason, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
 } from '../../types'
 import type { ResolvedQueueOptions } from '../options'
+import { RedisUnavailableError } from '../errors'
+import { byDeadline, OutOfTimeError } from '../deadline'
 import { decodeMessage, encodeMessage } from './codec'
 import { BatchSender } from './batch'
 import {
@@ -91,7 +93,7 @@ const takeBatch = 100
 const pingInterval = 30_000
 
 function connectionOptions (options: ResolvedQueueOptions): RedisOptions {
-  const { host, port, db, username, password, tls, unixSocketPath, queue } = options
+  const { host, port, db, username, password, tls, unixSocketPath, queue, commandTimeout, connectTimeout } = options
   return {
     ...(unixSocketPath === undefined ? { host, port } : { path: unixSocketPath }),
     db,
@@ -104,33 +106,75 @@ function connectionOptions (options: ResolvedQueueOptions): RedisOptions {
     connectionName: `fastify-taskqueue:${queue}`,
     // Fail a command after a few reconnection attempts: each caller has its own way to try again
     // (consumers loop, pushes after a response are retried, pushes before one answer 503).
-    maxRetriesPerRequest: 3
+    maxRetriesPerRequest: 3,
+    // A server that stopped answering (frozen, paused, a black-holed link) keeps the connection
+    // open: without a timeout a command, and close() behind it, would wait for ever.
+    commandTimeout,
+    connectTimeout,
+    // A connection dropped while the server does not answer is destroyed after this, rather than
+    // ioredis' 2 s, so that nothing keeps the process alive for long after close().
+    disconnectTimeout: 500
   }
 }
 
+/** Where a queue's Redis is, for messages: never with a password. */
+export function addressOf (options: ResolvedQueueOptions): string {
+  const { client, url, unixSocketPath, host, port, db } = options
+  if (client !== undefined) {
+    if (client instanceof Cluster) return 'a Redis Cluster client handed in'
+    const { path, host: clientHost, port: clientPort, db: clientDb } = client.options
+    return `${path !== undefined && path !== null && path !== '' ? path : `${clientHost}:${clientPort}`} db ${clientDb ?? 0} (a client handed in)`
+  }
+  if (url !== undefined) {
+    try {
+      const parsed = new URL(url)
+      if (parsed.password !== '') parsed.password = '***'
+      return parsed.toString()
+    } catch {
+      return 'an unreadable url'
+    }
+  }
+  return `${unixSocketPath ?? `${host}:${port}`} db ${db ?? 0}`
+}
+
 /**
- * Connects, rejecting with the connection's own error rather than ioredis' "Connection is closed".
- * A connection of the plugin's own that failed is disconnected; a client handed in is left as it
- * is, to its owner's reconnection policy.
+ * Connects within `timeout` ms, rejecting with the connection's own error rather than ioredis'
+ * "Connection is closed", and checks that the database asked for exists (ioredis only emits an
+ * error when its SELECT fails, and carries on in db 0). A connection of the plugin's own that
+ * failed is disconnected; a client handed in is left as it is, to its owner's reconnection policy.
  */
-async function connect (client: RedisClient, owned: boolean): Promise<void> {
-  if (client.status === 'ready') return
+async function connect (client: RedisClient, owned: boolean, timeout: number): Promise<void> {
   let firstError: Error | undefined
   const onError = (error: Error): void => { firstError ??= error }
+  let onReady: (() => void) | undefined
+  let onEnd: (() => void) | undefined
+  let timer: NodeJS.Timeout | undefined
   client.on('error', onError)
   try {
-    if (client.status === 'wait') await client.connect()
-    else {
-      await new Promise<void>((resolve, reject) => {
-        client.once('ready', resolve)
-        client.once('end', () => reject(new Error('connection ended')))
-      })
-    }
+    const connected = client.status === 'ready'
+      ? Promise.resolve()
+      : client.status === 'wait'
+        ? client.connect()
+        : new Promise<void>((resolve, reject) => {
+          onReady = resolve
+          onEnd = () => reject(new Error('connection ended'))
+          client.once('ready', onReady)
+          client.once('end', onEnd)
+        })
+    const outOfTime = new Promise<never>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within connectTimeout (${timeout} ms)`)), timeout)
+    })
+    await Promise.race([connected, outOfTime])
+    const db = client instanceof Cluster ? 0 : client.options.db ?? 0
+    if (db !== 0) await Promise.race([(client as Redis).select(db), outOfTime])
   } catch (error) {
     if (owned) client.disconnect()
     throw firstError ?? error
   } finally {
+    clearTimeout(timer)
     client.off('error', onError)
+    if (onReady !== undefined) client.off('ready', onReady)
+    if (onEnd !== undefined) client.off('end', onEnd)
   }
 }
 
@@ -149,6 +193,7 @@ export class RedisQueue implements QueueBackend {
     const client = options.client ?? (options.url === undefined
       ? new Redis(connectionOptions(options))
       : new Redis(options.url, { ...connectionOptions(options), host: undefined, port: undefined }))
+    this.address = addressOf(options)
     this.watchErrors(client)
     for (const [name, { lua, numberOfKeys }] of Object.entries(scripts)) {
       client.defineCommand(name, { lua, numberOfKeys })
@@ -162,6 +207,8 @@ export class RedisQueue implements QueueBackend {
   }
 
   readonly name: string
+  /** Where the server is, for messages (without a password). */
+  readonly address: string
   /** The consumers of this queue in this process. */
   readonly receivers = new Set<RedisReceiver>()
   private readonly connectionLost = (): void => {
@@ -170,16 +217,30 @@ export class RedisQueue implements QueueBackend {
 
   /** Logs connection errors once per distinct error, not once per reconnection attempt. */
   watchErrors (client: RedisClient): void {
-    client.on('error', (error: Error) => {
-      if (error.message === this.lastErrorMessage) return
-      this.lastErrorMessage = error.message
-      this.log.warn({ err: error, queue: this.name }, 'taskqueue: Redis connection error')
-    })
-    client.on('ready', () => { this.lastErrorMessage = '' })
+    client.on('error', this.connectionError)
+    client.on('ready', this.connectionReady)
   }
 
+  private readonly connectionError = (error: Error): void => {
+    if (error.message === this.lastErrorMessage) return
+    this.lastErrorMessage = error.message
+    this.log.warn({ err: error, queue: this.name }, 'taskqueue: Redis connection error')
+  }
+
+  private readonly connectionReady = (): void => { this.lastErrorMessage = '' }
+
+  /** Connects within `connectTimeout`; fails with FST_TASKQUEUE_REDIS_UNAVAILABLE, naming the queue and the server. */
   async ready (): Promise<void> {
-    await connect(this.client, this.ownsClient)
+    try {
+      await connect(this.client, this.ownsClient, this.options.connectTimeout as number)
+    } catch (error) {
+      throw new RedisUnavailableError(this.name, this.address, (error as Error).message, { cause: error })
+    }
+  }
+
+  /** Consumers of this queue that are alive anywhere, as the consumer set holds them. */
+  async consumerCount (): Promise<number> {
+    return await this.client.scard(this.keys.consumers)
   }
 
   /** A connection of this queue's own for blocking reads, closed by whoever asked for it. */
@@ -191,6 +252,8 @@ export class RedisQueue implements QueueBackend {
       blockingTimeoutGrace: blockingGrace,
       connectionName: `fastify-taskqueue:${this.name}:consumer`,
       maxRetriesPerRequest: null,
+      // Blocking reads have their own bound (blockingTimeout above).
+      commandTimeout: undefined,
       // A blocking read is not queued while disconnected, nor sent again after a reconnection:
       // ioredis settles such a read with null once its blocking timeout passes (1 ms in the offline
       // queue), and yet sends it when the connection is back. Such a read moves no task (see
@@ -306,12 +369,32 @@ export class RedisQueue implements QueueBackend {
     return Number(results?.[0]?.[1] ?? 0)
   }
 
-  async close (): Promise<void> {
+  /**
+   * Waits for the pushes on their way and closes the connection, by `deadline` (ms since the
+   * epoch): past it, a connection of the queue's own is dropped, which fails what is pending on
+   * it. A client handed in stays open, without any listener of the queue's.
+   */
+  async close (deadline = Date.now() + (this.options.commandTimeout as number)): Promise<void> {
     clearInterval(this.pingTimer)
-    this.client.off('close', this.connectionLost)
-    this.client.off('node error', this.connectionLost)
-    await this.pusher.idle()
-    if (this.ownsClient) await this.client.quit().catch(() => this.client.disconnect())
+    const client = this.client
+    client.off('close', this.connectionLost)
+    client.off('node error', this.connectionLost)
+    client.off('ready', this.connectionReady)
+    // A connection of the queue's own keeps its error listener: ioredis prints an error that no
+    // listener takes, and a reply lost to the drop below may still come as one.
+    if (!this.ownsClient) client.off('error', this.connectionError)
+    try {
+      await byDeadline(this.pusher.idle(), deadline, 'pushes on their way')
+      if (this.ownsClient) {
+        if (client.status === 'wait' || client.status === 'end') client.disconnect()
+        else await byDeadline(client.quit(), deadline, 'closing the connection')
+      }
+    } catch (error) {
+      if (this.ownsClient) client.disconnect()
+      if (error instanceof OutOfTimeError) {
+        this.log.error({ err: error, queue: this.name }, 'taskqueue: Redis did not answer in time at close, connection dropped')
+      }
+    }
   }
 }
 
@@ -373,7 +456,7 @@ class RedisReceiver implements TaskReceiver {
 
   private start (): Promise<void> {
     this.started ??= (async () => {
-      await connect(this.blocking, true).catch((error: unknown) => {
+      await connect(this.blocking, true, this.queue.options.connectTimeout as number).catch((error: unknown) => {
         // Fix: connect() gives up on a connection that failed (it disconnects it, which leaves
         // ioredis in 'reconnecting' with no reconnection to come), and waiting on that one again
         // hung for ever: the consumer never ran, and app.close() waited on it. Next time, a new one.
@@ -554,14 +637,24 @@ class RedisReceiver implements TaskReceiver {
       return true
     }
     const { waiting } = this.queue.keys
+    const blocking = this.blocking
     let onAbort: (() => void) | undefined
     const aborted = new Promise<null>((resolve) => {
       onAbort = () => resolve(null)
       signal.addEventListener('abort', onAbort, { once: true })
     })
+    // A read in flight when its connection drops is never answered, and ioredis settles it only
+    // once its blocking timeout and grace ran out (6 s): the consumer would be deaf that long
+    // after Redis came back. It is settled as soon as the connection closes, as "look again".
+    let onClose: (() => void) | undefined
+    const closed = new Promise<Buffer>((resolve) => {
+      onClose = () => resolve(Buffer.alloc(0))
+      blocking.once('close', onClose)
+      blocking.once('end', onClose)
+    })
     const sentAt = Date.now()
     try {
-      const seen = await Promise.race([this.blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted])
+      const seen = await Promise.race([blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted, closed])
       if (seen === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
         // ioredis gave up waiting (blockingTimeout) and settled the read with null: the server did
         // not answer in time. The connection is taken for stuck and started afresh.
@@ -578,6 +671,8 @@ class RedisReceiver implements TaskReceiver {
       return true
     } finally {
       signal.removeEventListener('abort', onAbort as () => void)
+      blocking.off('close', onClose as () => void)
+      blocking.off('end', onClose as () => void)
     }
   }
 
@@ -627,23 +722,27 @@ class RedisReceiver implements TaskReceiver {
     await this.settle(task, this.queue.bury(this.processing, raw, message.id, cause))
   }
 
-  /** Gives back whatever is left in the processing list and leaves the consumer set. */
-  async close (): Promise<void> {
+  /**
+   * Gives back whatever is left in the processing list and leaves the consumer set, by `deadline`
+   * (ms since the epoch); what is not done by then is left to the heartbeat.
+   */
+  async close (deadline = Date.now() + (this.queue.options.commandTimeout as number)): Promise<void> {
     clearInterval(this.heartbeatTimer)
     this.queue.receivers.delete(this)
     // A blocking read still waiting on the server moves nothing (see waitForWork): it is dropped.
     this.blocking.disconnect()
     if (this.started === undefined) return
-    // Acknowledgements still on their way go first: the leftovers must not include finished tasks.
-    await this.exchange.idle()
     const { keys, client } = this.queue
     try {
+      // Acknowledgements still on their way go first: the leftovers must not include finished tasks.
+      await byDeadline(this.exchange.idle(), deadline, 'acknowledgements on their way')
       // Known to this consumer or not, every task left goes back.
-      await client.taskqueueReturnUnknown(this.processing, keys.waiting)
-      await client.multi().del(keys.heartbeat(this.id)).srem(keys.consumers, this.id).exec()
+      await byDeadline(client.taskqueueReturnUnknown(this.processing, keys.waiting), deadline, 'returning the tasks left')
+      await byDeadline(client.multi().del(keys.heartbeat(this.id)).srem(keys.consumers, this.id).exec(), deadline, 'leaving the consumer set')
     } catch (error) {
       // Left to the heartbeat: another instance recovers the list once it expires.
-      this.queue.log.error({ err: error, queue: this.queue.name }, 'taskqueue: returning in-flight tasks at close failed')
+      this.queue.log.error({ err: error, queue: this.queue.name, consumer: this.id },
+        'taskqueue: returning in-flight tasks at close failed; left to recovery by another instance once this consumer\'s heartbeat expires')
     }
   }
 }

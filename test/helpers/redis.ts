@@ -20,6 +20,8 @@ export interface OwnRedisServer extends RedisConnection {
   /** Stops the server; with `durable`, its data survives into the next start. */
   stop (): Promise<void>
   start (): Promise<void>
+  /** Sends a signal to the server process (SIGSTOP freezes it, SIGCONT thaws it). */
+  signal (signal: NodeJS.Signals): void
 }
 
 export function uniquePrefix (): string {
@@ -47,10 +49,12 @@ async function waitForPing (socketPath: string): Promise<void> {
  * Starts a redis-server of the test's own. `durable` keeps every write in an append-only file
  * synced at once, so that a restart loses nothing that was acknowledged.
  */
-export async function startOwnRedis (options: { durable?: boolean } = {}): Promise<OwnRedisServer & { close: () => Promise<void> }> {
+export async function startOwnRedis (options: { durable?: boolean, port?: number } = {}): Promise<OwnRedisServer & { close: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'taskqueue-redis-'))
   const socketPath = join(dir, 'redis.sock')
-  const args = ['--port', '0', '--unixsocket', socketPath, '--unixsocketperm', '700', '--dir', dir, '--save', '']
+  // `port`: also listens on 127.0.0.1, for the tests that need a redis:// url.
+  const tcp = options.port === undefined ? ['--port', '0'] : ['--port', String(options.port), '--bind', '127.0.0.1']
+  const args = [...tcp, '--unixsocket', socketPath, '--unixsocketperm', '700', '--dir', dir, '--save', '']
   args.push(...(options.durable === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']))
   let server: ChildProcess | undefined
   const clients: Redis[] = []
@@ -67,11 +71,16 @@ export async function startOwnRedis (options: { durable?: boolean } = {}): Promi
       server = spawn('redis-server', args, { stdio: 'ignore' })
       await waitForPing(socketPath)
     },
+    signal (signal) {
+      server?.kill(signal)
+    },
     async stop () {
       const running = server
       server = undefined
       if (running === undefined || running.exitCode !== null) return
       const exited = new Promise((resolve) => running.once('exit', resolve))
+      // A server a test froze (SIGSTOP) must run again to take the SIGTERM.
+      running.kill('SIGCONT')
       running.kill('SIGTERM')
       await exited
     }
