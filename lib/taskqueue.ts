@@ -4,7 +4,7 @@ import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../t
 import { ClosedError, EnqueueFailedError, InvalidArgumentError, UnknownQueueError, shown } from './errors'
 import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
-import { createDispatchKey } from './dispatch-mark'
+import { DispatchMarks } from './dispatch-mark'
 import { LocalQueue } from './queues/local'
 import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
 
@@ -41,7 +41,8 @@ function checkPage (page: DeadLetterPage | undefined): void {
 const pushRetryCeiling = 30_000
 
 export class TaskQueueService {
-  readonly dispatchKey = createDispatchKey()
+  /** @internal The tokens of the dispatches in flight, that mark their requests as tasks. */
+  readonly dispatchMarks = new DispatchMarks()
   private readonly backends = new Map<string, QueueBackend>()
   /** Queues whose tasks are pushed before the response is sent. */
   private readonly earlyQueues = new Set<string>()
@@ -260,7 +261,7 @@ export class TaskQueueService {
       const consumer = new Consumer(name, backend.name, backend.receive(name), consumerOptions, {
         app: this.app,
         log: this.log,
-        dispatchKey: this.dispatchKey,
+        marks: this.dispatchMarks,
         onSettled: this.settled
       })
       this.consumers.push(consumer)
