@@ -5,7 +5,6 @@ import { ClosedError, EnqueueFailedError, InvalidArgumentError, UnknownQueueErro
 import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
 import { DispatchMarks } from './dispatch-mark'
-import { LocalQueue } from './queues/local'
 import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
 
 /** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
@@ -129,31 +128,61 @@ export class TaskQueueService {
   }
 
   /**
-   * Resolves once the local queues that have a consumer here are empty, no task is in flight and
-   * no finished request still holds tasks. Shared queues are not waited for: other processes may
-   * feed them forever.
+   * Resolves once the queues that are not shared and have a consumer here hold no task (asked
+   * through their `length()`), no task is in flight and no finished request still holds tasks.
+   * Shared queues are not waited for: other processes may feed them forever; nor queues without
+   * a consumer here, which nothing here would ever empty.
    */
   drain (): Promise<void> {
-    if (this.idle()) return Promise.resolve()
-    return new Promise((resolve) => this.drainWaiters.push(resolve))
+    return new Promise((resolve) => {
+      this.drainWaiters.push(resolve)
+      this.settled()
+    })
   }
 
-  private idle (): boolean {
+  /** Nothing held, pushed or in flight: what can be told without asking a backend. */
+  private quiet (): boolean {
     if (this.heldRequests > 0 || this.pendingPushes > 0) return false
-    for (const consumer of this.consumers) {
-      if (consumer.busy > 0) return false
-      const backend = this.backends.get(consumer.queue)
-      if (backend instanceof LocalQueue && backend.size + backend.reserved > 0) return false
-    }
+    for (const consumer of this.consumers) if (consumer.busy > 0) return false
     return true
   }
 
-  /** Called whenever work finished: wakes `drain()` callers once everything is idle. */
+  /**
+   * Whether the backends that drain() waits for are empty, and everything is still quiet once
+   * they answered: a task a backend handed to its consumer meanwhile is then counted as busy
+   * (the consumer counts it as soon as its reserve() resolved, which the contract asks of
+   * length(): a task stops being counted once reserve() resolved with it).
+   */
+  private async idle (): Promise<boolean> {
+    const lengths = await Promise.all(this.drainedBackends().map((backend) => backend.length()))
+    return lengths.every((length) => length === 0) && this.quiet()
+  }
+
+  /** The backends not shared that a consumer here takes tasks from. */
+  private drainedBackends (): QueueBackend[] {
+    const backends = new Set<QueueBackend>()
+    for (const consumer of this.consumers) {
+      const backend = this.backend(consumer.queue)
+      if (!backend.shared) backends.add(backend)
+    }
+    return [...backends]
+  }
+
+  /**
+   * Called whenever work finished: wakes `drain()` callers once everything is idle. The backends
+   * are asked only while someone waits for drain() and nothing is in flight.
+   */
   readonly settled = (): void => {
-    if (this.drainWaiters.length === 0 || !this.idle()) return
-    const waiters = this.drainWaiters
-    this.drainWaiters = []
-    for (const resolve of waiters) resolve()
+    if (this.drainWaiters.length === 0 || !this.quiet()) return
+    this.idle().then((idle) => {
+      if (!idle) return
+      const waiters = this.drainWaiters
+      this.drainWaiters = []
+      for (const resolve of waiters) resolve()
+    }, (error: unknown) => {
+      // The next task that settles asks again; a backend that keeps failing keeps drain() waiting.
+      this.log.error({ err: error }, 'taskqueue: drain() could not ask a queue for its length')
+    })
   }
 
   /** A request began (1) or stopped (-1) holding tasks. */
