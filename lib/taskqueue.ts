@@ -59,6 +59,12 @@ export class TaskQueueService {
   private drainWaiters: Array<() => void> = []
   /** Called once no push is pending: what close() waits for. */
   private pushWaiters: Array<() => void> = []
+  /**
+   * Set when the app began to close (preClose): the consumers stop, so a queue that is not shared
+   * would keep a task added from now on until it is lost at close; it refuses it instead.
+   */
+  private closing = false
+  /** Set when the connections close (onClose): no queue takes a task any more. */
   private closed = false
 
   constructor (
@@ -94,9 +100,15 @@ export class TaskQueueService {
 
   private readonly createTaskMessage: CreateTaskMessage
 
+  /**
+   * Throws FST_TASKQUEUE_CLOSED once the app began to close for a queue that is not shared (no
+   * consumer here would run the task), and once the connections close for any queue.
+   */
   createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
     if (this.closed) throw new ClosedError()
-    return this.createTaskMessage(url, options, request)
+    const message = this.createTaskMessage(url, options, request)
+    if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
+    return message
   }
 
   /**
@@ -221,6 +233,12 @@ export class TaskQueueService {
   enqueueAfterResponse (tasks: TaskMessage[]): void {
     for (const [queue, batch] of groupByQueue(tasks)) {
       const backend = this.backend(queue)
+      // Added before the app began to close, by a request answered after: its queue's consumers
+      // stopped, so the tasks would only wait there to be lost at close, counted but not named.
+      if (this.closing && !backend.shared) {
+        this.log.error({ queue, taskIds: batch.map(({ id }) => id) }, 'taskqueue: tasks of a response sent while the app closes are lost: their local queue stopped')
+        continue
+      }
       this.pendingPushes++
       const push = (attempt: number): void => {
         backend.put(batch).then(() => {
@@ -300,6 +318,7 @@ export class TaskQueueService {
 
   /** First step of closing: no new task is taken; those in flight get up to `timeout` ms. */
   async stopConsumers (timeout: number): Promise<void> {
+    this.closing = true
     await Promise.all(this.consumers.map((consumer) => consumer.stop(timeout)))
   }
 

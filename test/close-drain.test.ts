@@ -1,12 +1,15 @@
 // drain(), close() and the queue handle (issue 2): drain() waits for the local queues to empty and
 // for every task in flight; close() stops the consumers, waits for the tasks in flight (up to
 // closeTimeout), counts the local tasks still waiting in a warning, and refuses add() afterwards;
-// queue(name).length() counts waiting tasks only, reset() drops them.
+// queue(name).length() counts waiting tasks only, reset() drops them. Issue 11: drain() asks a
+// custom backend that is not shared (point 11); between preClose and onClose a local queue refuses
+// tasks and a Redis queue takes them (point 14).
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import taskqueue from '../plugin'
 import type { TaskQueuePluginOptions } from '../lib/options'
 import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../types'
+import { testRedis, uniquePrefix } from './helpers/redis'
 import { gate, levels, logCapture, pluginLines, settlesWithin, sleep, waitFor, type LogLine, type Test } from './helpers/harness'
 
 interface Worked {
@@ -334,4 +337,88 @@ test('issue 11, point 11: drain() waits for the tasks of a custom backend that i
   t.equal(conflicts, 2, 'the retry waited in the backend and ran')
   t.equal(await app.taskqueue.queue('default').length(), 0)
   t.ok(await settlesWithin(app.taskqueue.drain(), 50), 'idle: drain() resolves at once')
+})
+
+/** Adds a preClose hook that runs after the plugin's own: the app is closing, its consumers stopped. */
+function duringPreClose (app: FastifyInstance, step: () => Promise<void>): void {
+  app.addHook('preClose', step)
+}
+
+test('issue 11, point 14: between preClose and onClose, add() to a local queue throws FST_TASKQUEUE_CLOSED', async (t) => {
+  const handlerGate = gate()
+  const seen: Record<string, unknown> = {}
+  const inFlight: { response?: Promise<{ statusCode: number, json: () => { code?: string } }> } = {}
+  const { app, started } = await worked(t, {}, async () => {}, (app) => {
+    app.post('/src', async (request) => {
+      await handlerGate.promise
+      return { id: request.taskqueue.add('/work/late', { method: 'POST', payload: null }) }
+    })
+    duringPreClose(app, async () => {
+      try {
+        await app.taskqueue.add('/work/outside')
+        seen.outside = 'accepted'
+      } catch (error) {
+        seen.outside = (error as { code: string }).code
+      }
+      handlerGate.open()
+      const answered = await inFlight.response
+      seen.request = { statusCode: answered?.statusCode, code: answered?.json().code }
+    })
+  })
+  inFlight.response = app.inject({ method: 'POST', url: '/src' })
+  await sleep(20)
+  await app.close()
+  t.same(seen, {
+    outside: 'FST_TASKQUEUE_CLOSED',
+    request: { statusCode: 503, code: 'FST_TASKQUEUE_CLOSED' }
+  }, 'app.taskqueue.add() throws, and a request that adds a task then fails with the coded error')
+  t.same(started, [], 'no task was taken')
+})
+
+test('issue 11, point 14: tasks held by a request answered after the local queue stopped are logged as lost, with their ids', async (t) => {
+  const handlerGate = gate()
+  const ids: string[] = []
+  const inFlight: { response?: Promise<{ statusCode: number }> } = {}
+  let statusCode: number | undefined
+  const { app, lines } = await worked(t, {}, async () => {}, (app) => {
+    app.post('/src', async (request) => {
+      ids.push(request.taskqueue.add('/work/held-1', { method: 'POST', payload: null }))
+      ids.push(request.taskqueue.add('/work/held-2', { method: 'POST', payload: null }))
+      await handlerGate.promise
+      return {}
+    })
+    duringPreClose(app, async () => {
+      handlerGate.open()
+      statusCode = (await inFlight.response)?.statusCode
+    })
+  })
+  inFlight.response = app.inject({ method: 'POST', url: '/src' })
+  await waitFor('the tasks held', () => ids.length === 2)
+  await app.close()
+  t.equal(statusCode, 200, 'the request succeeded after its tasks were added')
+  const lost = pluginLines(lines).filter(({ level, taskIds }) => level === levels.error && Array.isArray(taskIds))
+  t.equal(lost.length, 1, 'one error line')
+  t.match(lost[0], { queue: 'default', taskIds: ids }, 'naming the tasks lost')
+  t.same(pluginLines(lines).filter(({ waiting }) => waiting !== undefined), [], 'they were never put into the stopped queue')
+})
+
+test('issue 11, point 14: a shared (Redis) queue still takes tasks between preClose and onClose', async (t) => {
+  const redis = await testRedis()
+  t.teardown(() => redis.close())
+  const prefix = uniquePrefix()
+  const seen: string[] = []
+  const { app } = await worked(t, {
+    queues: [{ queue: 'default' }, { queue: 'shared', type: 'redis', prefix, ...redis.connection }]
+  }, async () => {}, (app) => {
+    duringPreClose(app, async () => {
+      // Other instances consume it: a task added while this one closes is not lost.
+      seen.push(await app.taskqueue.add('/work/elsewhere', { queue: 'shared' }))
+      t.throws(() => app.taskqueue.add('/work/here'), { code: 'FST_TASKQUEUE_CLOSED' }, 'while the local queue refuses')
+    })
+  })
+  await app.close()
+  t.equal(seen.length, 1, 'accepted')
+  const stored = await redis.client().lrange(`${prefix}:{shared}:waiting`, 0, -1)
+  t.equal(stored.length, 1, 'and held in Redis')
+  t.match(stored[0], seen[0])
 })
