@@ -7,7 +7,7 @@ import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '.
 import type { ResolvedConsumerOptions } from './options'
 import { retryDelay } from './backoff'
 import { outcomeOf, retryAfterDelay } from './outcome'
-import { dispatchHeader } from './dispatch-mark'
+import { dispatchHeader, type DispatchMarks } from './dispatch-mark'
 import { byDeadline, closeSlack } from './deadline'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */
@@ -26,8 +26,8 @@ function noop (): void {}
 export interface ConsumerContext {
   app: FastifyInstance
   log: FastifyBaseLogger
-  /** The secret that marks a request as dispatched by this app's consumers. */
-  dispatchKey: string
+  /** Issues the single-use token that marks each dispatched request as this app's task. */
+  marks: DispatchMarks
   /** Called whenever a task settles, so that `drain()` can look again. */
   onSettled: () => void
 }
@@ -143,18 +143,24 @@ export class Consumer {
     return new Promise<TryResult>((resolve) => {
       // A handler that runs past the deadline cannot be stopped, only no longer waited for.
       attempt.expire = () => resolve(timeoutResult)
+      const marks = this.context.marks
+      const token = marks.issue(message)
       try {
         // inject() with a callback: without one it wraps the same work in a chainable promise.
         this.context.app.inject({
           method: message.method,
           url: message.url,
           payload: message.payload,
-          headers: this.headersOf(message)
+          headers: this.headersOf(message, token)
         }, (error, response) => {
+          // The request is over: its token, spent or not (a hook may have answered before
+          // anything asked for the mark), must not mark any later request.
+          marks.forget(token)
           if (error != null || response === undefined) resolve({ kind: 'error', error })
           else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined })
         })
       } catch (error) {
+        marks.forget(token)
         // An inject() that throws at once (rather than failing through its callback) still makes
         // a try that is retried, instead of leaving the task reserved and never settled.
         resolve({ kind: 'error', error })
@@ -164,12 +170,12 @@ export class Consumer {
 
   /**
    * The task's own headers, and those that tell its route it is a task of this app. The dispatch
-   * key goes last, after the headers that inject() would otherwise add itself (host,
-   * content-length): the onRequest hook deletes it, and V8 deletes the last property an object
+   * token goes last, after the headers that inject() would otherwise add itself (host,
+   * content-length): working out the mark deletes it, and V8 deletes the last property an object
    * got without turning it into a slow dictionary, which every later read of the request's
    * headers would pay for.
    */
-  private headersOf (message: TaskMessage): Record<string, string> {
+  private headersOf (message: TaskMessage, token: string): Record<string, string> {
     const headers: Record<string, string> = {}
     const own = message.headers
     for (const name in own) headers[name] = own[name]
@@ -182,7 +188,7 @@ export class Consumer {
     headers.host ??= 'localhost:80'
     const { payload } = message
     if (payload !== undefined && payload !== '') headers['content-length'] = String(Buffer.byteLength(payload))
-    headers[dispatchHeader] = this.context.dispatchKey
+    headers[dispatchHeader] = token
     return headers
   }
 

@@ -1,31 +1,61 @@
-// How a request dispatched by a consumer is told apart from any other: it is an injection (no
-// outside client can make one) carrying this process's secret key (no code that merely calls
-// `inject()` with x-task-* headers knows it). Both are needed for `request.taskqueue.task`.
-import { randomBytes } from 'node:crypto'
-import { isInjection } from 'light-my-request'
+// How a request dispatched by a consumer is told apart from any other. Each dispatch carries a
+// fresh random token in a header, registered here before its inject() starts. The first time the
+// request's mark is worked out the token is spent (gone from the registry and from the request's
+// headers), and it is forgotten anyway once its inject() settled: a token that some hook read, or
+// logged, proves nothing afterwards. A request that came through a real server is never a task.
+import { randomUUID } from 'node:crypto'
+import { IncomingMessage } from 'node:http'
+import { Http2ServerRequest } from 'node:http2'
 import type { FastifyRequest } from 'fastify'
-import type { DispatchedTask } from '../types'
+import type { DispatchedTask, TaskMessage } from '../types'
 
 export const dispatchHeader = 'x-taskqueue-dispatch'
 
-export function createDispatchKey (): string {
-  return randomBytes(24).toString('base64url')
+/**
+ * Whether the raw request came from a client of a server of this process. Checked against node's
+ * own classes, which no copy of a package can change: `light-my-request`'s `isInjection` tests for
+ * its own class, so an app whose Fastify injects through another copy of it had no task at all.
+ */
+function cameOverNetwork (raw: unknown): boolean {
+  return raw instanceof IncomingMessage || raw instanceof Http2ServerRequest
 }
 
-/**
- * The task a request carries, or null when it was not dispatched by a consumer holding `key`. The
- * key header is removed either way, so a handler cannot read it or pass it on.
- */
-export function dispatchedTask (request: FastifyRequest, key: string): DispatchedTask | null {
-  const headers = request.headers
-  const given = headers[dispatchHeader]
-  if (given === undefined) return null
-  delete headers[dispatchHeader]
-  if (given !== key || !isInjection(request.raw)) return null
-  return {
-    id: headers['x-task-id'] as string,
-    queue: headers['x-task-queue'] as string,
-    retries: Number(headers['x-task-retries']),
-    eta: new Date(headers['x-task-eta'] as string)
+export class DispatchMarks {
+  /** Token -> the task of a dispatch whose mark was not worked out yet and whose inject() runs. */
+  private readonly live = new Map<string, DispatchedTask>()
+
+  /** A single-use token for one dispatch of `message`, valid until `forget()` or its first use. */
+  issue (message: TaskMessage): string {
+    // randomUUID draws from a cached pool of random bytes: cheaper per dispatch than randomBytes.
+    const token = randomUUID()
+    this.live.set(token, { id: message.id, queue: message.queue, retries: message.retries, eta: new Date(message.eta) })
+    return token
+  }
+
+  /** The dispatch of `token` settled: its token proves nothing any more. */
+  forget (token: string): void {
+    this.live.delete(token)
+  }
+
+  /**
+   * The task a request runs, or null. Spends the request's token: the header is removed and the
+   * token unregistered, so nothing that reads the request later can use it again. A request from
+   * the network leaves the registry alone: a leaked token cannot take the mark away from its task.
+   */
+  take (request: FastifyRequest): DispatchedTask | null {
+    const headers = request.headers
+    const given = headers[dispatchHeader]
+    if (given === undefined) return null
+    delete headers[dispatchHeader]
+    if (typeof given !== 'string' || cameOverNetwork(request.raw)) return null
+    const task = this.live.get(given)
+    if (task === undefined) return null
+    this.live.delete(given)
+    return task
+  }
+
+  /** Tokens issued and not yet spent nor forgotten. */
+  get size (): number {
+    return this.live.size
   }
 }

@@ -38,7 +38,10 @@ export const InvalidArgumentError = createError<'FST_TASKQUEUE_INVALID_ARGUMENT'
 export const UnknownQueueError = createError<'FST_TASKQUEUE_UNKNOWN_QUEUE', [string, string]>(
   'FST_TASKQUEUE_UNKNOWN_QUEUE', 'Unknown task queue "%s"; registered queues: %s', 500)
 
-/** `add()` called after the app began to close: the task could not be run or kept. */
+/**
+ * `add()` to a local queue after the app began to close (its consumers stopped), or to any queue
+ * once its connections closed: the task could not be run or kept.
+ */
 export const ClosedError = createError<'FST_TASKQUEUE_CLOSED', []>(
   'FST_TASKQUEUE_CLOSED', 'The task queue is closed: no task can be added while the app is closing', 503)
 

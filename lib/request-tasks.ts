@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest, onRequestHookHandler, onResponseHook
 import type { DispatchedTask, TaskMessage } from '../types'
 import type { AddOptions } from './message'
 import type { TaskQueueService } from './taskqueue'
-import { dispatchedTask } from './dispatch-mark'
+import { dispatchHeader } from './dispatch-mark'
 
 const kRequestTasks = Symbol('taskqueue.requestTasks')
 const kFailed = Symbol('taskqueue.failed')
@@ -73,19 +73,28 @@ export class RequestTaskQueue {
   }
 }
 
-/** The request's task API, made on first use: requests that queue nothing pay nothing. */
+/**
+ * The request's task API, made on first use: requests that queue nothing pay nothing. Its mark is
+ * worked out then, whichever hook asks first (one of another plugin that runs before ours
+ * included), and the same object then serves the whole request, with the tasks it holds.
+ */
 export function requestTaskQueue (service: TaskQueueService, request: FastifyRequest): RequestTaskQueue {
   const tasked = request as TaskQueueRequest
-  return (tasked[kRequestTasks] ??= new RequestTaskQueue(service, request, null))
+  return (tasked[kRequestTasks] ??= new RequestTaskQueue(service, request, service.dispatchMarks.take(request)))
 }
 
-/** Marks dispatched tasks, and hides `taskOnly` routes from every other request. */
+/**
+ * Works out the mark of a request that carries a dispatch token, if no earlier hook did, and hides
+ * `taskOnly` routes from every request that is not a task. A request without the header (nearly
+ * every request) allocates nothing here.
+ */
 export function onRequestHook (service: TaskQueueService): onRequestHookHandler {
   return function markDispatchedTask (request, reply, done) {
-    const task = dispatchedTask(request, service.dispatchKey)
-    if (task !== null) {
-      (request as TaskQueueRequest)[kRequestTasks] = new RequestTaskQueue(service, request, task)
-    } else if (request.routeOptions.config.taskOnly === true) {
+    let requestTasks = (request as TaskQueueRequest)[kRequestTasks]
+    if (requestTasks === undefined && request.headers[dispatchHeader] !== undefined) {
+      requestTasks = requestTaskQueue(service, request)
+    }
+    if ((requestTasks === undefined || requestTasks.task === null) && request.routeOptions.config.taskOnly === true) {
       reply.callNotFound()
       return
     }

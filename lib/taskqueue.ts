@@ -4,8 +4,7 @@ import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../t
 import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, shown } from './errors'
 import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
-import { createDispatchKey } from './dispatch-mark'
-import { LocalQueue } from './queues/local'
+import { DispatchMarks } from './dispatch-mark'
 import { RedisQueue } from './queues/redis'
 import { byDeadline, closeSlack, handBackGrace } from './deadline'
 import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
@@ -57,7 +56,8 @@ async function queueCall<T> (queue: string, call: string, work: () => Promise<T>
 const pushRetryCeiling = 30_000
 
 export class TaskQueueService {
-  readonly dispatchKey = createDispatchKey()
+  /** @internal The tokens of the dispatches in flight, that mark their requests as tasks. */
+  readonly dispatchMarks = new DispatchMarks()
   private readonly backends = new Map<string, QueueBackend>()
   /** Queues whose tasks are pushed before the response is sent. */
   private readonly earlyQueues = new Set<string>()
@@ -75,6 +75,12 @@ export class TaskQueueService {
   private drainWaiters: Array<() => void> = []
   /** Called once no push is pending: what close() waits for. */
   private pushWaiters: Array<() => void> = []
+  /**
+   * Set when the app began to close (preClose): the consumers stop, so a queue that is not shared
+   * would keep a task added from now on until it is lost at close; it refuses it instead.
+   */
+  private closing = false
+  /** Set when the connections close (onClose): no queue takes a task any more. */
   private closed = false
   /** When closing stops waiting for work (ms since the epoch): set as the consumers stop. */
   private closeDeadline: number | undefined
@@ -112,9 +118,15 @@ export class TaskQueueService {
 
   private readonly createTaskMessage: CreateTaskMessage
 
+  /**
+   * Throws FST_TASKQUEUE_CLOSED once the app began to close for a queue that is not shared (no
+   * consumer here would run the task), and once the connections close for any queue.
+   */
   createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
     if (this.closed) throw new ClosedError()
-    return this.createTaskMessage(url, options, request)
+    const message = this.createTaskMessage(url, options, request)
+    if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
+    return message
   }
 
   /**
@@ -147,31 +159,61 @@ export class TaskQueueService {
   }
 
   /**
-   * Resolves once the local queues that have a consumer here are empty, no task is in flight and
-   * no finished request still holds tasks. Shared queues are not waited for: other processes may
-   * feed them forever.
+   * Resolves once the queues that are not shared and have a consumer here hold no task (asked
+   * through their `length()`), no task is in flight and no finished request still holds tasks.
+   * Shared queues are not waited for: other processes may feed them forever; nor queues without
+   * a consumer here, which nothing here would ever empty.
    */
   drain (): Promise<void> {
-    if (this.idle()) return Promise.resolve()
-    return new Promise((resolve) => this.drainWaiters.push(resolve))
+    return new Promise((resolve) => {
+      this.drainWaiters.push(resolve)
+      this.settled()
+    })
   }
 
-  private idle (): boolean {
+  /** Nothing held, pushed or in flight: what can be told without asking a backend. */
+  private quiet (): boolean {
     if (this.heldRequests > 0 || this.pendingPushes > 0) return false
-    for (const consumer of this.consumers) {
-      if (consumer.busy > 0) return false
-      const backend = this.backends.get(consumer.queue)
-      if (backend instanceof LocalQueue && backend.size + backend.reserved > 0) return false
-    }
+    for (const consumer of this.consumers) if (consumer.busy > 0) return false
     return true
   }
 
-  /** Called whenever work finished: wakes `drain()` callers once everything is idle. */
+  /**
+   * Whether the backends that drain() waits for are empty, and everything is still quiet once
+   * they answered: a task a backend handed to its consumer meanwhile is then counted as busy
+   * (the consumer counts it as soon as its reserve() resolved, which the contract asks of
+   * length(): a task stops being counted once reserve() resolved with it).
+   */
+  private async idle (): Promise<boolean> {
+    const lengths = await Promise.all(this.drainedBackends().map((backend) => backend.length()))
+    return lengths.every((length) => length === 0) && this.quiet()
+  }
+
+  /** The backends not shared that a consumer here takes tasks from. */
+  private drainedBackends (): QueueBackend[] {
+    const backends = new Set<QueueBackend>()
+    for (const consumer of this.consumers) {
+      const backend = this.backend(consumer.queue)
+      if (!backend.shared) backends.add(backend)
+    }
+    return [...backends]
+  }
+
+  /**
+   * Called whenever work finished: wakes `drain()` callers once everything is idle. The backends
+   * are asked only while someone waits for drain() and nothing is in flight.
+   */
   readonly settled = (): void => {
-    if (this.drainWaiters.length === 0 || !this.idle()) return
-    const waiters = this.drainWaiters
-    this.drainWaiters = []
-    for (const resolve of waiters) resolve()
+    if (this.drainWaiters.length === 0 || !this.quiet()) return
+    this.idle().then((idle) => {
+      if (!idle) return
+      const waiters = this.drainWaiters
+      this.drainWaiters = []
+      for (const resolve of waiters) resolve()
+    }, (error: unknown) => {
+      // The next task that settles asks again; a backend that keeps failing keeps drain() waiting.
+      this.log.error({ err: error }, 'taskqueue: drain() could not ask a queue for its length')
+    })
   }
 
   /** A request began (1) or stopped (-1) holding tasks. */
@@ -210,6 +252,12 @@ export class TaskQueueService {
   enqueueAfterResponse (tasks: TaskMessage[]): void {
     for (const [queue, batch] of groupByQueue(tasks)) {
       const backend = this.backend(queue)
+      // Added before the app began to close, by a request answered after: its queue's consumers
+      // stopped, so the tasks would only wait there to be lost at close, counted but not named.
+      if (this.closing && !backend.shared) {
+        this.log.error({ queue, taskIds: batch.map(({ id }) => id) }, 'taskqueue: tasks of a response sent while the app closes are lost: their local queue stopped')
+        continue
+      }
       this.pendingPushes++
       const push = (attempt: number): void => {
         backend.put(batch).then(() => {
@@ -279,7 +327,7 @@ export class TaskQueueService {
       const consumer = new Consumer(name, backend.name, backend.receive(name), consumerOptions, {
         app: this.app,
         log: this.log,
-        dispatchKey: this.dispatchKey,
+        marks: this.dispatchMarks,
         onSettled: this.settled
       })
       this.consumers.push(consumer)
@@ -308,6 +356,7 @@ export class TaskQueueService {
    * starts the one deadline that every later step of closing shares.
    */
   async stopConsumers (timeout: number): Promise<void> {
+    this.closing = true
     const deadline = this.closeDeadline ??= Date.now() + timeout
     await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + handBackGrace)))
   }

@@ -1,11 +1,15 @@
 // drain(), close() and the queue handle (issue 2): drain() waits for the local queues to empty and
 // for every task in flight; close() stops the consumers, waits for the tasks in flight (up to
 // closeTimeout), counts the local tasks still waiting in a warning, and refuses add() afterwards;
-// queue(name).length() counts waiting tasks only, reset() drops them.
+// queue(name).length() counts waiting tasks only, reset() drops them. Issue 11: drain() asks a
+// custom backend that is not shared (point 11); between preClose and onClose a local queue refuses
+// tasks and a Redis queue takes them (point 14).
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import taskqueue from '../plugin'
 import type { TaskQueuePluginOptions } from '../lib/options'
+import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../types'
+import { testRedis, uniquePrefix } from './helpers/redis'
 import { gate, levels, logCapture, pluginLines, settlesWithin, sleep, waitFor, type LogLine, type Test } from './helpers/harness'
 
 interface Worked {
@@ -224,4 +228,197 @@ test('queue() with an unknown name throws FST_TASKQUEUE_UNKNOWN_QUEUE', async (t
   t.throws(() => app.taskqueue.queue(''), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE' })
   t.throws(() => app.taskqueue.queue('Default'), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE' }, 'names are case-sensitive')
   t.equal(app.taskqueue.queue('mail').name, 'mail')
+})
+
+/**
+ * A queue backend of the user's, in memory and not shared: tasks wait in an array, retries in
+ * timers, failures in a list of dead letters. What the plugin knows of it is the QueueBackend
+ * contract alone.
+ */
+class MemoryQueue implements QueueBackend {
+  readonly shared = false
+  private waiting: TaskMessage[] = []
+  /** Retries waiting for their time, by timer. */
+  private readonly delayed = new Map<NodeJS.Timeout, TaskMessage>()
+  private readonly takers: Array<(message: TaskMessage) => void> = []
+  private deadLetters: DeadLetter[] = []
+
+  constructor (readonly name: string) {}
+
+  async put (tasks: readonly TaskMessage[]): Promise<void> {
+    for (const task of tasks) this.offer(task)
+  }
+
+  private offer (task: TaskMessage): void {
+    const taker = this.takers.shift()
+    if (taker === undefined) this.waiting.push(task)
+    else taker(task)
+  }
+
+  private later (task: TaskMessage, delayMs: number): void {
+    const timer = setTimeout(() => {
+      this.delayed.delete(timer)
+      this.offer(task)
+    }, delayMs)
+    this.delayed.set(timer, task)
+  }
+
+  receive (): TaskReceiver {
+    const queue = this
+    return {
+      reserve (signal: AbortSignal): Promise<ReservedTask | null> {
+        const message = queue.waiting.shift()
+        if (message !== undefined) return Promise.resolve({ message })
+        if (signal.aborted) return Promise.resolve(null)
+        return new Promise((resolve) => {
+          const taker = (task: TaskMessage): void => {
+            signal.removeEventListener('abort', onAbort)
+            resolve({ message: task })
+          }
+          const onAbort = (): void => {
+            queue.takers.splice(queue.takers.indexOf(taker), 1)
+            resolve(null)
+          }
+          signal.addEventListener('abort', onAbort, { once: true })
+          queue.takers.push(taker)
+        })
+      },
+      async ack () {},
+      async retry (task: ReservedTask, delayMs: number) {
+        queue.later({ ...task.message, retries: task.message.retries + 1, eta: Date.now() + delayMs }, delayMs)
+      },
+      async release (task: ReservedTask) { queue.waiting.unshift(task.message) },
+      async bury (task: ReservedTask, cause: DeadLetterCause) {
+        queue.deadLetters.unshift({ id: task.message.id, queue: queue.name, ...cause, at: Date.now(), task: task.message })
+      },
+      async close () {}
+    }
+  }
+
+  async length (): Promise<number> { return this.waiting.length + this.delayed.size }
+  async reset (): Promise<void> {
+    this.waiting = []
+    for (const timer of this.delayed.keys()) clearTimeout(timer)
+    this.delayed.clear()
+  }
+
+  async dead ({ offset = 0, limit = 100 }: DeadLetterPage = {}): Promise<DeadLetter[]> {
+    return this.deadLetters.slice(offset, offset + limit)
+  }
+
+  async requeue (id?: string): Promise<number> {
+    const chosen = this.deadLetters.filter((letter) => id === undefined || letter.id === id)
+    this.deadLetters = this.deadLetters.filter((letter) => !chosen.includes(letter))
+    await this.put(chosen.map(({ task }) => ({ ...task as TaskMessage, retries: 0, eta: Date.now() })))
+    return chosen.length
+  }
+
+  async purge (): Promise<number> {
+    const count = this.deadLetters.length
+    this.deadLetters = []
+    return count
+  }
+
+  async close (): Promise<void> { await this.reset() }
+}
+
+test('issue 11, point 11: drain() waits for the tasks of a custom backend that is not shared', async (t) => {
+  let conflicts = 0
+  const { app, done } = await worked(t, {
+    queues: [{ queue: 'default', type: new MemoryQueue('default') }],
+    consumers: [{ queue: 'default', concurrentLimit: 1, retryDelay: { min: 30, max: 60 } }]
+  }, async (name) => {
+    await sleep(10)
+    if (name === 'conflict' && conflicts++ === 0) throw Object.assign(new Error('conflict'), { statusCode: 409 })
+  })
+  for (const name of ['a', 'b', 'conflict', 'c']) await add(app, name)
+  await app.taskqueue.drain()
+  t.same([...done].sort(), ['a', 'b', 'c', 'conflict'], 'every waiting task, and the retry, ran before drain() resolved')
+  t.equal(conflicts, 2, 'the retry waited in the backend and ran')
+  t.equal(await app.taskqueue.queue('default').length(), 0)
+  t.ok(await settlesWithin(app.taskqueue.drain(), 50), 'idle: drain() resolves at once')
+})
+
+/** Adds a preClose hook that runs after the plugin's own: the app is closing, its consumers stopped. */
+function duringPreClose (app: FastifyInstance, step: () => Promise<void>): void {
+  app.addHook('preClose', step)
+}
+
+test('issue 11, point 14: between preClose and onClose, add() to a local queue throws FST_TASKQUEUE_CLOSED', async (t) => {
+  const handlerGate = gate()
+  const seen: Record<string, unknown> = {}
+  const inFlight: { response?: Promise<{ statusCode: number, json: () => { code?: string } }> } = {}
+  const { app, started } = await worked(t, {}, async () => {}, (app) => {
+    app.post('/src', async (request) => {
+      await handlerGate.promise
+      return { id: request.taskqueue.add('/work/late', { method: 'POST', payload: null }) }
+    })
+    duringPreClose(app, async () => {
+      try {
+        await app.taskqueue.add('/work/outside')
+        seen.outside = 'accepted'
+      } catch (error) {
+        seen.outside = (error as { code: string }).code
+      }
+      handlerGate.open()
+      const answered = await inFlight.response
+      seen.request = { statusCode: answered?.statusCode, code: answered?.json().code }
+    })
+  })
+  inFlight.response = app.inject({ method: 'POST', url: '/src' })
+  await sleep(20)
+  await app.close()
+  t.same(seen, {
+    outside: 'FST_TASKQUEUE_CLOSED',
+    request: { statusCode: 503, code: 'FST_TASKQUEUE_CLOSED' }
+  }, 'app.taskqueue.add() throws, and a request that adds a task then fails with the coded error')
+  t.same(started, [], 'no task was taken')
+})
+
+test('issue 11, point 14: tasks held by a request answered after the local queue stopped are logged as lost, with their ids', async (t) => {
+  const handlerGate = gate()
+  const ids: string[] = []
+  const inFlight: { response?: Promise<{ statusCode: number }> } = {}
+  let statusCode: number | undefined
+  const { app, lines } = await worked(t, {}, async () => {}, (app) => {
+    app.post('/src', async (request) => {
+      ids.push(request.taskqueue.add('/work/held-1', { method: 'POST', payload: null }))
+      ids.push(request.taskqueue.add('/work/held-2', { method: 'POST', payload: null }))
+      await handlerGate.promise
+      return {}
+    })
+    duringPreClose(app, async () => {
+      handlerGate.open()
+      statusCode = (await inFlight.response)?.statusCode
+    })
+  })
+  inFlight.response = app.inject({ method: 'POST', url: '/src' })
+  await waitFor('the tasks held', () => ids.length === 2)
+  await app.close()
+  t.equal(statusCode, 200, 'the request succeeded after its tasks were added')
+  const lost = pluginLines(lines).filter(({ level, taskIds }) => level === levels.error && Array.isArray(taskIds))
+  t.equal(lost.length, 1, 'one error line')
+  t.match(lost[0], { queue: 'default', taskIds: ids }, 'naming the tasks lost')
+  t.same(pluginLines(lines).filter(({ waiting }) => waiting !== undefined), [], 'they were never put into the stopped queue')
+})
+
+test('issue 11, point 14: a shared (Redis) queue still takes tasks between preClose and onClose', async (t) => {
+  const redis = await testRedis()
+  t.teardown(() => redis.close())
+  const prefix = uniquePrefix()
+  const seen: string[] = []
+  const { app } = await worked(t, {
+    queues: [{ queue: 'default' }, { queue: 'shared', type: 'redis', prefix, ...redis.connection }]
+  }, async () => {}, (app) => {
+    duringPreClose(app, async () => {
+      // Other instances consume it: a task added while this one closes is not lost.
+      seen.push(await app.taskqueue.add('/work/elsewhere', { queue: 'shared' }))
+      t.throws(() => app.taskqueue.add('/work/here'), { code: 'FST_TASKQUEUE_CLOSED' }, 'while the local queue refuses')
+    })
+  })
+  await app.close()
+  t.equal(seen.length, 1, 'accepted')
+  const stored = await redis.client().lrange(`${prefix}:{shared}:waiting`, 0, -1)
+  t.equal(stored.length, 1, 'and held in Redis')
+  t.match(stored[0], seen[0])
 })

@@ -63,7 +63,7 @@ test('a task is dispatched through inject() with the task headers', async (t) =>
     'user-agent': 'fastify-taskqueue',
     'x-lang': 'fi'
   })
-  t.notOk('x-taskqueue-dispatch' in dispatch.headers, 'the dispatch key is not left for the handler to read')
+  t.notOk('x-taskqueue-dispatch' in dispatch.headers, 'the dispatch token is not left for the handler to read')
   t.same(dispatch.body, { a: 1 })
 })
 
@@ -84,7 +84,7 @@ test('request.taskqueue.task: { id, queue, retries } for a dispatched task, null
   t.equal(normal, null, 'a request the consumer did not dispatch gets null')
 })
 
-test('outside requests cannot forge the mark: x-task-* headers and a wrong dispatch key get null', async (t) => {
+test('outside requests cannot forge the mark: x-task-* headers and a made-up dispatch token get null', async (t) => {
   const seen: Array<{ task: DispatchedTask | null, headers: Record<string, unknown> }> = []
   const { app } = await recording(t, {}, {}, (app) => {
     app.post('/open', async (request) => {

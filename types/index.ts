@@ -126,7 +126,11 @@ export interface QueueBackend {
   put (tasks: readonly TaskMessage[]): Promise<void>
   /** Opens the consuming side for one consumer name. */
   receive (consumerName: string): TaskReceiver
-  /** Waiting tasks, not those in flight. */
+  /**
+   * Waiting tasks, including those waiting for their `eta`, not those in flight. A backend that is
+   * not `shared` must count every task it holds until a `reserve()` has resolved with it: while
+   * someone awaits `app.taskqueue.drain()`, this is how the plugin knows the backend still has work.
+   */
   length (): Promise<number>
   /** Drops every waiting task. */
   reset (): Promise<void>

@@ -45,8 +45,6 @@ export class LocalQueue implements QueueBackend {
   private readonly waiting = new Fifo<TaskMessage>()
   /** Receivers waiting for a task, oldest first. */
   private readonly waiters = new Fifo<Waiter>()
-  /** Tasks handed to a receiver and not yet settled by it. */
-  reserved = 0
   /** Tasks waiting for their eta (a delay or a retry), by timer. */
   private readonly delayed = new Map<NodeJS.Timeout, TaskMessage>()
   /** Ids of named tasks that are waiting, delayed or in flight. */
@@ -79,10 +77,7 @@ export class LocalQueue implements QueueBackend {
 
   take (signal: AbortSignal): Promise<ReservedTask | null> {
     const message = this.waiting.shift()
-    if (message !== undefined) {
-      this.reserved++
-      return Promise.resolve({ message })
-    }
+    if (message !== undefined) return Promise.resolve({ message })
     if (signal.aborted) return Promise.resolve(null)
     return new Promise((resolve) => {
       const onAbort = (): void => {
@@ -97,7 +92,6 @@ export class LocalQueue implements QueueBackend {
           return
         }
         signal.removeEventListener('abort', onAbort)
-        this.reserved++
         resolve({ message: task })
       }
       signal.addEventListener('abort', onAbort, { once: true })
@@ -107,7 +101,6 @@ export class LocalQueue implements QueueBackend {
 
   /** A reserved task was settled by its receiver; `finished` when it will not run again. */
   settled (message: TaskMessage, finished: boolean): void {
-    this.reserved--
     if (finished && message.named === true) this.liveNames.delete(message.id)
   }
 
