@@ -7,13 +7,17 @@
 /**
  * Acknowledges a batch of reserved tasks and reserves up to a count of new ones, in one round trip:
  * what a busy consumer does between two batches of tasks.
+ * A consumer that takes tasks registers itself, as its heartbeat does: recovery looks only at
+ * registered consumers, and a consumer may reserve while missing from the set (Redis restarted
+ * empty, a failover that lost the registration) and die before its next beat.
  * KEYS[1] processing list of the consumer, KEYS[2] waiting list, KEYS[3] recovery counts (hash),
- * KEYS[4] live task names
- * ARGV[1] how many tasks to reserve, then pairs of (reserved string, task id) to acknowledge
+ * KEYS[4] live task names, KEYS[5] consumer set, KEYS[6] heartbeat key of the consumer
+ * ARGV[1] how many tasks to reserve, ARGV[2] consumer id, ARGV[3] heartbeat lifetime in ms, then
+ * pairs of (reserved string, task id) to acknowledge
  * Returns the reserved messages, oldest first (fewer than asked when the queue ran out).
  */
 export const ackAndTakeScript = `
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its recovery count and its name still belong to it.
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
@@ -26,6 +30,10 @@ for i = 1, tonumber(ARGV[1]) do
   local message = redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
   if not message then break end
   taken[i] = message
+end
+-- Registered by its heartbeat as a rule: the set and the key are written here only when missing.
+if #taken > 0 and (redis.call('SADD', KEYS[5], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[6]) == 0) then
+  redis.call('SET', KEYS[6], '1', 'PX', tonumber(ARGV[3]))
 end
 return taken
 `

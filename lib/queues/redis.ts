@@ -28,7 +28,8 @@ type RedisClient = Redis | Cluster
 
 interface ScriptCommands {
   taskqueueEnqueue (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
-  taskqueueAckAndTakeBuffer (processing: string, waiting: string, recoveries: string, names: string, take: number, ...acks: string[]): Promise<Buffer[]>
+  taskqueueAckAndTakeBuffer (processing: string, waiting: string, recoveries: string, names: string, consumers: string, heartbeat: string,
+    take: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
   taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
@@ -44,7 +45,7 @@ type ScriptedClient = RedisClient & ScriptCommands
 
 const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqueueAckAndTake', { lua: string, numberOfKeys: number }> = {
   taskqueueEnqueue: { lua: enqueueScript, numberOfKeys: 3 },
-  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 4 },
+  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 6 },
   taskqueueBury: { lua: buryScript, numberOfKeys: 4 },
   taskqueueRequeueDead: { lua: requeueDeadScript, numberOfKeys: 3 },
   taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
@@ -327,6 +328,7 @@ class RedisReceiver implements TaskReceiver {
   /** Unique to this process even when two processes are given the same consumer name. */
   readonly id: string
   private readonly processing: string
+  private readonly heartbeatKey: string
   private blocking: RedisClient
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
@@ -362,6 +364,7 @@ class RedisReceiver implements TaskReceiver {
   constructor (private readonly queue: RedisQueue, consumerName: string) {
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
     this.processing = queue.keys.processing(this.id)
+    this.heartbeatKey = queue.keys.heartbeat(this.id)
     this.blocking = queue.blockingConnection()
     this.heartbeatInterval = queue.options.heartbeatInterval as number
   }
@@ -398,7 +401,7 @@ class RedisReceiver implements TaskReceiver {
   private async beat (): Promise<void> {
     const { keys } = this.queue
     const client = this.queue.client
-    await client.taskqueueHeartbeat(keys.consumers, keys.heartbeat(this.id), this.id, this.heartbeatInterval * 3)
+    await client.taskqueueHeartbeat(keys.consumers, this.heartbeatKey, this.id, this.heartbeatInterval * 3)
     if (this.ownListSuspect || this.reserved.size === 0) await this.returnOrphans()
     const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
       keys.lease, keys.names, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number,
@@ -524,7 +527,8 @@ class RedisReceiver implements TaskReceiver {
       if ('take' in item) take += item.take
       else acks.push(item.raw, item.id)
     }
-    const taken = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, take, ...acks)
+    const taken = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, keys.consumers,
+      this.heartbeatKey, take, this.id, this.heartbeatInterval * 3, ...acks)
     // Handed out in the order asked.
     let next = 0
     return items.map((item) => {
