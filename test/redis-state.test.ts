@@ -68,3 +68,59 @@ test('a consumer that reserves while missing from the consumer set is recovered 
   await sleep(300)
   t.same(await scanKeys(client, keyOf('processing:lost:*')), [], 'the dead consumer\'s list is gone')
 })
+
+// issue 11, point 3: a poison pill takes its neighbours into the dead letters. With concurrentLimit
+// 3, one task that kills its process and two ordinary ones are reserved together; recovery used to
+// return all three together, the next consumer reserved them as one batch again, and all three
+// ended as 'recovered too often'. A recovered task now runs alone: only the poison pill dies.
+test('a poison pill reserved with two ordinary tasks takes only itself into the dead letters', async (t) => {
+  t.setTimeout(90_000)
+  ensureBuilt()
+  const { redis, client, prefix } = await redisForTest(t)
+  const queue = 'work'
+  const keyOf = (name: string): string => `${prefix}:{${queue}}:${name}`
+  const recoveryMaxCount = 2
+  const env = { connection: redis.connection, prefix, queue, heartbeatInterval: 200, recoveryMaxCount, concurrentLimit: 3 }
+
+  const producer = Fastify()
+  t.teardown(() => producer.close())
+  await producer.register(taskqueue, { queues: [{ queue, type: 'redis', prefix, ...redis.connection }] })
+  await producer.ready()
+  // Queued before any consumer runs, so that the first one reserves the three in one batch; the
+  // ordinary ones are still running when the poison pill kills their process.
+  const poisonId = await producer.taskqueue.add('/tasks/work', { method: 'POST', payload: { n: 'poison', poison: true } })
+  const ordinary = [
+    await producer.taskqueue.add('/tasks/work', { method: 'POST', payload: { n: 'a', hold: 1500 } }),
+    await producer.taskqueue.add('/tasks/work', { method: 'POST', payload: { n: 'b', hold: 1500 } })
+  ]
+
+  // One consumer at a time, started again whenever it dies (a bounded number of times).
+  const children: ConsumerChild[] = []
+  t.teardown(async () => { await Promise.all(children.map((child) => child.stop('SIGKILL'))) })
+  children.push(startConsumer(env))
+  await waitUntil('the first consumer to start the three tasks', async () => (await list(client, `${prefix}:started`)).length === 3, 15_000)
+
+  const done = async (): Promise<string[]> => [...new Set((await list(client, `${prefix}:done`)).map((entry) => entry.split(':')[0]))].sort()
+  const deadline = Date.now() + 60_000
+  while (Date.now() < deadline && children.length <= 8) {
+    const current = children[children.length - 1]
+    if (current.isGone) {
+      t.equal((await current.exited).signal, 'SIGKILL', 'a consumer died of the poison')
+      children.push(startConsumer(env))
+    }
+    if ((await client.llen(keyOf('dead'))) + (await done()).length >= 3) break
+    await sleep(50)
+  }
+
+  t.same(await done(), ['a', 'b'], 'the two ordinary tasks completed')
+  const letters = await producer.taskqueue.queue(queue).dead()
+  t.same(letters.map(({ id, reason }) => ({ id, reason })), [{ id: poisonId, reason: 'recovered too often' }], 'the poison pill alone is dead')
+  t.notOk(letters.some(({ id }) => ordinary.includes(id as string)), 'no ordinary task is among the dead letters')
+  const poisonStarts = (await list(client, `${prefix}:started`)).filter((entry) => entry.startsWith('poison:')).length
+  t.equal(poisonStarts, recoveryMaxCount + 1, 'the poison pill started once per death, until it was set aside')
+  t.equal(await client.hlen(keyOf('recoveries')), 0, 'no recovery count is left behind')
+
+  await Promise.all(children.filter((child) => !child.isGone).map((child) => child.stop('SIGTERM')))
+  t.equal(await producer.taskqueue.queue(queue).length(), 0, 'nothing waits')
+  t.same(await scanKeys(client, keyOf('processing:*')), [], 'nothing is reserved')
+})

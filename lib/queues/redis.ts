@@ -29,15 +29,15 @@ type RedisClient = Redis | Cluster
 interface ScriptCommands {
   taskqueueEnqueue (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
   taskqueueAckAndTakeBuffer (processing: string, waiting: string, recoveries: string, names: string, consumers: string, heartbeat: string,
-    take: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
+    recovered: string, take: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
   taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
   taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
-  taskqueueHeartbeat (consumers: string, heartbeat: string, id: string, lifetimeMs: number): Promise<number>
-  taskqueueReturnUnknown (processing: string, waiting: string, ...known: string[]): Promise<number>
-  taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string, names: string,
+  taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
+  taskqueueReturnUnknown (processing: string, waiting: string, recoveries: string, recovered: string, ...known: string[]): Promise<number>
+  taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, names: string,
     base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
 }
 
@@ -45,14 +45,14 @@ type ScriptedClient = RedisClient & ScriptCommands
 
 const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqueueAckAndTake', { lua: string, numberOfKeys: number }> = {
   taskqueueEnqueue: { lua: enqueueScript, numberOfKeys: 3 },
-  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 6 },
+  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 7 },
   taskqueueBury: { lua: buryScript, numberOfKeys: 4 },
   taskqueueRequeueDead: { lua: requeueDeadScript, numberOfKeys: 3 },
   taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
   taskqueueRetry: { lua: retryScript, numberOfKeys: 2 },
   taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
-  taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 2 },
-  taskqueueReturnUnknown: { lua: returnUnknownScript, numberOfKeys: 2 },
+  taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 3 },
+  taskqueueReturnUnknown: { lua: returnUnknownScript, numberOfKeys: 4 },
   taskqueueRecover: { lua: recoverScript, numberOfKeys: 6 }
 }
 
@@ -62,6 +62,8 @@ export function keysOf (prefix: string, queue: string) {
   return {
     base,
     waiting: `${base}waiting`,
+    /** Tasks of dead consumers, each to be reserved alone (see ackAndTakeScript). */
+    recovered: `${base}recovered`,
     delayed: `${base}delayed`,
     dead: `${base}dead`,
     consumers: `${base}consumers`,
@@ -234,11 +236,12 @@ export class RedisQueue implements QueueBackend {
   }
 
   async length (): Promise<number> {
-    const [waiting, delayed] = await Promise.all([
+    const [waiting, recovered, delayed] = await Promise.all([
       this.client.llen(this.keys.waiting),
+      this.client.llen(this.keys.recovered),
       this.client.zcard(this.keys.delayed)
     ])
-    return waiting + delayed
+    return waiting + recovered + delayed
   }
 
   async reset (): Promise<void> {
@@ -319,6 +322,13 @@ export class RedisQueue implements QueueBackend {
 /** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
 type Exchange = { raw: string, id: string } | { take: number }
 
+/**
+ * What a reservation got: `take`, tasks of the queue; `recovered`, one task of a dead consumer, to
+ * run alone; `drain`, nothing, as recovered tasks wait for a consumer that holds none; `held`,
+ * nothing asked, as this consumer runs a recovered task.
+ */
+interface Taken { mode: 'take' | 'recovered' | 'drain' | 'held', tasks: Buffer[] }
+
 interface RedisReservedTask extends ReservedTask {
   /** The exact string that was reserved: settling the task removes it and nothing else. */
   readonly raw: string
@@ -359,7 +369,18 @@ class RedisReceiver implements TaskReceiver {
    * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
    * that finished and reserves the next ones in one round trip.
    */
-  private readonly exchange = new BatchSender<Exchange, Buffer[] | undefined>((items) => this.ackAndTake(items), takeBatch)
+  private readonly exchange = new BatchSender<Exchange, Taken | undefined>((items) => this.ackAndTake(items), takeBatch)
+  /**
+   * Set from the reply that gave this consumer a recovered task until that task settles: nothing
+   * else is reserved meanwhile, so that if it kills the process it takes no other task with it.
+   */
+  private soloHeld = false
+  /** The recovered task running alone, once accepted. */
+  private soloTask: RedisReservedTask | undefined
+  /** Set by a `drain` reply: nothing is reserved until the tasks held now have settled. */
+  private draining = false
+  /** Woken whenever a reserved task settles (see untilSettled). */
+  private readonly settleWaiters = new Set<() => void>()
 
   constructor (private readonly queue: RedisQueue, consumerName: string) {
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
@@ -401,12 +422,17 @@ class RedisReceiver implements TaskReceiver {
   private async beat (): Promise<void> {
     const { keys } = this.queue
     const client = this.queue.client
-    await client.taskqueueHeartbeat(keys.consumers, this.heartbeatKey, this.id, this.heartbeatInterval * 3)
+    const recoveredWaiting = await client.taskqueueHeartbeat(keys.consumers, this.heartbeatKey, keys.recovered, this.id, this.heartbeatInterval * 3)
+    // An idle consumer blocks on the waiting list, which no recovery wakes: it looks now instead.
+    if (recoveredWaiting > 0) this.waitingLooksEmpty = false
     if (this.ownListSuspect || this.reserved.size === 0) await this.returnOrphans()
-    const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
+    const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.recovered, keys.dead, keys.recoveries,
       keys.lease, keys.names, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number,
       this.id, this.queue.options.deadLetterMax as number)
-    if (recovered > 0) this.queue.log.warn({ queue: this.queue.name, recovered }, 'taskqueue: tasks of a dead consumer returned to the queue')
+    if (recovered > 0) {
+      this.waitingLooksEmpty = false
+      this.queue.log.warn({ queue: this.queue.name, recovered }, 'taskqueue: tasks of a dead consumer returned to the queue')
+    }
     if (setAside > 0) this.queue.log.error({ queue: this.queue.name, setAside }, 'taskqueue: tasks recovered too often set aside in the dead list')
   }
 
@@ -427,6 +453,15 @@ class RedisReceiver implements TaskReceiver {
       if (this.fills.length > 0) {
         await this.fills[0].catch(() => {})
         continue
+      }
+      if (this.soloHeld || (this.draining && this.reserved.size > 0)) {
+        await this.untilSettled(signal)
+        continue
+      }
+      if (this.draining) {
+        // Drained, and yet the list was not empty: what it holds is unknown to this consumer.
+        this.draining = false
+        this.ownListSuspect = true
       }
       if (this.ownListSuspect) {
         await this.returnOrphans()
@@ -462,7 +497,7 @@ class RedisReceiver implements TaskReceiver {
     this.ownListSuspect = false
     let returned: number
     try {
-      returned = await client.taskqueueReturnUnknown(this.processing, keys.waiting, ...known)
+      returned = await client.taskqueueReturnUnknown(this.processing, keys.waiting, keys.recoveries, keys.recovered, ...known)
     } catch (error) {
       this.ownListSuspect = true
       throw error
@@ -487,18 +522,42 @@ class RedisReceiver implements TaskReceiver {
   }
 
   private async reserveBatch (count: number): Promise<void> {
+    let taken: Taken | undefined
     try {
-      const taken = await this.exchange.send({ take: count }) as Buffer[]
-      this.waitingLooksEmpty = taken.length < count
-      for (const bytes of taken) {
+      taken = await this.exchange.send({ take: count }) as Taken
+      if (taken.mode === 'held') return
+      // After a recovered task, or once drained, the consumer asks again at once.
+      this.waitingLooksEmpty = taken.mode === 'take' && taken.tasks.length < count
+      if (taken.mode === 'drain') this.draining = true
+      for (const bytes of taken.tasks) {
         const task = await this.accept(bytes)
-        if (task !== undefined) this.prefetched.push(task)
+        if (task === undefined) continue
+        if (taken.mode === 'recovered') this.soloTask = task
+        this.prefetched.push(task)
       }
     } catch (error) {
       // The reply is lost but the moves may have happened, or a task was not accepted.
       this.ownListSuspect = true
       throw error
+    } finally {
+      // A recovered task that was set aside as unreadable, or not accepted, holds nothing up.
+      if (taken?.mode === 'recovered' && taken.tasks.length > 0 && this.soloTask === undefined) this.soloHeld = false
     }
+  }
+
+  /** Resolves when a reserved task settles, on abort, or after a second at most. */
+  private untilSettled (signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.settleWaiters.delete(done)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, blockSeconds * 1000)
+      this.settleWaiters.add(done)
+      signal.addEventListener('abort', done, { once: true })
+    })
   }
 
   /** A reserved message as a task; an unreadable one is set aside in the dead letters instead. */
@@ -519,7 +578,7 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /** One round trip: the acknowledgements of a batch, then the reservations it asks for. */
-  private async ackAndTake (items: Exchange[]): Promise<Array<Buffer[] | undefined>> {
+  private async ackAndTake (items: Exchange[]): Promise<Array<Taken | undefined>> {
     const { keys, client } = this.queue
     let take = 0
     const acks: string[] = []
@@ -527,15 +586,20 @@ class RedisReceiver implements TaskReceiver {
       if ('take' in item) take += item.take
       else acks.push(item.raw, item.id)
     }
-    const taken = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, keys.consumers,
-      this.heartbeatKey, take, this.id, this.heartbeatInterval * 3, ...acks)
+    // Read when the batch leaves: a reservation asked for before a recovered task came takes nothing.
+    const held = this.soloHeld
+    const reply = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, keys.consumers,
+      this.heartbeatKey, keys.recovered, held ? 0 : take, this.id, this.heartbeatInterval * 3, ...acks)
+    const mode: Taken['mode'] = held ? 'held' : reply[0].toString() as Taken['mode']
+    // Set before the reply is handed out: the next batch may leave before its callers resume.
+    if (mode === 'recovered') this.soloHeld = true
     // Handed out in the order asked.
-    let next = 0
+    let next = 1
     return items.map((item) => {
       if (!('take' in item)) return undefined
-      const share = taken.slice(next, next + item.take)
+      const share = reply.slice(next, next + item.take)
       next += item.take
-      return share
+      return { mode, tasks: share }
     })
   }
 
@@ -601,7 +665,14 @@ class RedisReceiver implements TaskReceiver {
   }
 
   private settle<T> (task: ReservedTask, work: Promise<T>): Promise<T> {
-    return work.finally(() => { this.reserved.delete(task as RedisReservedTask) })
+    return work.finally(() => {
+      this.reserved.delete(task as RedisReservedTask)
+      if (task === this.soloTask) {
+        this.soloTask = undefined
+        this.soloHeld = false
+      }
+      for (const wake of this.settleWaiters) wake()
+    })
   }
 
   async ack (task: ReservedTask): Promise<void> {
@@ -610,7 +681,9 @@ class RedisReceiver implements TaskReceiver {
     // way, the consumer waits for it and asks for no more: the freed slot's next task is asked for
     // here, in the same round trip as this acknowledgement, rather than a round trip later. Never
     // more than the free slots, so every reserved task starts at once (see fill).
-    if (this.fills.length > 0 && !this.waitingLooksEmpty && this.consumerSignal?.aborted === false) this.fill(1).catch(() => {})
+    if (this.fills.length > 0 && !this.waitingLooksEmpty && !this.soloHeld && !this.draining && this.consumerSignal?.aborted === false) {
+      this.fill(1).catch(() => {})
+    }
     await this.settle(task, this.exchange.send({ raw, id: message.id }))
   }
 
@@ -623,7 +696,9 @@ class RedisReceiver implements TaskReceiver {
 
   async release (task: ReservedTask): Promise<void> {
     const { raw } = task as RedisReservedTask
-    await this.settle(task, this.queue.client.taskqueueRelease(this.processing, this.queue.keys.waiting, raw))
+    // A recovered task given back still runs alone next time.
+    const { waiting, recovered } = this.queue.keys
+    await this.settle(task, this.queue.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, raw))
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
@@ -643,7 +718,7 @@ class RedisReceiver implements TaskReceiver {
     const { keys, client } = this.queue
     try {
       // Known to this consumer or not, every task left goes back.
-      await client.taskqueueReturnUnknown(this.processing, keys.waiting)
+      await client.taskqueueReturnUnknown(this.processing, keys.waiting, keys.recoveries, keys.recovered)
       await client.multi().del(keys.heartbeat(this.id)).srem(keys.consumers, this.id).exec()
     } catch (error) {
       // Left to the heartbeat: another instance recovers the list once it expires.
