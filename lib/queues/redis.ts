@@ -21,7 +21,7 @@ import { decodeMessage, encodeMessage } from './codec'
 import { BatchSender } from './batch'
 import {
   ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
-  requeueDeadScript, retryScript, returnUnknownScript
+  requeueDeadScript, resetScript, retryScript, returnUnknownScript
 } from './redis-scripts'
 
 type RedisClient = Redis | Cluster
@@ -33,6 +33,7 @@ interface ScriptCommands {
   taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
   taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
+  taskqueueReset (waiting: string, recovered: string, delayed: string, names: string, recoveries: string, limit: number): Promise<number>
   taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
   taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
@@ -49,6 +50,7 @@ const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqu
   taskqueueBury: { lua: buryScript, numberOfKeys: 4 },
   taskqueueRequeueDead: { lua: requeueDeadScript, numberOfKeys: 3 },
   taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
+  taskqueueReset: { lua: resetScript, numberOfKeys: 5 },
   taskqueueRetry: { lua: retryScript, numberOfKeys: 2 },
   taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
   taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 3 },
@@ -88,6 +90,8 @@ const blockingGrace = 5_000
 const promoteBatch = 100
 /** Most responses whose tasks go in one LPUSH. */
 const pushBatch = 500
+/** Most tasks reset() drops per script call. */
+const resetBatch = 500
 /** Most tasks a consumer reserves, or acknowledges, in one round trip. */
 const takeBatch = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
@@ -244,8 +248,14 @@ export class RedisQueue implements QueueBackend {
     return waiting + recovered + delayed
   }
 
+  /** Drops the waiting, recovered and delayed tasks, with only their own names and recovery counts. */
   async reset (): Promise<void> {
-    await this.client.del(this.keys.waiting, this.keys.delayed, this.keys.names)
+    const { waiting, recovered, delayed, names, recoveries } = this.keys
+    // Until a call comes back short: the queue was empty at that moment.
+    let dropped: number
+    do {
+      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, names, recoveries, resetBatch)
+    } while (dropped === resetBatch)
   }
 
   /** Moves a message from a processing list to the dead letters; `raw` as reserved, bytes or text. */
