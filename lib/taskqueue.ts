@@ -6,6 +6,7 @@ import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './m
 import { Consumer, uniqueConsumerName } from './consumer'
 import { createDispatchKey } from './dispatch-mark'
 import { LocalQueue } from './queues/local'
+import { checkEncodable } from './queues/codec'
 import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
 
 /** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
@@ -96,7 +97,9 @@ export class TaskQueueService {
 
   createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
     if (this.closed) throw new ClosedError()
-    return this.createTaskMessage(url, options, request)
+    const message = this.createTaskMessage(url, options, request)
+    checkEncodable(message)
+    return message
   }
 
   /**

@@ -1,8 +1,9 @@
 // Queue state on both queue types (issue 11): reset() drops the waiting tasks and only their names
-// and recovery counts, never those of tasks in flight.
+// and recovery counts, never those of tasks in flight; add() refuses a task too large for a
+// consumer to read, and one set aside as unreadable frees its id.
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { backendFor, gate, queueTypes, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { backendFor, codeOf, gate, queueTypes, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
 
 interface Harness {
   app: FastifyInstance
@@ -82,4 +83,49 @@ test('redis: reset() drops a queue longer than one chunk, with the names of its 
   await queue.reset()
   t.equal(await queue.length(), 0, 'none after reset()')
   t.equal(await backend.redis().scard(backend.key('names')), 0, 'nor any name')
+})
+
+for (const type of queueTypes) {
+  // issue 11, point 4: a task over the size a consumer reads was accepted, then set aside unread.
+  test(`${type}: add() refuses a task whose message no consumer could read`, async (t) => {
+    const backend = await backendFor(type)
+    const app = await startApp(t, { queues: [backend.queue()], consumers: [] }, (app) => {
+      app.post('/produce', { bodyLimit: 32 * 1024 * 1024 }, async (request) => request.taskqueue.add('/tasks/big', { method: 'POST' }))
+    })
+    // 13 MiB of bytes are 17.3 MiB of base64 in the stored message: over the 16 MiB a consumer reads.
+    const bytes = Buffer.alloc(13 * 1024 * 1024, 1)
+    t.equal(await codeOf(() => app.taskqueue.add('/tasks/big', { method: 'POST', payload: bytes })), 'FST_TASKQUEUE_INVALID_ARGUMENT', 'app.taskqueue.add()')
+    const text = 'x'.repeat(16 * 1024 * 1024)
+    t.equal(await codeOf(() => app.taskqueue.add('/tasks/big', { method: 'POST', payload: text })), 'FST_TASKQUEUE_INVALID_ARGUMENT', 'a text payload too')
+    const response = await app.inject({ method: 'POST', url: '/produce', headers: { 'content-type': 'text/plain' }, payload: text })
+    t.equal(response.json().code, 'FST_TASKQUEUE_INVALID_ARGUMENT', 'request.taskqueue.add() with an inherited body')
+    t.equal(await app.taskqueue.queue('default').length(), 0, 'nothing was queued')
+    t.ok(await app.taskqueue.add('/tasks/big', { method: 'POST', payload: 'x'.repeat(1024 * 1024) }), 'a large task under the limit is queued')
+  })
+}
+
+// issue 11, point 4: a message set aside as unreadable kept its caller-chosen id live for ever (and
+// its recovery count): re-adding the id was skipped without a word.
+test('redis: an oversized message set aside as unreadable frees its name and recovery count', async (t) => {
+  const backend = await backendFor('redis')
+  const client = backend.redis()
+  const ran: string[] = []
+  const app = await startApp(t, { queues: [backend.queue()], consumers: [{ queue: 'default' }] }, (app) => {
+    app.all('/tasks/:name', async (request) => {
+      ran.push(request.headers['x-task-id'] as string)
+      return 'ok'
+    })
+  })
+  const now = Date.now()
+  // As another producer (or an older version) could have stored it: valid, named, and too large.
+  const big = JSON.stringify({ v: 1, id: 'big-1', queue: 'default', url: '/tasks/big', method: 'POST', headers: {}, payload: 'x'.repeat(16 * 1024 * 1024), retries: 0, createdAt: now, eta: now, named: true })
+  await client.multi().sadd(backend.key('names'), 'big-1').hset(backend.key('recoveries'), 'big-1', '1').lpush(backend.key('waiting'), big).exec()
+  await waitFor('the message to be set aside', async () => (await client.llen(backend.key('dead'))) === 1, 10_000)
+  const [letter] = await app.taskqueue.queue('default').dead()
+  t.equal(letter.reason, 'unreadable', 'as unreadable')
+  t.equal(await client.sismember(backend.key('names'), 'big-1'), 0, 'its name is free')
+  t.equal(await client.hexists(backend.key('recoveries'), 'big-1'), 0, 'its recovery count is gone')
+  await app.taskqueue.add('/tasks/small', { id: 'big-1' })
+  await waitFor('the id to run again', () => ran.includes('big-1'), 5000)
+  t.same(ran, ['big-1'], 're-adding the id queued and ran the task')
 })

@@ -17,7 +17,7 @@ import type {
   DeadLetter, DeadLetterCause, DeadLetterPage, DeadLetterReason, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
 } from '../../types'
 import type { ResolvedQueueOptions } from '../options'
-import { decodeMessage, encodeMessage } from './codec'
+import { decodeMessage, encodeMessage, idAtHead } from './codec'
 import { BatchSender } from './batch'
 import {
   ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
@@ -269,7 +269,7 @@ export class RedisQueue implements QueueBackend {
   decode (raw: string): ReturnType<typeof decodeMessage> {
     const decoded = decodeMessage(raw)
     if (decoded.message !== undefined && decoded.message.queue !== this.name) {
-      return { problem: `a task of queue "${decoded.message.queue}", not of "${this.name}"` }
+      return { problem: `a task of queue "${decoded.message.queue}", not of "${this.name}"`, id: decoded.message.id }
     }
     return decoded
   }
@@ -576,10 +576,11 @@ class RedisReceiver implements TaskReceiver {
     // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which
     // LREM would never match, so it stayed in the processing list (and came back at close).
     // Such a message is set aside by its exact bytes.
-    const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8' }
+    const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8', id: idAtHead(raw) }
     if (decoded.problem !== undefined) {
-      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
-      await this.queue.bury(this.processing, bytes, '', { reason: 'unreadable', detail: decoded.problem })
+      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: decoded.id }, 'taskqueue: unreadable message set aside')
+      // Whatever id can be read gives up its name and recovery count: else it stayed live for ever.
+      await this.queue.bury(this.processing, bytes, decoded.id ?? '', { reason: 'unreadable', detail: decoded.problem })
       return undefined
     }
     const task: RedisReservedTask = { message: decoded.message, raw }
