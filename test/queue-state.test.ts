@@ -129,3 +129,31 @@ test('redis: an oversized message set aside as unreadable frees its name and rec
   await waitFor('the id to run again', () => ran.includes('big-1'), 5000)
   t.same(ran, ['big-1'], 're-adding the id queued and ran the task')
 })
+
+// issue 11, point 8 (dead letters): entries were read from Redis field by field without checking
+// their shape; a malformed one is now shown whole as unreadable, with its raw text.
+test('redis: a malformed dead letter is shown as unreadable with its raw text, and never requeued', async (t) => {
+  const backend = await backendFor('redis')
+  const client = backend.redis()
+  const app = await startApp(t, { queues: [backend.queue()], consumers: [] })
+  const now = Date.now()
+  const task = JSON.stringify({ v: 1, id: 'good-1', queue: 'default', url: '/tasks/x', method: 'GET', headers: {}, retries: 2, createdAt: now, eta: now })
+  const good = JSON.stringify({ reason: 'final status', detail: 'answered 400', statusCode: 400, at: now, task })
+  const malformed = [
+    JSON.stringify({ reason: 'final status', at: 'yesterday', task }),
+    JSON.stringify({ reason: 'no such reason', at: now, task }),
+    JSON.stringify({ reason: 'timeout', at: now, task: JSON.parse(task) }),
+    `{"reason":"timeout","at":${now},"task":${JSON.stringify(task)},"__proto__":{"polluted":true}}`,
+    'not json'
+  ]
+  await client.lpush(backend.key('dead'), good, ...malformed)
+  const letters = await app.taskqueue.queue('default').dead()
+  t.equal(letters.length, 6, 'every entry is listed')
+  const shown = letters.slice(0, malformed.length)
+  t.same(shown.map(({ raw }) => raw), [...malformed].reverse(), 'newest first, each malformed one with its raw text')
+  t.ok(shown.every((letter) => letter.reason === 'unreadable' && letter.id === null && letter.task === null && letter.at === 0), 'as unreadable, none of its fields trusted')
+  t.ok(shown.every(({ detail }) => detail?.startsWith('not a dead letter')), 'saying why')
+  t.match(letters[5], { id: 'good-1', reason: 'final status', statusCode: 400, detail: 'answered 400', at: now, task: { id: 'good-1' } }, 'a well-formed entry is read as it was stored')
+  t.equal(await app.taskqueue.queue('default').requeue(), 1, 'requeue() puts back the readable one only')
+  t.equal(await client.llen(backend.key('dead')), malformed.length, 'the malformed ones stay')
+})

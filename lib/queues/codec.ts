@@ -7,9 +7,9 @@
 // any header value that is not a string: a "__proto__" or "constructor" key anywhere in a message
 // makes it unreadable. secure-json-parse did the same with two regular expressions over the
 // whole text, the costliest step of reading a message.
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import type { TaskMessage } from '../../types'
+import type { DeadLetterReason, TaskMessage } from '../../types'
 import { taskMethods } from '../message'
 import { InvalidArgumentError } from '../errors'
 
@@ -37,6 +37,36 @@ const StoredMessage = Type.Object({
 }, { additionalProperties: false })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)
+
+const deadLetterReasons: DeadLetterReason[] = ['retries exhausted', 'final status', 'timeout', 'recovered too often', 'unreadable']
+
+/** A dead letter as the Redis queue stores it: the task as the exact string that was stored. */
+const StoredDeadLetterSchema = Type.Object({
+  reason: Type.Union(deadLetterReasons.map((reason) => Type.Literal(reason))),
+  detail: Type.Optional(Type.String()),
+  statusCode: Type.Optional(Type.Integer({ minimum: 100, maximum: 999 })),
+  at: Time,
+  task: Type.String()
+}, { additionalProperties: false })
+
+export type StoredDeadLetter = Static<typeof StoredDeadLetterSchema>
+
+const checkDeadLetter = TypeCompiler.Compile(StoredDeadLetterSchema)
+
+/** Reads a stored dead letter, checked like a message: Redis may hold anything under that key too. */
+export function decodeDeadLetter (entry: string): { letter: StoredDeadLetter, problem?: undefined } | { letter?: undefined, problem: string } {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(entry)
+  } catch (error) {
+    return { problem: `not a dead letter: ${(error as Error).message}` }
+  }
+  if (!checkDeadLetter.Check(parsed)) {
+    const error = checkDeadLetter.Errors(parsed).First()
+    return { problem: `not a dead letter: ${error?.path ?? ''} ${error?.message ?? ''}`.trim() }
+  }
+  return { letter: parsed }
+}
 
 /** Largest message a consumer accepts from Redis; larger ones are set aside unread. */
 export const maxMessageBytes = 16 * 1024 * 1024

@@ -12,12 +12,11 @@ import { randomBytes } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import secureJsonParse from 'secure-json-parse'
 import type {
-  DeadLetter, DeadLetterCause, DeadLetterPage, DeadLetterReason, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
+  DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
 } from '../../types'
 import type { ResolvedQueueOptions } from '../options'
-import { decodeMessage, encodeMessage, idAtHead } from './codec'
+import { decodeDeadLetter, decodeMessage, encodeMessage, idAtHead } from './codec'
 import { BatchSender } from './batch'
 import {
   ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
@@ -274,18 +273,17 @@ export class RedisQueue implements QueueBackend {
     return decoded
   }
 
+  /** A stored dead letter; a malformed entry is shown whole as unreadable, none of its fields trusted. */
   private readDeadLetter (entry: string): DeadLetter {
-    let stored: { reason?: DeadLetterReason, detail?: string, statusCode?: number, at?: number, task?: string } = {}
-    try {
-      stored = secureJsonParse.parse(entry, undefined, { protoAction: 'remove', constructorAction: 'remove' }) ?? {}
-    } catch {}
-    const raw = typeof stored.task === 'string' ? stored.task : entry
+    const { letter: stored, problem } = decodeDeadLetter(entry)
+    if (stored === undefined) return { id: null, queue: this.name, reason: 'unreadable', detail: problem, at: 0, task: null, raw: entry }
+    const raw = stored.task
     const decoded = this.decode(raw)
     const letter: DeadLetter = {
       id: decoded.message?.id ?? null,
       queue: this.name,
-      reason: stored.reason ?? 'unreadable',
-      at: typeof stored.at === 'number' ? stored.at : 0,
+      reason: stored.reason,
+      at: stored.at,
       task: decoded.message ?? null
     }
     if (stored.detail !== undefined) letter.detail = stored.detail
