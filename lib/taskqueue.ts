@@ -6,6 +6,7 @@ import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './m
 import { Consumer, uniqueConsumerName } from './consumer'
 import { DispatchMarks } from './dispatch-mark'
 import { RedisQueue } from './queues/redis'
+import { checkEncodable } from './queues/codec'
 import { byDeadline, closeSlack, handBackGrace } from './deadline'
 import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
 
@@ -126,6 +127,7 @@ export class TaskQueueService {
     if (this.closed) throw new ClosedError()
     const message = this.createTaskMessage(url, options, request)
     if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
+    checkEncodable(message)
     return message
   }
 

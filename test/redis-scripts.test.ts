@@ -13,14 +13,14 @@ test('acknowledging a task no longer in the processing list leaves its name and 
   await client.hset(key('recoveries'), 'named-1', '1')
   await client.lpush(key('waiting'), 'the copy that went back')
 
-  const taken = await client.eval(ackAndTakeScript, 4, key('processing:c'), key('waiting'), key('recoveries'), key('names'), 0, 'the reserved string', 'named-1')
-  t.same(taken, [], 'nothing reserved (none asked for)')
+  const taken = await client.eval(ackAndTakeScript, 7, key('processing:c'), key('waiting'), key('recoveries'), key('names'), key('consumers'), key('heartbeat:c'), key('recovered'), 0, 'c', 600, 'the reserved string', 'named-1')
+  t.same(taken, ['take'], 'nothing reserved (none asked for)')
   t.equal(await client.sismember(key('names'), 'named-1'), 1, 'the name is still live')
   t.equal(await client.hget(key('recoveries'), 'named-1'), '1', 'the recovery count is kept')
   t.same(await client.lrange(key('waiting'), 0, -1), ['the copy that went back'], 'the queue is untouched')
 
   await client.lpush(key('processing:c'), 'the reserved string')
-  await client.eval(ackAndTakeScript, 4, key('processing:c'), key('waiting'), key('recoveries'), key('names'), 0, 'the reserved string', 'named-1')
+  await client.eval(ackAndTakeScript, 7, key('processing:c'), key('waiting'), key('recoveries'), key('names'), key('consumers'), key('heartbeat:c'), key('recovered'), 0, 'c', 600, 'the reserved string', 'named-1')
   t.equal(await client.llen(key('processing:c')), 0, 'a task still in the list is acknowledged')
   t.equal(await client.sismember(key('names'), 'named-1'), 0, 'and its name is freed')
   t.equal(await client.hexists(key('recoveries'), 'named-1'), 0, 'and its recovery count dropped')

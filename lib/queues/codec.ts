@@ -7,10 +7,11 @@
 // any header value that is not a string: a "__proto__" or "constructor" key anywhere in a message
 // makes it unreadable. secure-json-parse did the same with two regular expressions over the
 // whole text, the costliest step of reading a message.
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import type { TaskMessage } from '../../types'
+import type { DeadLetterReason, TaskMessage } from '../../types'
 import { taskMethods } from '../message'
+import { InvalidArgumentError } from '../errors'
 
 /**
  * A time a Date can hold: an eta such as 1e300 passed as a number, and then made the dispatch
@@ -37,8 +38,60 @@ const StoredMessage = Type.Object({
 
 const checkStored = TypeCompiler.Compile(StoredMessage)
 
+const deadLetterReasons: DeadLetterReason[] = ['retries exhausted', 'final status', 'timeout', 'recovered too often', 'unreadable']
+
+/** A dead letter as the Redis queue stores it: the task as the exact string that was stored. */
+const StoredDeadLetterSchema = Type.Object({
+  reason: Type.Union(deadLetterReasons.map((reason) => Type.Literal(reason))),
+  detail: Type.Optional(Type.String()),
+  statusCode: Type.Optional(Type.Integer({ minimum: 100, maximum: 999 })),
+  at: Time,
+  task: Type.String()
+}, { additionalProperties: false })
+
+export type StoredDeadLetter = Static<typeof StoredDeadLetterSchema>
+
+const checkDeadLetter = TypeCompiler.Compile(StoredDeadLetterSchema)
+
+/** Reads a stored dead letter, checked like a message: Redis may hold anything under that key too. */
+export function decodeDeadLetter (entry: string): { letter: StoredDeadLetter, problem?: undefined } | { letter?: undefined, problem: string } {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(entry)
+  } catch (error) {
+    return { problem: `not a dead letter: ${(error as Error).message}` }
+  }
+  if (!checkDeadLetter.Check(parsed)) {
+    const error = checkDeadLetter.Errors(parsed).First()
+    return { problem: `not a dead letter: ${error?.path ?? ''} ${error?.message ?? ''}`.trim() }
+  }
+  return { letter: parsed }
+}
+
 /** Largest message a consumer accepts from Redis; larger ones are set aside unread. */
 export const maxMessageBytes = 16 * 1024 * 1024
+
+/** Room kept under the limit for what a retry changes in a message: its retry count and eta. */
+const retryRoom = 64
+
+/**
+ * Throws FST_TASKQUEUE_INVALID_ARGUMENT for a task whose stored message no consumer would read (it
+ * would be set aside as unreadable). A cheap upper bound of the encoded length first (JSON makes
+ * at most six characters of one, base64 four of three bytes); the message is encoded only when
+ * that bound is over the limit.
+ */
+export function checkEncodable (message: TaskMessage): void {
+  const limit = maxMessageBytes - retryRoom
+  const { payload, headers } = message
+  let bound = 256 + (message.id.length + message.queue.length + message.url.length) * 6
+  for (const name in headers) bound += (name.length + headers[name].length) * 6 + 6
+  if (payload !== undefined) bound += Buffer.isBuffer(payload) ? Math.ceil(payload.length / 3) * 4 : payload.length * 6
+  if (bound <= limit) return
+  const length = encodeMessage(message).length
+  if (length > limit) {
+    throw new InvalidArgumentError(`the task would be stored as ${length} characters, over the ${limit} a consumer reads (url, headers and payload too large)`)
+  }
+}
 
 export function encodeMessage (message: TaskMessage): string {
   const { payload } = message
@@ -48,20 +101,31 @@ export function encodeMessage (message: TaskMessage): string {
   return JSON.stringify(message)
 }
 
-export type Decoded = { message: TaskMessage, problem?: undefined } | { message?: undefined, problem: string }
+/** An unreadable message yields its problem, and the task id that could still be read from it, if any. */
+export type Decoded = { message: TaskMessage, problem?: undefined, id?: undefined } | { message?: undefined, problem: string, id?: string }
+
+const taskId = /^[A-Za-z0-9_.:-]{1,200}$/
+/** The id as encodeMessage writes it, at the head of the text. */
+const idHead = /^\{"v":1,"id":"([A-Za-z0-9_.:-]{1,200})"/
+
+/** The task id at the head of a message that cannot be parsed (too large, cut short). */
+export function idAtHead (raw: string): string | undefined {
+  return idHead.exec(raw.slice(0, 256))?.[1]
+}
 
 /** Reads a stored message; a malformed, foreign or oversized one yields the problem instead. */
 export function decodeMessage (raw: string): Decoded {
-  if (raw.length > maxMessageBytes) return { problem: `message of ${raw.length} bytes is over the limit of ${maxMessageBytes}` }
+  if (raw.length > maxMessageBytes) return { problem: `message of ${raw.length} bytes is over the limit of ${maxMessageBytes}`, id: idAtHead(raw) }
   let parsed: unknown
   try {
     parsed = JSON.parse(raw)
   } catch (error) {
-    return { problem: `not a task message: ${(error as Error).message}` }
+    return { problem: `not a task message: ${(error as Error).message}`, id: idAtHead(raw) }
   }
   if (!checkStored.Check(parsed)) {
     const error = checkStored.Errors(parsed).First()
-    return { problem: `not a task message: ${error?.path ?? ''} ${error?.message ?? ''}`.trim() }
+    const id = (parsed as { id?: unknown } | null)?.id
+    return { problem: `not a task message: ${error?.path ?? ''} ${error?.message ?? ''}`.trim(), id: typeof id === 'string' && taskId.test(id) ? id : undefined }
   }
   if (parsed.binary === true) {
     const { binary, ...message } = parsed

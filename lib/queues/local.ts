@@ -28,11 +28,6 @@ class Fifo<T> {
     }
     return item
   }
-
-  clear (): void {
-    this.items = []
-    this.head = 0
-  }
 }
 
 type Waiter = (message: TaskMessage) => void
@@ -139,11 +134,18 @@ export class LocalQueue implements QueueBackend {
     return this.size
   }
 
+  /** Drops the waiting and delayed tasks, and only their names: a task in flight keeps its own. */
   async reset (): Promise<void> {
-    this.waiting.clear()
-    for (const timer of this.delayed.keys()) clearTimeout(timer)
+    for (let task = this.waiting.shift(); task !== undefined; task = this.waiting.shift()) this.forget(task)
+    for (const [timer, task] of this.delayed) {
+      clearTimeout(timer)
+      this.forget(task)
+    }
     this.delayed.clear()
-    this.liveNames.clear()
+  }
+
+  private forget (task: TaskMessage): void {
+    if (task.named === true) this.liveNames.delete(task.id)
   }
 
   async dead ({ offset = 0, limit = 100 }: DeadLetterPage = {}): Promise<DeadLetter[]> {

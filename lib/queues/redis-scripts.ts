@@ -7,13 +7,25 @@
 /**
  * Acknowledges a batch of reserved tasks and reserves up to a count of new ones, in one round trip:
  * what a busy consumer does between two batches of tasks.
+ *
+ * Tasks recovered from dead consumers (the `recovered` list) go first, and one at a time: each may
+ * be what killed its consumer, so it runs alone in a consumer that holds nothing else (after the
+ * acknowledgements of this call), and a crash then counts against it alone. A consumer that still
+ * holds tasks gets nothing while recovered tasks wait: it drains, then takes one.
+ *
+ * A consumer that takes tasks registers itself, as its heartbeat does: recovery looks only at
+ * registered consumers, and a consumer may reserve while missing from the set (Redis restarted
+ * empty, a failover that lost the registration) and die before its next beat.
  * KEYS[1] processing list of the consumer, KEYS[2] waiting list, KEYS[3] recovery counts (hash),
- * KEYS[4] live task names
- * ARGV[1] how many tasks to reserve, then pairs of (reserved string, task id) to acknowledge
- * Returns the reserved messages, oldest first (fewer than asked when the queue ran out).
+ * KEYS[4] live task names, KEYS[5] consumer set, KEYS[6] heartbeat key of the consumer,
+ * KEYS[7] recovered list
+ * ARGV[1] how many tasks to reserve, ARGV[2] consumer id, ARGV[3] heartbeat lifetime in ms, then
+ * pairs of (reserved string, task id) to acknowledge
+ * Returns the mode, then the reserved messages, oldest first: 'take' and up to the count asked
+ * (fewer when the queue ran out), 'recovered' and one recovered task, or 'drain' and none.
  */
 export const ackAndTakeScript = `
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its recovery count and its name still belong to it.
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
@@ -21,13 +33,24 @@ for i = 2, #ARGV, 2 do
     redis.call('SREM', KEYS[4], ARGV[i + 1])
   end
 end
-local taken = {}
-for i = 1, tonumber(ARGV[1]) do
-  local message = redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
-  if not message then break end
-  taken[i] = message
+local take = tonumber(ARGV[1])
+if take == 0 then return { 'take' } end
+local reply = { 'take' }
+if redis.call('LLEN', KEYS[7]) > 0 then
+  if redis.call('LLEN', KEYS[1]) > 0 then return { 'drain' } end
+  reply = { 'recovered', redis.call('LMOVE', KEYS[7], KEYS[1], 'RIGHT', 'LEFT') }
+else
+  for i = 1, take do
+    local message = redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
+    if not message then break end
+    reply[i + 1] = message
+  end
 end
-return taken
+-- Registered by its heartbeat as a rule: the set and the key are written here only when missing.
+if #reply > 1 and (redis.call('SADD', KEYS[5], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[6]) == 0) then
+  redis.call('SET', KEYS[6], '1', 'PX', tonumber(ARGV[3]))
+end
+return reply
 `
 
 /**
@@ -78,21 +101,24 @@ return math.max(0, tonumber(nextDue[2]) - nowMs)
 
 /**
  * Announces a live consumer: registers it and renews its heartbeat.
- * KEYS[1] consumer set, KEYS[2] heartbeat key of the consumer
+ * KEYS[1] consumer set, KEYS[2] heartbeat key of the consumer, KEYS[3] recovered list
  * ARGV[1] consumer id, ARGV[2] heartbeat lifetime in ms
+ * Returns how many recovered tasks wait: an idle consumer blocks on the waiting list only, and
+ * learns of them here.
  */
 export const heartbeatScript = `
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
-return 1
+return redis.call('LLEN', KEYS[3])
 `
 
 /**
  * Returns the tasks of a processing list that its consumer does not know it reserved to the
  * consuming end of the waiting list, in the order they were reserved; the known ones stay. A task
  * known twice (two identical messages) keeps two copies. With none known (a consumer that stops),
- * every task goes back.
- * KEYS[1] processing list, KEYS[2] waiting list
+ * every task goes back. A task with a recovery count goes back to the recovered list instead, so
+ * that it still runs alone (a recovered task whose reservation's reply was lost, say).
+ * KEYS[1] processing list, KEYS[2] waiting list, KEYS[3] recovery counts, KEYS[4] recovered list
  * ARGV the reserved strings the consumer holds
  * Returns how many tasks moved.
  */
@@ -110,7 +136,9 @@ for i = 1, #held do
     known[task] = count - 1
   else
     redis.call('LREM', KEYS[1], 1, task)
-    redis.call('RPUSH', KEYS[2], task)
+    local ok, decoded = pcall(cjson.decode, task)
+    local recovered = ok and type(decoded) == 'table' and type(decoded.id) == 'string' and redis.call('HEXISTS', KEYS[3], decoded.id) == 1
+    redis.call('RPUSH', recovered and KEYS[4] or KEYS[2], task)
     moved = moved + 1
   end
 end
@@ -119,9 +147,10 @@ return moved
 
 /**
  * Recovers the tasks of consumers whose heartbeat expired, under a lease so that one instance at a
- * time does it. A task recovered more than ARGV[4] times is a poison pill: it is set aside in the
- * dead list instead of being run again.
- * KEYS[1] consumer set, KEYS[2] waiting list, KEYS[3] dead list, KEYS[4] recovery counts (hash),
+ * time does it. They go to the recovered list, oldest first, from which each is reserved alone
+ * (see ackAndTakeScript). A task recovered more than ARGV[4] times is a poison pill: it is set
+ * aside in the dead list instead of being run again.
+ * KEYS[1] consumer set, KEYS[2] recovered list, KEYS[3] dead list, KEYS[4] recovery counts (hash),
  * KEYS[5] lease key, KEYS[6] live task names
  * ARGV[1] key base (`prefix:{queue}:`), ARGV[2] lease holder, ARGV[3] lease ms,
  * ARGV[4] most recoveries of a task, ARGV[5] this consumer's id, skipped, ARGV[6] most dead letters kept
@@ -136,7 +165,8 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if consumer ~= ARGV[5] and redis.call('EXISTS', ARGV[1] .. 'heartbeat:' .. consumer) == 0 then
     local processing = ARGV[1] .. 'processing:' .. consumer
     while true do
-      local task = redis.call('LPOP', processing)
+      -- Oldest first: reservations enter at the head.
+      local task = redis.call('RPOP', processing)
       if not task then break end
       local ok, decoded = pcall(cjson.decode, task)
       local id = (ok and type(decoded) == 'table' and type(decoded.id) == 'string') and decoded.id or task
@@ -149,7 +179,7 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
         if tonumber(ARGV[6]) > 0 then redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1) else redis.call('DEL', KEYS[3]) end
         setAside = setAside + 1
       else
-        redis.call('RPUSH', KEYS[2], task)
+        redis.call('LPUSH', KEYS[2], task)
         recovered = recovered + 1
       end
     end
@@ -219,4 +249,37 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 return 1
+`
+
+/**
+ * Drops up to a count of waiting tasks (recovered, due, then delayed) with their names and
+ * recovery counts; the tasks in flight keep theirs. Called until it drops fewer than asked, so
+ * that a long queue never holds Redis up in one script.
+ * KEYS[1] waiting list, KEYS[2] recovered list, KEYS[3] delayed set, KEYS[4] live task names,
+ * KEYS[5] recovery counts
+ * ARGV[1] most tasks to drop
+ * Returns how many were dropped.
+ */
+export const resetScript = `
+local limit = tonumber(ARGV[1])
+local dropped = {}
+for _, list in ipairs({ KEYS[2], KEYS[1] }) do
+  while #dropped < limit do
+    local message = redis.call('RPOP', list)
+    if not message then break end
+    dropped[#dropped + 1] = message
+  end
+end
+if #dropped < limit then
+  local popped = redis.call('ZPOPMIN', KEYS[3], limit - #dropped)
+  for i = 1, #popped, 2 do dropped[#dropped + 1] = popped[i] end
+end
+for _, message in ipairs(dropped) do
+  local ok, decoded = pcall(cjson.decode, message)
+  if ok and type(decoded) == 'table' and type(decoded.id) == 'string' then
+    redis.call('SREM', KEYS[4], decoded.id)
+    redis.call('HDEL', KEYS[5], decoded.id)
+  end
+end
+return #dropped
 `

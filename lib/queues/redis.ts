@@ -12,33 +12,34 @@ import { randomBytes } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import secureJsonParse from 'secure-json-parse'
 import type {
-  DeadLetter, DeadLetterCause, DeadLetterPage, DeadLetterReason, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
+  DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver
 } from '../../types'
 import type { ResolvedQueueOptions } from '../options'
 import { RedisUnavailableError } from '../errors'
 import { byDeadline, OutOfTimeError } from '../deadline'
-import { decodeMessage, encodeMessage } from './codec'
+import { decodeDeadLetter, decodeMessage, encodeMessage, idAtHead } from './codec'
 import { BatchSender } from './batch'
 import {
   ackAndTakeScript, buryScript, enqueueScript, heartbeatScript, promoteScript, recoverScript, releaseScript,
-  requeueDeadScript, retryScript, returnUnknownScript
+  requeueDeadScript, resetScript, retryScript, returnUnknownScript
 } from './redis-scripts'
 
 type RedisClient = Redis | Cluster
 
 interface ScriptCommands {
   taskqueueEnqueue (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
-  taskqueueAckAndTakeBuffer (processing: string, waiting: string, recoveries: string, names: string, take: number, ...acks: string[]): Promise<Buffer[]>
+  taskqueueAckAndTakeBuffer (processing: string, waiting: string, recoveries: string, names: string, consumers: string, heartbeat: string,
+    recovered: string, take: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
   taskqueueRequeueDead (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
   taskqueueRelease (processing: string, waiting: string, raw: string): Promise<number>
+  taskqueueReset (waiting: string, recovered: string, delayed: string, names: string, recoveries: string, limit: number): Promise<number>
   taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
-  taskqueueHeartbeat (consumers: string, heartbeat: string, id: string, lifetimeMs: number): Promise<number>
-  taskqueueReturnUnknown (processing: string, waiting: string, ...known: string[]): Promise<number>
-  taskqueueRecover (consumers: string, waiting: string, dead: string, recoveries: string, lease: string, names: string,
+  taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
+  taskqueueReturnUnknown (processing: string, waiting: string, recoveries: string, recovered: string, ...known: string[]): Promise<number>
+  taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, names: string,
     base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
 }
 
@@ -46,14 +47,15 @@ type ScriptedClient = RedisClient & ScriptCommands
 
 const scripts: Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqueueAckAndTake', { lua: string, numberOfKeys: number }> = {
   taskqueueEnqueue: { lua: enqueueScript, numberOfKeys: 3 },
-  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 4 },
+  taskqueueAckAndTake: { lua: ackAndTakeScript, numberOfKeys: 7 },
   taskqueueBury: { lua: buryScript, numberOfKeys: 4 },
   taskqueueRequeueDead: { lua: requeueDeadScript, numberOfKeys: 3 },
   taskqueueRelease: { lua: releaseScript, numberOfKeys: 2 },
+  taskqueueReset: { lua: resetScript, numberOfKeys: 5 },
   taskqueueRetry: { lua: retryScript, numberOfKeys: 2 },
   taskqueuePromote: { lua: promoteScript, numberOfKeys: 2 },
-  taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 2 },
-  taskqueueReturnUnknown: { lua: returnUnknownScript, numberOfKeys: 2 },
+  taskqueueHeartbeat: { lua: heartbeatScript, numberOfKeys: 3 },
+  taskqueueReturnUnknown: { lua: returnUnknownScript, numberOfKeys: 4 },
   taskqueueRecover: { lua: recoverScript, numberOfKeys: 6 }
 }
 
@@ -63,6 +65,8 @@ export function keysOf (prefix: string, queue: string) {
   return {
     base,
     waiting: `${base}waiting`,
+    /** Tasks of dead consumers, each to be reserved alone (see ackAndTakeScript). */
+    recovered: `${base}recovered`,
     delayed: `${base}delayed`,
     dead: `${base}dead`,
     consumers: `${base}consumers`,
@@ -87,6 +91,8 @@ const blockingGrace = 5_000
 const promoteBatch = 100
 /** Most responses whose tasks go in one LPUSH. */
 const pushBatch = 500
+/** Most tasks reset() drops per script call. */
+const resetBatch = 500
 /** Most tasks a consumer reserves, or acknowledges, in one round trip. */
 const takeBatch = 100
 /** Producers and idle connections ping this often, so a dead link is noticed and a firewall sees traffic. */
@@ -296,15 +302,22 @@ export class RedisQueue implements QueueBackend {
   }
 
   async length (): Promise<number> {
-    const [waiting, delayed] = await Promise.all([
+    const [waiting, recovered, delayed] = await Promise.all([
       this.client.llen(this.keys.waiting),
+      this.client.llen(this.keys.recovered),
       this.client.zcard(this.keys.delayed)
     ])
-    return waiting + delayed
+    return waiting + recovered + delayed
   }
 
+  /** Drops the waiting, recovered and delayed tasks, with only their own names and recovery counts. */
   async reset (): Promise<void> {
-    await this.client.del(this.keys.waiting, this.keys.delayed, this.keys.names)
+    const { waiting, recovered, delayed, names, recoveries } = this.keys
+    // Until a call comes back short: the queue was empty at that moment.
+    let dropped: number
+    do {
+      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, names, recoveries, resetBatch)
+    } while (dropped === resetBatch)
   }
 
   /** Moves a message from a processing list to the dead letters; `raw` as reserved, bytes or text. */
@@ -318,23 +331,22 @@ export class RedisQueue implements QueueBackend {
   decode (raw: string): ReturnType<typeof decodeMessage> {
     const decoded = decodeMessage(raw)
     if (decoded.message !== undefined && decoded.message.queue !== this.name) {
-      return { problem: `a task of queue "${decoded.message.queue}", not of "${this.name}"` }
+      return { problem: `a task of queue "${decoded.message.queue}", not of "${this.name}"`, id: decoded.message.id }
     }
     return decoded
   }
 
+  /** A stored dead letter; a malformed entry is shown whole as unreadable, none of its fields trusted. */
   private readDeadLetter (entry: string): DeadLetter {
-    let stored: { reason?: DeadLetterReason, detail?: string, statusCode?: number, at?: number, task?: string } = {}
-    try {
-      stored = secureJsonParse.parse(entry, undefined, { protoAction: 'remove', constructorAction: 'remove' }) ?? {}
-    } catch {}
-    const raw = typeof stored.task === 'string' ? stored.task : entry
+    const { letter: stored, problem } = decodeDeadLetter(entry)
+    if (stored === undefined) return { id: null, queue: this.name, reason: 'unreadable', detail: problem, at: 0, task: null, raw: entry }
+    const raw = stored.task
     const decoded = this.decode(raw)
     const letter: DeadLetter = {
       id: decoded.message?.id ?? null,
       queue: this.name,
-      reason: stored.reason ?? 'unreadable',
-      at: typeof stored.at === 'number' ? stored.at : 0,
+      reason: stored.reason,
+      at: stored.at,
       task: decoded.message ?? null
     }
     if (stored.detail !== undefined) letter.detail = stored.detail
@@ -401,6 +413,13 @@ export class RedisQueue implements QueueBackend {
 /** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
 type Exchange = { raw: string, id: string } | { take: number }
 
+/**
+ * What a reservation got: `take`, tasks of the queue; `recovered`, one task of a dead consumer, to
+ * run alone; `drain`, nothing, as recovered tasks wait for a consumer that holds none; `held`,
+ * nothing asked, as this consumer runs a recovered task.
+ */
+interface Taken { mode: 'take' | 'recovered' | 'drain' | 'held', tasks: Buffer[] }
+
 interface RedisReservedTask extends ReservedTask {
   /** The exact string that was reserved: settling the task removes it and nothing else. */
   readonly raw: string
@@ -410,6 +429,7 @@ class RedisReceiver implements TaskReceiver {
   /** Unique to this process even when two processes are given the same consumer name. */
   readonly id: string
   private readonly processing: string
+  private readonly heartbeatKey: string
   private blocking: RedisClient
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
@@ -440,11 +460,23 @@ class RedisReceiver implements TaskReceiver {
    * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
    * that finished and reserves the next ones in one round trip.
    */
-  private readonly exchange = new BatchSender<Exchange, Buffer[] | undefined>((items) => this.ackAndTake(items), takeBatch)
+  private readonly exchange = new BatchSender<Exchange, Taken | undefined>((items) => this.ackAndTake(items), takeBatch)
+  /**
+   * Set from the reply that gave this consumer a recovered task until that task settles: nothing
+   * else is reserved meanwhile, so that if it kills the process it takes no other task with it.
+   */
+  private soloHeld = false
+  /** The recovered task running alone, once accepted. */
+  private soloTask: RedisReservedTask | undefined
+  /** Set by a `drain` reply: nothing is reserved until the tasks held now have settled. */
+  private draining = false
+  /** Woken whenever a reserved task settles (see untilSettled). */
+  private readonly settleWaiters = new Set<() => void>()
 
   constructor (private readonly queue: RedisQueue, consumerName: string) {
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
     this.processing = queue.keys.processing(this.id)
+    this.heartbeatKey = queue.keys.heartbeat(this.id)
     this.blocking = queue.blockingConnection()
     this.heartbeatInterval = queue.options.heartbeatInterval as number
   }
@@ -481,12 +513,17 @@ class RedisReceiver implements TaskReceiver {
   private async beat (): Promise<void> {
     const { keys } = this.queue
     const client = this.queue.client
-    await client.taskqueueHeartbeat(keys.consumers, keys.heartbeat(this.id), this.id, this.heartbeatInterval * 3)
+    const recoveredWaiting = await client.taskqueueHeartbeat(keys.consumers, this.heartbeatKey, keys.recovered, this.id, this.heartbeatInterval * 3)
+    // An idle consumer blocks on the waiting list, which no recovery wakes: it looks now instead.
+    if (recoveredWaiting > 0) this.waitingLooksEmpty = false
     if (this.ownListSuspect || this.reserved.size === 0) await this.returnOrphans()
-    const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.waiting, keys.dead, keys.recoveries,
+    const [recovered, setAside] = await client.taskqueueRecover(keys.consumers, keys.recovered, keys.dead, keys.recoveries,
       keys.lease, keys.names, keys.base, this.id, this.heartbeatInterval, this.queue.options.recoveryMaxCount as number,
       this.id, this.queue.options.deadLetterMax as number)
-    if (recovered > 0) this.queue.log.warn({ queue: this.queue.name, recovered }, 'taskqueue: tasks of a dead consumer returned to the queue')
+    if (recovered > 0) {
+      this.waitingLooksEmpty = false
+      this.queue.log.warn({ queue: this.queue.name, recovered }, 'taskqueue: tasks of a dead consumer returned to the queue')
+    }
     if (setAside > 0) this.queue.log.error({ queue: this.queue.name, setAside }, 'taskqueue: tasks recovered too often set aside in the dead list')
   }
 
@@ -507,6 +544,15 @@ class RedisReceiver implements TaskReceiver {
       if (this.fills.length > 0) {
         await this.fills[0].catch(() => {})
         continue
+      }
+      if (this.soloHeld || (this.draining && this.reserved.size > 0)) {
+        await this.untilSettled(signal)
+        continue
+      }
+      if (this.draining) {
+        // Drained, and yet the list was not empty: what it holds is unknown to this consumer.
+        this.draining = false
+        this.ownListSuspect = true
       }
       if (this.ownListSuspect) {
         await this.returnOrphans()
@@ -542,7 +588,7 @@ class RedisReceiver implements TaskReceiver {
     this.ownListSuspect = false
     let returned: number
     try {
-      returned = await client.taskqueueReturnUnknown(this.processing, keys.waiting, ...known)
+      returned = await client.taskqueueReturnUnknown(this.processing, keys.waiting, keys.recoveries, keys.recovered, ...known)
     } catch (error) {
       this.ownListSuspect = true
       throw error
@@ -567,18 +613,42 @@ class RedisReceiver implements TaskReceiver {
   }
 
   private async reserveBatch (count: number): Promise<void> {
+    let taken: Taken | undefined
     try {
-      const taken = await this.exchange.send({ take: count }) as Buffer[]
-      this.waitingLooksEmpty = taken.length < count
-      for (const bytes of taken) {
+      taken = await this.exchange.send({ take: count }) as Taken
+      if (taken.mode === 'held') return
+      // After a recovered task, or once drained, the consumer asks again at once.
+      this.waitingLooksEmpty = taken.mode === 'take' && taken.tasks.length < count
+      if (taken.mode === 'drain') this.draining = true
+      for (const bytes of taken.tasks) {
         const task = await this.accept(bytes)
-        if (task !== undefined) this.prefetched.push(task)
+        if (task === undefined) continue
+        if (taken.mode === 'recovered') this.soloTask = task
+        this.prefetched.push(task)
       }
     } catch (error) {
       // The reply is lost but the moves may have happened, or a task was not accepted.
       this.ownListSuspect = true
       throw error
+    } finally {
+      // A recovered task that was set aside as unreadable, or not accepted, holds nothing up.
+      if (taken?.mode === 'recovered' && taken.tasks.length > 0 && this.soloTask === undefined) this.soloHeld = false
     }
+  }
+
+  /** Resolves when a reserved task settles, on abort, or after a second at most. */
+  private untilSettled (signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.settleWaiters.delete(done)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, blockSeconds * 1000)
+      this.settleWaiters.add(done)
+      signal.addEventListener('abort', done, { once: true })
+    })
   }
 
   /** A reserved message as a task; an unreadable one is set aside in the dead letters instead. */
@@ -587,10 +657,11 @@ class RedisReceiver implements TaskReceiver {
     // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which
     // LREM would never match, so it stayed in the processing list (and came back at close).
     // Such a message is set aside by its exact bytes.
-    const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8' }
+    const decoded = isUtf8(bytes) ? this.queue.decode(raw) : { problem: 'not a task message: not valid UTF-8', id: idAtHead(raw) }
     if (decoded.problem !== undefined) {
-      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem }, 'taskqueue: unreadable message set aside')
-      await this.queue.bury(this.processing, bytes, '', { reason: 'unreadable', detail: decoded.problem })
+      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: decoded.id }, 'taskqueue: unreadable message set aside')
+      // Whatever id can be read gives up its name and recovery count: else it stayed live for ever.
+      await this.queue.bury(this.processing, bytes, decoded.id ?? '', { reason: 'unreadable', detail: decoded.problem })
       return undefined
     }
     const task: RedisReservedTask = { message: decoded.message, raw }
@@ -599,7 +670,7 @@ class RedisReceiver implements TaskReceiver {
   }
 
   /** One round trip: the acknowledgements of a batch, then the reservations it asks for. */
-  private async ackAndTake (items: Exchange[]): Promise<Array<Buffer[] | undefined>> {
+  private async ackAndTake (items: Exchange[]): Promise<Array<Taken | undefined>> {
     const { keys, client } = this.queue
     let take = 0
     const acks: string[] = []
@@ -607,14 +678,20 @@ class RedisReceiver implements TaskReceiver {
       if ('take' in item) take += item.take
       else acks.push(item.raw, item.id)
     }
-    const taken = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, take, ...acks)
+    // Read when the batch leaves: a reservation asked for before a recovered task came takes nothing.
+    const held = this.soloHeld
+    const reply = await client.taskqueueAckAndTakeBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, keys.consumers,
+      this.heartbeatKey, keys.recovered, held ? 0 : take, this.id, this.heartbeatInterval * 3, ...acks)
+    const mode: Taken['mode'] = held ? 'held' : reply[0].toString() as Taken['mode']
+    // Set before the reply is handed out: the next batch may leave before its callers resume.
+    if (mode === 'recovered') this.soloHeld = true
     // Handed out in the order asked.
-    let next = 0
+    let next = 1
     return items.map((item) => {
       if (!('take' in item)) return undefined
-      const share = taken.slice(next, next + item.take)
+      const share = reply.slice(next, next + item.take)
       next += item.take
-      return share
+      return { mode, tasks: share }
     })
   }
 
@@ -692,7 +769,14 @@ class RedisReceiver implements TaskReceiver {
   }
 
   private settle<T> (task: ReservedTask, work: Promise<T>): Promise<T> {
-    return work.finally(() => { this.reserved.delete(task as RedisReservedTask) })
+    return work.finally(() => {
+      this.reserved.delete(task as RedisReservedTask)
+      if (task === this.soloTask) {
+        this.soloTask = undefined
+        this.soloHeld = false
+      }
+      for (const wake of this.settleWaiters) wake()
+    })
   }
 
   async ack (task: ReservedTask): Promise<void> {
@@ -701,7 +785,9 @@ class RedisReceiver implements TaskReceiver {
     // way, the consumer waits for it and asks for no more: the freed slot's next task is asked for
     // here, in the same round trip as this acknowledgement, rather than a round trip later. Never
     // more than the free slots, so every reserved task starts at once (see fill).
-    if (this.fills.length > 0 && !this.waitingLooksEmpty && this.consumerSignal?.aborted === false) this.fill(1).catch(() => {})
+    if (this.fills.length > 0 && !this.waitingLooksEmpty && !this.soloHeld && !this.draining && this.consumerSignal?.aborted === false) {
+      this.fill(1).catch(() => {})
+    }
     await this.settle(task, this.exchange.send({ raw, id: message.id }))
   }
 
@@ -714,7 +800,9 @@ class RedisReceiver implements TaskReceiver {
 
   async release (task: ReservedTask): Promise<void> {
     const { raw } = task as RedisReservedTask
-    await this.settle(task, this.queue.client.taskqueueRelease(this.processing, this.queue.keys.waiting, raw))
+    // A recovered task given back still runs alone next time.
+    const { waiting, recovered } = this.queue.keys
+    await this.settle(task, this.queue.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, raw))
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
@@ -737,7 +825,7 @@ class RedisReceiver implements TaskReceiver {
       // Acknowledgements still on their way go first: the leftovers must not include finished tasks.
       await byDeadline(this.exchange.idle(), deadline, 'acknowledgements on their way')
       // Known to this consumer or not, every task left goes back.
-      await byDeadline(client.taskqueueReturnUnknown(this.processing, keys.waiting), deadline, 'returning the tasks left')
+      await byDeadline(client.taskqueueReturnUnknown(this.processing, keys.waiting, keys.recoveries, keys.recovered), deadline, 'returning the tasks left')
       await byDeadline(client.multi().del(keys.heartbeat(this.id)).srem(keys.consumers, this.id).exec(), deadline, 'leaving the consumer set')
     } catch (error) {
       // Left to the heartbeat: another instance recovers the list once it expires.
