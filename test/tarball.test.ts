@@ -7,6 +7,9 @@ import { dirname, join, relative, resolve } from 'node:path'
 import tap, { test } from 'tap'
 
 const root = resolve(__dirname, '..')
+const repoModules = join(root, 'node_modules')
+// Typed here: semver ships no types of its own.
+const semver = require('semver') as { satisfies (version: string, range: string): boolean }
 
 interface Manifest {
   name: string
@@ -81,4 +84,27 @@ test('installing the package runs no script of its own', async (t) => {
     t.notOk(name in scripts, `no "${name}" script`)
   }
   t.equal(scripts.prepack, 'npm run build', 'the tarball is built when it is packed')
+})
+
+/** The packages a dependency closure reaches, read from this repo's installed copies. */
+function closure (dependencies: Record<string, string>): Set<string> {
+  const seen = new Set<string>()
+  const pending = Object.keys(dependencies)
+  while (pending.length > 0) {
+    const name = pending.pop() as string
+    if (seen.has(name)) continue
+    seen.add(name)
+    const manifest = readManifest(join(repoModules, name))
+    pending.push(...Object.keys({ ...manifest.dependencies, ...manifest.optionalDependencies }))
+  }
+  return seen
+}
+
+test('fastify is a peer of the app: the package brings no Fastify of its own', async (t) => {
+  // issue 11: an app on an older Fastify 5 minor got a second Fastify, nested under the package.
+  const manifest = readManifest(packed())
+  t.equal(manifest.peerDependencies?.fastify, '^5.0.0', 'fastify is a peer dependency')
+  t.ok(semver.satisfies(readManifest(join(repoModules, 'fastify-oldest')).version, '^5.0.0'), 'which the oldest Fastify 5 meets')
+  const reached = closure({ ...manifest.dependencies, ...manifest.optionalDependencies })
+  t.notOk(reached.has('fastify'), 'no dependency, direct or not, is fastify')
 })
