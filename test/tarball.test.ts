@@ -1,13 +1,18 @@
 // The package as an app installs it (issue 11, "Packaging and types"): `npm pack` makes the tarball
-// from dist/ as `npm run build` left it, and the tests read what it holds. No network.
-import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+// from dist/ as `npm run build` left it, and little app projects (test/packaging/) are compiled
+// against it with the repo's TypeScript. No network: each app's node_modules gets the extracted
+// tarball, and every other package is linked from this repo's node_modules, placed as npm places
+// it (deduplicated when the app's copy fits the range, nested under the package otherwise).
+import { execFile, execFileSync } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
+import { promisify } from 'node:util'
 import tap, { test } from 'tap'
 
 const root = resolve(__dirname, '..')
 const repoModules = join(root, 'node_modules')
+const run = promisify(execFile)
 // Typed here: semver ships no types of its own.
 const semver = require('semver') as { satisfies (version: string, range: string): boolean }
 
@@ -36,6 +41,9 @@ function listFiles (dir: string): string[] {
     .map((entry) => relative(dir, join(entry.parentPath, entry.name)))
     .sort()
 }
+
+// Packing and four TypeScript compilations take a minute or two on a busy machine.
+tap.setTimeout(300_000)
 
 const work = mkdtempSync(join(tmpdir(), 'taskqueue-tarball-'))
 tap.teardown(() => rmSync(work, { recursive: true, force: true }))
@@ -108,3 +116,62 @@ test('fastify is a peer of the app: the package brings no Fastify of its own', a
   const reached = closure({ ...manifest.dependencies, ...manifest.optionalDependencies })
   t.notOk(reached.has('fastify'), 'no dependency, direct or not, is fastify')
 })
+
+/**
+ * Lays out an app project: its files, the extracted tarball, the app's own packages, and the
+ * package's dependencies where npm would put them. Returns the app folder.
+ */
+function layOut (project: string, ownPackages: Record<string, string>): string {
+  const app = join(work, 'apps', `${project}-${Object.values(ownPackages).join('-')}`)
+  cpSync(join(__dirname, 'packaging', project), app, { recursive: true })
+  const modules = join(app, 'node_modules')
+  const installed = join(modules, 'fastify-taskqueue')
+  cpSync(packed(), installed, { recursive: true })
+  const link = (target: string, path: string): void => {
+    mkdirSync(dirname(path), { recursive: true })
+    symlinkSync(realpathSync(target), path, 'dir')
+  }
+  for (const [name, repoName] of Object.entries(ownPackages)) link(join(repoModules, repoName), join(modules, name))
+
+  const manifest = readManifest(installed)
+  for (const [name, range] of Object.entries(manifest.peerDependencies ?? {})) {
+    if (!(name in ownPackages)) throw new Error(`the app has no ${name}, a peer dependency`)
+    const { version } = readManifest(join(modules, name))
+    if (!semver.satisfies(version, range)) throw new Error(`the app's ${name}@${version} does not meet the peer range ${range}`)
+  }
+  for (const [name, range] of Object.entries(manifest.dependencies ?? {})) {
+    if (!semver.satisfies(readManifest(join(repoModules, name)).version, range)) throw new Error(`this repo's ${name} does not meet ${range}`)
+    const appHasIt = existsSync(join(modules, name))
+    if (appHasIt && semver.satisfies(readManifest(join(modules, name)).version, range)) continue
+    link(join(repoModules, name), appHasIt ? join(installed, 'node_modules', name) : join(modules, name))
+  }
+  return app
+}
+
+const layouts = [
+  { project: 'esm-app', what: 'an ESM app (type module, NodeNext): import taskqueue from' },
+  { project: 'cjs-app', what: 'a CommonJS app (NodeNext): import = require, default import and require() in checkJs' }
+]
+const fastifies = [
+  { repoName: 'fastify', what: 'the current Fastify 5' },
+  { repoName: 'fastify-oldest', what: 'Fastify 5.0.0, the oldest 5.x' }
+]
+
+for (const { project, what } of layouts) {
+  for (const { repoName, what: fastifyWhat } of fastifies) {
+    // issue 11: TS2769 for the README's default import in an ESM NodeNext app; with an older
+    // Fastify, `register` without a matching overload and no `request.taskqueue`.
+    test(`${what}, on ${fastifyWhat}, type-checks against the tarball`, async (t) => {
+      const app = layOut(project, { fastify: repoName, ioredis: 'ioredis', ioredis5: 'ioredis5', '@types/node': '@types/node' })
+      const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
+      const result = await run(process.execPath, [tsc, '-p', app, '--listFiles'], { cwd: app, timeout: 120_000 })
+        .then(({ stdout }) => ({ code: 0, stdout }), (error: { code: number, stdout: string }) => ({ code: error.code, stdout: error.stdout }))
+      const lines = result.stdout.split('\n')
+      t.same(lines.filter((line) => /error TS\d+/.test(line)), [], 'no type error')
+      t.equal(result.code, 0, 'tsc succeeded')
+      const fastifyTypes = lines.filter((line) => line.endsWith('/fastify.d.ts'))
+      t.same(fastifyTypes, [join(realpathSync(join(repoModules, repoName)), 'fastify.d.ts')], "one Fastify, the app's")
+      t.ok(lines.some((line) => line.startsWith(join(app, 'node_modules', 'fastify-taskqueue', 'dist'))), 'the types come from the tarball')
+    })
+  }
+}
