@@ -160,7 +160,7 @@ const fastifies = [
 for (const { project, what } of layouts) {
   for (const { repoName, what: fastifyWhat } of fastifies) {
     // issue 11: TS2769 for the README's default import in an ESM NodeNext app; with an older
-    // Fastify, `register` without a matching overload and no `request.taskqueue`.
+    // Fastify, `register` without a matching overload and no `request.taskqueue`; an ioredis 5 client refused.
     test(`${what}, on ${fastifyWhat}, type-checks against the tarball`, async (t) => {
       const app = layOut(project, { fastify: repoName, ioredis: 'ioredis', ioredis5: 'ioredis5', '@types/node': '@types/node' })
       const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')

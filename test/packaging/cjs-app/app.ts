@@ -5,6 +5,7 @@ import Fastify = require('fastify')
 import taskqueue = require('fastify-taskqueue')
 import defaultImport, { TaskConflictError, type DeadLetter, type TaskQueuePluginOptions } from 'fastify-taskqueue'
 import { Cluster, Redis } from 'ioredis'
+import { Cluster as Cluster5, Redis as Redis5 } from 'ioredis5'
 
 export async function main (): Promise<void> {
   const app = Fastify()
@@ -14,10 +15,12 @@ export async function main (): Promise<void> {
   // @ts-expect-error closeTimeout is a number of milliseconds
   await app.register(taskqueue, { closeTimeout: '1s' })
 
-  // The `client` option takes the app's own ioredis client or Cluster, of version 6.
+  // The `client` option takes the app's own ioredis client or Cluster, of version 6 or 5.
   const clients: TaskQueuePluginOptions[] = [
     { queues: [{ queue: 'v6', type: 'redis', client: new Redis({ lazyConnect: true }) }] },
-    { queues: [{ queue: 'v6c', type: 'redis', client: new Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) }] }
+    { queues: [{ queue: 'v6c', type: 'redis', client: new Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) }] },
+    { queues: [{ queue: 'v5', type: 'redis', client: new Redis5({ lazyConnect: true }) }] },
+    { queues: [{ queue: 'v5c', type: 'redis', client: new Cluster5([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) }] }
   ]
   // @ts-expect-error an options object is not a client
   const notAClient: TaskQueuePluginOptions = { queues: [{ type: 'redis', client: { host: '127.0.0.1' } }] }

@@ -4,6 +4,7 @@
 import Fastify from 'fastify'
 import taskqueue, { fastifyTaskqueue, TaskConflictError, type DeadLetter, type TaskQueuePluginOptions } from 'fastify-taskqueue'
 import { Cluster, Redis } from 'ioredis'
+import { Cluster as Cluster5, Redis as Redis5 } from 'ioredis5'
 
 const app = Fastify()
 await app.register(taskqueue, { queues: [{ queue: 'default' }, { queue: 'mail' }], consumers: [{ queue: 'mail', concurrentLimit: 2 }] })
@@ -11,10 +12,12 @@ await app.register(fastifyTaskqueue, {})
 // @ts-expect-error concurrentLimit is a number
 await app.register(taskqueue, { consumers: [{ concurrentLimit: '2' }] })
 
-// The `client` option takes the app's own ioredis client or Cluster, of version 6.
+// The `client` option takes the app's own ioredis client or Cluster, of version 6 or 5.
 const clients: TaskQueuePluginOptions[] = [
   { queues: [{ queue: 'v6', type: 'redis', client: new Redis({ lazyConnect: true }) }] },
-  { queues: [{ queue: 'v6c', type: 'redis', client: new Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) }] }
+  { queues: [{ queue: 'v6c', type: 'redis', client: new Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) }] },
+  { queues: [{ queue: 'v5', type: 'redis', client: new Redis5({ lazyConnect: true }) }] },
+  { queues: [{ queue: 'v5c', type: 'redis', client: new Cluster5([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) }] }
 ]
 // @ts-expect-error a connection string is the `url` option, not a client
 const notAClient: TaskQueuePluginOptions = { queues: [{ type: 'redis', client: 'redis://127.0.0.1' }] }
