@@ -109,6 +109,14 @@ function connectionOptions (options: ResolvedQueueOptions): RedisOptions {
 }
 
 /**
+ * By the client's own flag, not `instanceof`: a Cluster of the app's own ioredis (another version,
+ * or another copy) is no instance of the plugin's Cluster class.
+ */
+function isCluster (client: RedisClient): client is Cluster {
+  return client.isCluster
+}
+
+/**
  * Connects, rejecting with the connection's own error rather than ioredis' "Connection is closed".
  * A connection of the plugin's own that failed is disconnected; a client handed in is left as it
  * is, to its owner's reconnection policy.
@@ -198,7 +206,7 @@ export class RedisQueue implements QueueBackend {
       enableOfflineQueue: false,
       autoResendUnfulfilledCommands: false
     }
-    const connection: RedisClient = this.client instanceof Cluster
+    const connection: RedisClient = isCluster(this.client)
       ? this.client.duplicate(undefined, { redisOptions: { ...this.client.options.redisOptions, ...blockingOptions } })
       : this.client.duplicate(blockingOptions)
     this.watchErrors(connection)
