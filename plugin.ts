@@ -1,7 +1,13 @@
 // fastify-taskqueue: routes queue tasks, which are requests to other routes of the same app, and
 // embedded consumers dispatch them with `fastify.inject()`. This file only wires the parts in lib/.
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import * as errors from './lib/errors'
+import * as options from './lib/options'
+import * as message from './lib/message'
+import * as taskqueue from './lib/taskqueue'
+import * as requestTasks from './lib/request-tasks'
+import * as types from './types'
 import { resolveOptions, resolveConsumer, type TaskQueuePluginOptions } from './lib/options'
 import { createBackend } from './lib/queues'
 import { TaskQueueService, closeBackends } from './lib/taskqueue'
@@ -47,24 +53,66 @@ async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginO
   app.addHook('onClose', async () => { await service.close(resolved.closeTimeout) })
 }
 
-const taskqueue: FastifyPluginAsync<TaskQueuePluginOptions> = fp(fastifyTaskqueue, {
+// fp() marks the very function it is given (name, Fastify range, no encapsulation) and returns it.
+fp(fastifyTaskqueue, {
   fastify: '5.x',
   name: 'fastify-taskqueue'
 })
 
-export default taskqueue
-export { taskqueue as fastifyTaskqueue }
-export {
-  TaskConflictError, InvalidOptionError, InvalidUrlError, InvalidMethodError, InvalidArgumentError, UnknownQueueError, ClosedError,
-  EnqueueFailedError, RedisUnavailableError, QueueFailedError
-} from './lib/errors'
-export { TaskQueuePluginOptionsSchema } from './lib/options'
-export type { TaskQueuePluginOptions, QueueOptions, ConsumerOptions } from './lib/options'
-export type { AddOptions } from './lib/message'
-export type { TaskQueueService, QueueHandle } from './lib/taskqueue'
-export type { RequestTaskQueue } from './lib/request-tasks'
-export type * from './types'
+// The package is CommonJS, so `export =` is what both layouts of an app see: require() and an ESM
+// `import taskqueue from` (NodeNext) both get the plugin itself, with the named exports hanging
+// from it, as with Fastify's own plugins. Every public name is a member of this namespace.
+declare namespace fastifyTaskqueue {
+  export { fastifyTaskqueue as default, fastifyTaskqueue }
+  export import TaskConflictError = errors.TaskConflictError
+  export import InvalidOptionError = errors.InvalidOptionError
+  export import InvalidUrlError = errors.InvalidUrlError
+  export import InvalidMethodError = errors.InvalidMethodError
+  export import InvalidArgumentError = errors.InvalidArgumentError
+  export import UnknownQueueError = errors.UnknownQueueError
+  export import ClosedError = errors.ClosedError
+  export import EnqueueFailedError = errors.EnqueueFailedError
+  export import RedisUnavailableError = errors.RedisUnavailableError
+  export import QueueFailedError = errors.QueueFailedError
+  export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
+  export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
+  export import QueueOptions = options.QueueOptions
+  export import ConsumerOptions = options.ConsumerOptions
+  export import AddOptions = message.AddOptions
+  // Classes of the plugin's own making: their types only.
+  export type TaskQueueService = taskqueue.TaskQueueService
+  export import QueueHandle = taskqueue.QueueHandle
+  export type RequestTaskQueue = requestTasks.RequestTaskQueue
+  export import TaskMethod = types.TaskMethod
+  export import TaskMessage = types.TaskMessage
+  export import DeadLetterReason = types.DeadLetterReason
+  export import DeadLetter = types.DeadLetter
+  export import DeadLetterCause = types.DeadLetterCause
+  export import DeadLetterPage = types.DeadLetterPage
+  export import ReservedTask = types.ReservedTask
+  export import TaskReceiver = types.TaskReceiver
+  export import QueueBackend = types.QueueBackend
+  export import QueueBackendContext = types.QueueBackendContext
+  export import QueueBackendFactory = types.QueueBackendFactory
+  export import DispatchedTask = types.DispatchedTask
+}
 
-// CommonJS callers get the plugin itself from require(), as with every Fastify plugin, with the
-// named exports hanging from it.
-module.exports = Object.assign(taskqueue, exports)
+// Node's ESM loader finds the named exports of a CommonJS module by reading its source for
+// `module.exports.name = ...`: so the plugin becomes module.exports here, and each value of the
+// namespace above is set on it in that form (the `export =` below sets it again, unchanged).
+module.exports = fastifyTaskqueue
+module.exports.default = fastifyTaskqueue
+module.exports.fastifyTaskqueue = fastifyTaskqueue
+module.exports.TaskConflictError = errors.TaskConflictError
+module.exports.InvalidOptionError = errors.InvalidOptionError
+module.exports.InvalidUrlError = errors.InvalidUrlError
+module.exports.InvalidMethodError = errors.InvalidMethodError
+module.exports.InvalidArgumentError = errors.InvalidArgumentError
+module.exports.UnknownQueueError = errors.UnknownQueueError
+module.exports.ClosedError = errors.ClosedError
+module.exports.EnqueueFailedError = errors.EnqueueFailedError
+module.exports.RedisUnavailableError = errors.RedisUnavailableError
+module.exports.QueueFailedError = errors.QueueFailedError
+module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
+
+export = fastifyTaskqueue

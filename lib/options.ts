@@ -36,9 +36,20 @@ const QueueBackendSchema = Type.Unsafe<QueueBackend | QueueBackendFactory>(Type.
   })
 ], { description: "'local', 'redis', a queue backend object or a factory returning one" }))
 
+/**
+ * The app's own ioredis client or Cluster (ioredis 5 or 6), by the members the plugin relies on: a
+ * nominal `Redis | Cluster` of the plugin's ioredis refused the app's copy of another version.
+ */
+export interface RedisClientLike {
+  readonly status: string
+  readonly isCluster: boolean
+  duplicate (...args: never[]): unknown
+  defineCommand (name: string, definition: { lua: string, numberOfKeys?: number }): void
+}
+
 // An ioredis client keeps its methods on its prototype, which a schema of own properties cannot
 // see: resolveOptions checks for `duplicate` itself.
-const RedisClientSchema = Type.Unsafe<Redis | Cluster>(Type.Object({}, { description: 'an ioredis client or Cluster' }))
+const RedisClientSchema = Type.Unsafe<RedisClientLike>(Type.Object({}, { description: 'an ioredis client or Cluster' }))
 
 /** Keys that only a Redis queue understands. */
 export const redisOnlyKeys = [
@@ -135,7 +146,8 @@ export type TaskQueuePluginOptions = Static<typeof TaskQueuePluginOptionsSchema>
 
 type Resolved<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], undefined> }
 
-export type ResolvedQueueOptions = Resolved<QueueOptions, 'queue' | 'type'>
+// Past resolveOptions, a client handed in is taken for the ioredis client or Cluster it looks like.
+export type ResolvedQueueOptions = Omit<Resolved<QueueOptions, 'queue' | 'type'>, 'client'> & { client?: Redis | Cluster }
 export type HeaderPolicy = Static<typeof HeaderPolicySchema>
 export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount' | 'taskTimeout'> & {
   retryDelay: { min: number, max: number }

@@ -61,6 +61,27 @@ test('CommonJS: require() of the package root gives the plugin, with the named e
   }
 })
 
+// issue 11, "Packaging and types": with `export =`, Node's ESM loader must still find every named
+// export of the CommonJS build by reading it, or `import { ClosedError }` fails to link.
+test('ESM: every value that require() hangs from the plugin is a named export of the same value', async (t) => {
+  const shape = await node(['--input-type=module', '-e', `
+import { createRequire } from 'node:module'
+import * as esm from 'fastify-taskqueue'
+const cjs = createRequire(process.cwd() + '/')('fastify-taskqueue')
+const names = Object.keys(cjs).sort()
+console.log(JSON.stringify({
+  names,
+  missing: names.filter((name) => !(name in esm)),
+  different: names.filter((name) => esm[name] !== cjs[name]),
+  defaultIsPlugin: esm.default === cjs
+}))
+`])
+  t.same(shape.names, ['ClosedError', 'EnqueueFailedError', 'InvalidArgumentError', 'InvalidMethodError', 'InvalidOptionError', 'InvalidUrlError', 'TaskConflictError', 'TaskQueuePluginOptionsSchema', 'UnknownQueueError', 'default', 'fastifyTaskqueue'], 'the values of the public API, as the namespace in plugin.ts declares them')
+  t.same(shape.missing, [], 'each one an ESM named export')
+  t.same(shape.different, [], 'of the same value')
+  t.equal(shape.defaultIsPlugin, true, 'the default export is the plugin')
+})
+
 /** Registers the plugin on an app, queues a task from a request, and reports what ran. */
 const endToEnd = (imports: string): string => `
 ${imports}

@@ -127,7 +127,7 @@ function connectionOptions (options: ResolvedQueueOptions): RedisOptions {
 export function addressOf (options: ResolvedQueueOptions): string {
   const { client, url, unixSocketPath, host, port, db } = options
   if (client !== undefined) {
-    if (client instanceof Cluster) return 'a Redis Cluster client handed in'
+    if (isCluster(client)) return 'a Redis Cluster client handed in'
     const { path, host: clientHost, port: clientPort, db: clientDb } = client.options
     return `${path !== undefined && path !== null && path !== '' ? path : `${clientHost}:${clientPort}`} db ${clientDb ?? 0} (a client handed in)`
   }
@@ -141,6 +141,14 @@ export function addressOf (options: ResolvedQueueOptions): string {
     }
   }
   return `${unixSocketPath ?? `${host}:${port}`} db ${db ?? 0}`
+}
+
+/**
+ * By the client's own flag, not `instanceof`: a Cluster of the app's own ioredis (another version,
+ * or another copy) is no instance of the plugin's Cluster class.
+ */
+function isCluster (client: RedisClient): client is Cluster {
+  return client.isCluster
 }
 
 /**
@@ -171,7 +179,7 @@ async function connect (client: RedisClient, owned: boolean, timeout: number): P
       timer = setTimeout(() => reject(new Error(`no answer within connectTimeout (${timeout} ms)`)), timeout)
     })
     await Promise.race([connected, outOfTime])
-    const db = client instanceof Cluster ? 0 : client.options.db ?? 0
+    const db = isCluster(client) ? 0 : client.options.db ?? 0
     if (db !== 0) await Promise.race([(client as Redis).select(db), outOfTime])
   } catch (error) {
     if (owned) client.disconnect()
@@ -267,7 +275,7 @@ export class RedisQueue implements QueueBackend {
       enableOfflineQueue: false,
       autoResendUnfulfilledCommands: false
     }
-    const connection: RedisClient = this.client instanceof Cluster
+    const connection: RedisClient = isCluster(this.client)
       ? this.client.duplicate(undefined, { redisOptions: { ...this.client.options.redisOptions, ...blockingOptions } })
       : this.client.duplicate(blockingOptions)
     this.watchErrors(connection)
