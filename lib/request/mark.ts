@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { Http2ServerRequest } from 'node:http2'
 import type { FastifyRequest } from 'fastify'
-import type { DispatchedTask, TaskMessage } from '../types'
+import type { DispatchedTask, TaskMessage } from '../../types'
 
 export const dispatchHeader = 'x-taskqueue-dispatch'
 
