@@ -112,18 +112,6 @@ export class TaskQueueService implements TaskQueue {
   }
 
   /**
-   * Throws FST_TASKQUEUE_CLOSED once the app began to close for a queue that is not shared (no
-   * consumer here would run the task), and once the connections close for any queue.
-   */
-  createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
-    if (this.closed) throw new ClosedError()
-    const message = this.createTaskMessage(url, options, request)
-    if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
-    checkEncodable(message)
-    return message
-  }
-
-  /**
    * Adds a task outside any request: it is queued at once. Bad arguments throw synchronously;
    * the promise resolves to the task id once the queue holds the task.
    */
@@ -174,9 +162,9 @@ export class TaskQueueService implements TaskQueue {
 
   /**
    * Whether the backends that drain() waits for are empty, and everything is still quiet once
-   * they answered: a task a backend handed to its consumer meanwhile is then counted as busy
-   * (the consumer counts it as soon as its reserve() resolved, which the contract asks of
-   * length(): a task stops being counted once reserve() resolved with it).
+   * they answered: a task a consumer reserved meanwhile is then counted as busy (the consumer
+   * counts it as soon as its reserve() resolved, which the contract asks of length(): a task
+   * stops being counted once reserve() resolved with it).
    */
   private async idle (): Promise<boolean> {
     const lengths = await Promise.all(this.drainedBackends().map((backend) => backend.length()))
@@ -210,6 +198,21 @@ export class TaskQueueService implements TaskQueue {
     })
   }
 
+  // What follows serves the request side (lib/request/) and the plugin's hooks: members of the
+  // class only, not of the TaskQueue interface that users see.
+
+  /**
+   * Throws FST_TASKQUEUE_CLOSED once the app began to close for a queue that is not shared (no
+   * consumer here would run the task), and once the connections close for any queue.
+   */
+  createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
+    if (this.closed) throw new ClosedError()
+    const message = this.createTaskMessage(url, options, request)
+    if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
+    checkEncodable(message)
+    return message
+  }
+
   /** A request began (1) or stopped (-1) holding tasks. */
   holding (change: 1 | -1): void {
     this.heldRequests += change
@@ -228,7 +231,7 @@ export class TaskQueueService implements TaskQueue {
   }
 
   /** Pushes tasks now; a failure rejects with FST_TASKQUEUE_ENQUEUE_FAILED. */
-  async enqueueNow (tasks: TaskMessage[]): Promise<void> {
+  async pushNow (tasks: TaskMessage[]): Promise<void> {
     try {
       await Promise.all(groupByQueue(tasks).map(([queue, batch]) => this.backend(queue).put(batch)))
     } catch (error) {
@@ -240,7 +243,7 @@ export class TaskQueueService implements TaskQueue {
    * Hands the tasks of a sent response to their queues, one batch per queue in the order added; a
    * failed push is tried again until the app closes (see ResponsePushes).
    */
-  enqueueAfterResponse (tasks: TaskMessage[]): void {
+  pushAfterResponse (tasks: TaskMessage[]): void {
     for (const [queue, batch] of groupByQueue(tasks)) {
       const backend = this.backend(queue)
       // Added before the app began to close, by a request answered after: its queue's consumers

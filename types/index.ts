@@ -178,8 +178,8 @@ export interface TaskReceiver {
   /** Bury the task: move it to the queue's dead letters. */
   bury (task: ReservedTask, cause: DeadLetterCause): Promise<void>
   /**
-   * Stop receiving: called once, after every reserved task was settled or given up. `deadline`
-   * (ms since the epoch) is when the app stops waiting for it.
+   * Stop receiving: called once, after every reserved task was settled or the close deadline
+   * passed. `deadline` (ms since the epoch) is when the app stops waiting for it.
    */
   close (deadline?: number): Promise<void>
 }

@@ -52,7 +52,7 @@ export function onResponseHook (service: TaskQueueService): onResponseHookHandle
     const held = madeRequestTasks(request)?.takeHeld() ?? null
     if (held !== null) {
       if (succeeded(request, reply)) {
-        service.enqueueAfterResponse(held)
+        service.pushAfterResponse(held)
       } else {
         request.log.debug({ ...taskFields(held), statusCode: reply.statusCode }, 'taskqueue: request failed, its tasks are dropped')
       }
@@ -67,12 +67,12 @@ export function onResponseHook (service: TaskQueueService): onResponseHookHandle
  * failure to push turns the response into a 503.
  */
 export function onSendHook (service: TaskQueueService): onSendHookHandler {
-  return async function enqueueBeforeResponse (request, reply, payload) {
+  return async function pushBeforeResponse (request, reply, payload) {
     const held = madeRequestTasks(request)?.held
     if (held == null || !succeeded(request, reply)) return payload
     const early = service.takeEarlyTasks(held)
     if (early.length === 0) return payload
-    await service.enqueueNow(early)
+    await service.pushNow(early)
     return payload
   }
 }

@@ -48,9 +48,9 @@ export async function internals (): Promise<unknown[]> {
   // @ts-expect-error messages are made by add()
   app.taskqueue.createMessage('/tasks/one', undefined, undefined)
   // @ts-expect-error the request hooks hand tasks over
-  app.taskqueue.enqueueAfterResponse([])
+  app.taskqueue.pushAfterResponse([])
   // @ts-expect-error the request hooks hand tasks over
-  await app.taskqueue.enqueueNow([])
+  await app.taskqueue.pushNow([])
   // @ts-expect-error the request hooks hand tasks over
   app.taskqueue.takeEarlyTasks([])
   // @ts-expect-error the request side counts the requests that hold tasks
