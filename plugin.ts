@@ -1,56 +1,40 @@
 // fastify-taskqueue: routes queue tasks, which are requests to other routes of the same app, and
 // embedded consumers dispatch them with `fastify.inject()`. This file only wires the parts in lib/.
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import * as errors from './lib/errors'
 import * as options from './lib/options'
-import * as message from './lib/message'
-import * as taskqueue from './lib/taskqueue'
-import * as requestTasks from './lib/request-tasks'
 import * as types from './types'
-import { resolveOptions, resolveConsumer, type TaskQueuePluginOptions } from './lib/options'
+import { resolveOptions, type TaskQueuePluginOptions } from './lib/options'
 import { createBackend } from './lib/queues'
-import { TaskQueueService, closeBackends } from './lib/taskqueue'
-import { onErrorHook, onRequestHook, onResponseHook, onSendHook, requestTaskQueue } from './lib/request-tasks'
-import { hideTaskOnlyRoute } from './lib/hidden-routes'
+import { TaskQueueService } from './lib/taskqueue'
+import { requestTasks } from './lib/request/tasks'
+import { onErrorHook, onRequestHook, onResponseHook, onSendHook } from './lib/request/hooks'
+import { hideTaskOnlyRoute } from './lib/request/hidden-routes'
 
-async function fastifyTaskqueue (app: FastifyInstance, options: TaskQueuePluginOptions): Promise<void> {
-  const resolved = resolveOptions(options)
+async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueuePluginOptions): Promise<void> {
+  const resolved = resolveOptions(pluginOptions)
   const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log))
-  const earlyQueues = resolved.queues.filter(({ enqueueMode }) => enqueueMode === 'before-response').map(({ queue }) => queue)
-  const service = new TaskQueueService(app, app.log, backends, earlyQueues, resolved.headerPolicy)
+  const service = new TaskQueueService(app, backends, resolved)
 
   app.decorate('taskqueue', service)
   app.decorateRequest('taskqueue', {
-    getter (this: import('fastify').FastifyRequest) { return requestTaskQueue(service, this) }
+    getter (this: FastifyRequest) { return requestTasks(service, this) }
   })
   app.addHook('onRequest', onRequestHook(service))
   app.addHook('onError', onErrorHook())
-  if (earlyQueues.length > 0) app.addHook('onSend', onSendHook(service))
+  if (resolved.queues.some(({ enqueueMode }) => enqueueMode === 'before-response')) app.addHook('onSend', onSendHook(service))
   app.addHook('onResponse', onResponseHook(service))
   // Sees only the routes added after it: the plugin is registered before its task routes.
   app.addHook('onRoute', hideTaskOnlyRoute)
 
-  // Ready only once every backend is: a Redis that cannot be reached fails `ready()`. Then every
-  // backend is closed, those that did connect included: an open connection would keep the
-  // process alive after its start-up failed.
-  const started = await Promise.allSettled(backends.map(async (backend) => { await backend.ready?.() }))
-  const failed = started.find((result) => result.status === 'rejected')
-  if (failed !== undefined) {
-    await closeBackends(backends, Date.now() + resolved.closeTimeout, app.log)
-    throw failed.reason
-  }
-
-  app.addHook('onReady', async () => {
-    const consumers = resolved.consumers ??
-      backends.filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name }))
-    service.startConsumers(consumers)
-    await service.announceUnconsumed(new Set(consumers.map(({ queue }) => queue)))
-  })
+  // Ready only once every backend is: a Redis that cannot be reached fails `ready()`.
+  await service.open()
+  app.addHook('onReady', async () => { await service.start() })
   // One deadline for the whole close: it starts as the consumers stop, and the last pushes and the
   // queues' close share it (see TaskQueueService.close).
-  app.addHook('preClose', async () => { await service.stopConsumers(resolved.closeTimeout) })
-  app.addHook('onClose', async () => { await service.close(resolved.closeTimeout) })
+  app.addHook('preClose', async () => { await service.stopConsumers() })
+  app.addHook('onClose', async () => { await service.close() })
 }
 
 // fp() marks the very function it is given (name, Fastify range, no encapsulation) and returns it.
@@ -78,11 +62,12 @@ declare namespace fastifyTaskqueue {
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
   export import ConsumerOptions = options.ConsumerOptions
-  export import AddOptions = message.AddOptions
-  // Classes of the plugin's own making: their types only.
-  export type TaskQueueService = taskqueue.TaskQueueService
-  export import QueueHandle = taskqueue.QueueHandle
-  export type RequestTaskQueue = requestTasks.RequestTaskQueue
+  // What `app.taskqueue`, `request.taskqueue` and a queue handle offer: interfaces, which the
+  // classes in lib/ implement; the classes themselves are not public.
+  export import TaskQueue = types.TaskQueue
+  export import RequestTaskQueue = types.RequestTaskQueue
+  export import QueueHandle = types.QueueHandle
+  export import AddOptions = types.AddOptions
   export import TaskMethod = types.TaskMethod
   export import TaskMessage = types.TaskMessage
   export import DeadLetterReason = types.DeadLetterReason

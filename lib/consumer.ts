@@ -7,7 +7,7 @@ import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '.
 import type { ResolvedConsumerOptions } from './options'
 import { retryDelay } from './backoff'
 import { outcomeOf, retryAfterDelay } from './outcome'
-import { dispatchHeader, type DispatchMarks } from './dispatch-mark'
+import { dispatchHeader, type DispatchMarks } from './request/mark'
 import { byDeadline, closeSlack } from './deadline'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */

@@ -1,29 +1,15 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../types'
+import type { AddOptions, DeadLetterPage, QueueBackend, QueueHandle, TaskMessage, TaskQueue } from '../types'
 import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, shown } from './errors'
-import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
+import { taskMessageFactory, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer'
-import { DispatchMarks } from './dispatch-mark'
+import { DispatchMarks } from './request/mark'
+import { ResponsePushes } from './request/pushes'
 import { RedisQueue } from './queues/redis'
 import { checkEncodable } from './queues/codec'
 import { byDeadline, closeSlack, handBackGrace } from './deadline'
-import type { HeaderPolicy, ResolvedConsumerOptions } from './options'
-
-/** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
-export interface QueueHandle {
-  readonly name: string
-  /** Waiting tasks, not those in flight. */
-  length (): Promise<number>
-  /** Drops every waiting task. */
-  reset (): Promise<void>
-  /** Tasks set aside for good, newest first, a page at a time (default: the first 100). */
-  dead (page?: DeadLetterPage): Promise<DeadLetter[]>
-  /** Puts the dead letter of task `id` back into the queue, or every readable one; resolves to how many. */
-  requeue (id?: string): Promise<number>
-  /** Empties the dead letters; resolves to how many there were. */
-  purge (): Promise<number>
-}
+import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
 
 function checkPage (page: DeadLetterPage | undefined): void {
   if (page === undefined) return
@@ -53,29 +39,25 @@ async function queueCall<T> (queue: string, call: string, work: () => Promise<T>
   }
 }
 
-/** How long a failed push after a response waits before it is tried again, at most. */
-const pushRetryCeiling = 30_000
-
-export class TaskQueueService {
-  /** @internal The tokens of the dispatches in flight, that mark their requests as tasks. */
+export class TaskQueueService implements TaskQueue {
+  /** The tokens of the dispatches in flight, that mark their requests as tasks. */
   readonly dispatchMarks = new DispatchMarks()
+  private readonly app: FastifyInstance
+  private readonly log: FastifyBaseLogger
   private readonly backends = new Map<string, QueueBackend>()
+  private readonly defaultQueue: string
   /** Queues whose tasks are pushed before the response is sent. */
   private readonly earlyQueues = new Set<string>()
+  /** The consumer options given, or undefined: one consumer per queue that is not shared. */
+  private readonly consumerOptions: ResolvedConsumerOptions[] | undefined
   private readonly consumers: Consumer[] = []
-  private readonly defaultQueue: string
+  private readonly createTaskMessage: CreateTaskMessage
+  /** The tasks of sent responses still to be pushed to their queues. */
+  private readonly pushes: ResponsePushes
   /** Requests that hold tasks not yet handed to their queues. */
   private heldRequests = 0
-  /** Pushes started and not yet finished, with those waiting to be tried again. */
-  private pendingPushes = 0
-  /**
-   * Per queue, the pushes waiting to be tried again after a failure, each as a function that tries
-   * it at once: a push to that queue that succeeds shows that the cause has passed.
-   */
-  private readonly waitingRetries = new Map<string, Set<() => void>>()
   private drainWaiters: Array<() => void> = []
-  /** Called once no push is pending: what close() waits for. */
-  private pushWaiters: Array<() => void> = []
+  private readonly closeTimeout: number
   /**
    * Set when the app began to close (preClose): the consumers stop, so a queue that is not shared
    * would keep a task added from now on until it is lost at close; it refuses it instead.
@@ -86,18 +68,30 @@ export class TaskQueueService {
   /** When closing stops waiting for work (ms since the epoch): set as the consumers stop. */
   private closeDeadline: number | undefined
 
-  constructor (
-    private readonly app: FastifyInstance,
-    private readonly log: FastifyBaseLogger,
-    backends: QueueBackend[],
-    earlyQueues: string[],
-    headerPolicy: HeaderPolicy
-  ) {
-    this.createTaskMessage = taskMessageFactory(headerPolicy, this.resolveQueue)
+  constructor (app: FastifyInstance, backends: QueueBackend[], options: ResolvedOptions) {
+    this.app = app
+    this.log = app.log
     for (const backend of backends) this.backends.set(backend.name, backend)
-    for (const name of earlyQueues) this.earlyQueues.add(name)
     // As in the original: the default queue is the alphabetically first.
     this.defaultQueue = [...this.backends.keys()].sort()[0]
+    for (const { queue, enqueueMode } of options.queues) if (enqueueMode === 'before-response') this.earlyQueues.add(queue)
+    this.consumerOptions = options.consumers
+    this.closeTimeout = options.closeTimeout
+    this.createTaskMessage = taskMessageFactory(options.headerPolicy, this.resolveQueue)
+    this.pushes = new ResponsePushes(this.log, this.checkDrained)
+  }
+
+  /**
+   * Resolves once every backend can take tasks. If one cannot (a Redis that cannot be reached),
+   * every backend is closed, those that did connect included: an open connection would keep the
+   * process alive after its start-up failed. Then it rejects with the first failure.
+   */
+  async open (): Promise<void> {
+    const started = await Promise.allSettled([...this.backends.values()].map(async (backend) => { await backend.ready?.() }))
+    const failed = started.find((result) => result.status === 'rejected')
+    if (failed === undefined) return
+    await closeBackends([...this.backends.values()], Date.now() + this.closeTimeout, this.log)
+    throw failed.reason
   }
 
   /** The names of the registered queues. */
@@ -115,20 +109,6 @@ export class TaskQueueService {
     if (queue === undefined) return this.defaultQueue
     this.backend(queue)
     return queue
-  }
-
-  private readonly createTaskMessage: CreateTaskMessage
-
-  /**
-   * Throws FST_TASKQUEUE_CLOSED once the app began to close for a queue that is not shared (no
-   * consumer here would run the task), and once the connections close for any queue.
-   */
-  createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
-    if (this.closed) throw new ClosedError()
-    const message = this.createTaskMessage(url, options, request)
-    if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
-    checkEncodable(message)
-    return message
   }
 
   /**
@@ -169,22 +149,22 @@ export class TaskQueueService {
   drain (): Promise<void> {
     return new Promise((resolve) => {
       this.drainWaiters.push(resolve)
-      this.settled()
+      this.checkDrained()
     })
   }
 
   /** Nothing held, pushed or in flight: what can be told without asking a backend. */
   private quiet (): boolean {
-    if (this.heldRequests > 0 || this.pendingPushes > 0) return false
+    if (this.heldRequests > 0 || this.pushes.count > 0) return false
     for (const consumer of this.consumers) if (consumer.busy > 0) return false
     return true
   }
 
   /**
    * Whether the backends that drain() waits for are empty, and everything is still quiet once
-   * they answered: a task a backend handed to its consumer meanwhile is then counted as busy
-   * (the consumer counts it as soon as its reserve() resolved, which the contract asks of
-   * length(): a task stops being counted once reserve() resolved with it).
+   * they answered: a task a consumer reserved meanwhile is then counted as busy (the consumer
+   * counts it as soon as its reserve() resolved, which the contract asks of length(): a task
+   * stops being counted once reserve() resolved with it).
    */
   private async idle (): Promise<boolean> {
     const lengths = await Promise.all(this.drainedBackends().map((backend) => backend.length()))
@@ -205,7 +185,7 @@ export class TaskQueueService {
    * Called whenever work finished: wakes `drain()` callers once everything is idle. The backends
    * are asked only while someone waits for drain() and nothing is in flight.
    */
-  readonly settled = (): void => {
+  readonly checkDrained = (): void => {
     if (this.drainWaiters.length === 0 || !this.quiet()) return
     this.idle().then((idle) => {
       if (!idle) return
@@ -213,15 +193,30 @@ export class TaskQueueService {
       this.drainWaiters = []
       for (const resolve of waiters) resolve()
     }, (error: unknown) => {
-      // The next task that settles asks again; a backend that keeps failing keeps drain() waiting.
+      // The next work that finishes asks again; a backend that keeps failing keeps drain() waiting.
       this.log.error({ err: error }, 'taskqueue: drain() could not ask a queue for its length')
     })
+  }
+
+  // What follows serves the request side (lib/request/) and the plugin's hooks: members of the
+  // class only, not of the TaskQueue interface that users see.
+
+  /**
+   * Throws FST_TASKQUEUE_CLOSED once the app began to close for a queue that is not shared (no
+   * consumer here would run the task), and once the connections close for any queue.
+   */
+  createMessage (url: string, options: AddOptions | undefined, request: FastifyRequest | undefined): TaskMessage {
+    if (this.closed) throw new ClosedError()
+    const message = this.createTaskMessage(url, options, request)
+    if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
+    checkEncodable(message)
+    return message
   }
 
   /** A request began (1) or stopped (-1) holding tasks. */
   holding (change: 1 | -1): void {
     this.heldRequests += change
-    if (change === -1) this.settled()
+    if (change === -1) this.checkDrained()
   }
 
   /** Separates the tasks of `before-response` queues from the rest, which stay held. */
@@ -236,7 +231,7 @@ export class TaskQueueService {
   }
 
   /** Pushes tasks now; a failure rejects with FST_TASKQUEUE_ENQUEUE_FAILED. */
-  async enqueueNow (tasks: TaskMessage[]): Promise<void> {
+  async pushNow (tasks: TaskMessage[]): Promise<void> {
     try {
       await Promise.all(groupByQueue(tasks).map(([queue, batch]) => this.backend(queue).put(batch)))
     } catch (error) {
@@ -245,13 +240,10 @@ export class TaskQueueService {
   }
 
   /**
-   * Hands the tasks of a sent response to their queues, one batch per queue in the order added.
-   * A failed push is logged and tried again, with a growing delay, until the app closes; and at
-   * once when another push to the same queue succeeds, so that the tasks of an outage land as
-   * soon as the queue is back, not up to `pushRetryCeiling` later. Closing tries once more (see
-   * close); a push that fails then is given up, its tasks logged as lost.
+   * Hands the tasks of a sent response to their queues, one batch per queue in the order added; a
+   * failed push is tried again until the app closes (see ResponsePushes).
    */
-  enqueueAfterResponse (tasks: TaskMessage[]): void {
+  pushAfterResponse (tasks: TaskMessage[]): void {
     for (const [queue, batch] of groupByQueue(tasks)) {
       const backend = this.backend(queue)
       // Added before the app began to close, by a request answered after: its queue's consumers
@@ -260,69 +252,22 @@ export class TaskQueueService {
         this.log.error({ queue, taskIds: batch.map(({ id }) => id) }, 'taskqueue: tasks of a response sent while the app closes are lost: their local queue stopped')
         continue
       }
-      this.pendingPushes++
-      const push = (attempt: number): void => {
-        backend.put(batch).then(() => {
-          this.pushEnded()
-          this.retryWaitingPushes(queue)
-        }, (error: unknown) => {
-          const taskIds = batch.map(({ id }) => id)
-          if (this.closed) {
-            this.log.error({ err: error, queue, taskIds, attempt }, 'taskqueue: queuing tasks failed as the app closed, they are lost')
-            this.pushEnded()
-            return
-          }
-          const delay = Math.min(pushRetryCeiling, 100 * 2 ** attempt)
-          this.log.error({ err: error, queue, taskIds, attempt, delay }, 'taskqueue: queuing tasks failed, trying again')
-          this.retryLater(queue, delay, () => push(attempt + 1))
-        })
-      }
-      push(0)
+      this.pushes.push(backend, batch)
     }
   }
 
-  private pushEnded (): void {
-    this.pendingPushes--
-    if (this.pendingPushes === 0) {
-      const waiters = this.pushWaiters
-      this.pushWaiters = []
-      for (const resolve of waiters) resolve()
-    }
-    this.settled()
+  /**
+   * Once the app is ready: starts the consumers (with no consumer options, each queue not shared
+   * gets one), then tells of the Redis queues that nobody consumes.
+   */
+  async start (): Promise<void> {
+    const options = this.consumerOptions ??
+      [...this.backends.values()].filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name }))
+    this.startConsumers(options)
+    await this.announceUnconsumed(new Set(options.map(({ queue }) => queue)))
   }
 
-  /** Resolves once no push is pending, or after `timeout` ms; true if none is. */
-  private pushesEnded (timeout: number): Promise<boolean> {
-    if (this.pendingPushes === 0) return Promise.resolve(true)
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeout)
-      this.pushWaiters.push(() => {
-        clearTimeout(timer)
-        resolve(true)
-      })
-    })
-  }
-
-  /** Runs `retry` after `delay` ms, or sooner when a push to `queue` succeeds meanwhile. */
-  private retryLater (queue: string, delay: number, retry: () => void): void {
-    const waiting = this.waitingRetries.get(queue) ?? new Set<() => void>()
-    this.waitingRetries.set(queue, waiting)
-    const now = (): void => {
-      clearTimeout(timer)
-      waiting.delete(now)
-      retry()
-    }
-    const timer = setTimeout(now, delay)
-    waiting.add(now)
-  }
-
-  private retryWaitingPushes (queue: string): void {
-    // A copy: a retry that fails again adds itself back.
-    for (const now of [...this.waitingRetries.get(queue) ?? []]) now()
-  }
-
-  /** Starts the consumers; with no consumer options, each queue not shared gets one. */
-  startConsumers (options: ResolvedConsumerOptions[]): void {
+  private startConsumers (options: ResolvedConsumerOptions[]): void {
     for (const consumerOptions of options) {
       const backend = this.backend(consumerOptions.queue)
       const name = consumerOptions.name ?? uniqueConsumerName()
@@ -330,7 +275,7 @@ export class TaskQueueService {
         app: this.app,
         log: this.log,
         marks: this.dispatchMarks,
-        onSettled: this.settled
+        onSettled: this.checkDrained
       })
       this.consumers.push(consumer)
       consumer.start()
@@ -341,7 +286,7 @@ export class TaskQueueService {
    * Says once, at start, of each Redis queue that nobody consumes (no consumer here, none in its
    * consumer set) that its tasks wait for another instance: otherwise such a queue fills in silence.
    */
-  async announceUnconsumed (consumed: ReadonlySet<string>): Promise<void> {
+  private async announceUnconsumed (consumed: ReadonlySet<string>): Promise<void> {
     await Promise.all([...this.backends.values()].map(async (backend) => {
       if (!(backend instanceof RedisQueue) || consumed.has(backend.name)) return
       try {
@@ -354,28 +299,25 @@ export class TaskQueueService {
   }
 
   /**
-   * First step of closing: no new task is taken; those in flight get up to `timeout` ms. This
-   * starts the one deadline that every later step of closing shares.
+   * First step of closing (preClose): no new task is taken; those in flight get up to
+   * `closeTimeout` ms. This starts the one deadline that every later step of closing shares.
    */
-  async stopConsumers (timeout: number): Promise<void> {
+  async stopConsumers (): Promise<void> {
     this.closing = true
-    const deadline = this.closeDeadline ??= Date.now() + timeout
+    const deadline = this.closeDeadline ??= Date.now() + this.closeTimeout
     await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + handBackGrace)))
   }
 
   /**
-   * Last step of closing, once no request can add tasks any more. The tasks of sent responses that
-   * are still to be pushed get what is left of the deadline, while the connections are open:
-   * those waiting to be tried again after a failure are tried once more, now (a retry left for
-   * later would have found the connection closed, and kept the process alive trying). Then the
-   * queues close, by the same deadline.
+   * Last step of closing (onClose), once no request can add tasks any more. The tasks of sent
+   * responses that are still to be pushed get what is left of the deadline, while the connections
+   * are open (see ResponsePushes.finish). Then the queues close, by the same deadline.
    */
-  async close (timeout: number): Promise<void> {
+  async close (): Promise<void> {
     this.closed = true
-    const handBackBy = (this.closeDeadline ??= Date.now() + timeout) + handBackGrace
-    for (const queue of [...this.waitingRetries.keys()]) this.retryWaitingPushes(queue)
-    if (!await this.pushesEnded(Math.max(0, handBackBy - Date.now()))) {
-      this.log.error({ pending: this.pendingPushes }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
+    const handBackBy = (this.closeDeadline ??= Date.now() + this.closeTimeout) + handBackGrace
+    if (!await this.pushes.finish(Math.max(0, handBackBy - Date.now()))) {
+      this.log.error({ pending: this.pushes.count }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
     }
     for (const backend of this.backends.values()) {
       if (backend.shared) continue
@@ -390,7 +332,7 @@ export class TaskQueueService {
  * Closes the backends together by `deadline`, each given the deadline itself; a backend that
  * fails or overruns it is logged, and not waited for.
  */
-export async function closeBackends (backends: QueueBackend[], deadline: number, log: FastifyBaseLogger): Promise<void> {
+async function closeBackends (backends: QueueBackend[], deadline: number, log: FastifyBaseLogger): Promise<void> {
   await Promise.all(backends.map(async (backend) => {
     try {
       await byDeadline(backend.close(deadline), deadline + closeSlack, `closing queue "${backend.name}"`)

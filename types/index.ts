@@ -1,11 +1,86 @@
-// Public types of fastify-taskqueue: the task message, the queue backend interface that the local
-// and Redis queues implement (and that a user may implement), and the Fastify augmentation.
+// Public types of fastify-taskqueue: what `app.taskqueue` and `request.taskqueue` offer, the task
+// message, the queue backend interface that the local and Redis queues implement (and that a user
+// may implement), and the Fastify augmentation. It imports nothing from lib/: the classes there
+// implement these interfaces, so a user sees only what they declare.
 import type { FastifyBaseLogger } from 'fastify'
-import type { TaskQueueService } from '../lib/taskqueue'
-import type { RequestTaskQueue } from '../lib/request-tasks'
 
 /** The HTTP methods a task may use. */
 export type TaskMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+
+type ParamValue = string | number | boolean
+
+/**
+ * The options of `add()`. Every one is checked at run time by the schema in lib/message.ts, which a
+ * type test keeps equal to this interface.
+ */
+export interface AddOptions {
+  /** HTTP method of the task request (default `GET`). */
+  method?: TaskMethod
+  /** Url-encoded onto the url as its query string; arrays become repeated keys. */
+  params?: Record<string, ParamValue | ParamValue[]>
+  /** Headers of the task request; they win over those copied from the current request. */
+  headers?: Record<string, string>
+  /**
+   * Body of the task request. Left out: the current request's body. `null`: none. An object or
+   * array is sent as JSON, a string or a Buffer as it is.
+   */
+  payload?: Record<string, unknown> | unknown[] | string | Buffer | Uint8Array | null
+  /** Queue name; the default is the alphabetically first registered queue. */
+  queue?: string
+  /**
+   * A task id of the caller's choosing (1 to 200 of `A-Z a-z 0-9 _ . : -`). While a task with this
+   * id is waiting, delayed or in flight, adding it again is a no-op that returns the same id.
+   */
+  id?: string
+  /** Milliseconds to wait before the task may run (at most a year). */
+  delay?: number
+  /** The task does not run before this moment. */
+  notBefore?: Date
+}
+
+/** `app.taskqueue`: the registered queues, seen from the app. */
+export interface TaskQueue {
+  /** The names of the registered queues. */
+  readonly queueNames: string[]
+  /**
+   * Adds a task outside any request: it is queued at once. A bad argument throws synchronously;
+   * the promise resolves to the task id once the queue holds the task.
+   */
+  add (url: string, options?: AddOptions): Promise<string>
+  /** A registered queue. Throws FST_TASKQUEUE_UNKNOWN_QUEUE for any other name. */
+  queue (name: string): QueueHandle
+  /**
+   * Resolves once the queues that are not shared and have a consumer here hold no task, no task
+   * is in flight and no finished request still holds tasks.
+   */
+  drain (): Promise<void>
+}
+
+/** `request.taskqueue`: the tasks of one request. */
+export interface RequestTaskQueue {
+  /** The task this request runs, when a consumer of this app dispatched it; else null. */
+  readonly task: DispatchedTask | null
+  /**
+   * Adds a task, held with the request and queued once its response was sent with a status below
+   * 400. Returns the task id at once; a bad argument throws a coded error.
+   */
+  add (url: string, options?: AddOptions): string
+}
+
+/** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
+export interface QueueHandle {
+  readonly name: string
+  /** Waiting tasks, not those in flight. */
+  length (): Promise<number>
+  /** Drops every waiting task. */
+  reset (): Promise<void>
+  /** The dead letters, newest first, a page at a time (default: the first 100). */
+  dead (page?: DeadLetterPage): Promise<DeadLetter[]>
+  /** Puts the dead letter of task `id` back into the queue, or every readable one; resolves to how many. */
+  requeue (id?: string): Promise<number>
+  /** Empties the dead letters; resolves to how many there were. */
+  purge (): Promise<number>
+}
 
 /**
  * One queued task: everything needed to replay it as a request of this app. Version 1 of the
@@ -41,12 +116,12 @@ export type DeadLetterReason =
   | 'final status'
   /** Its last try ran past `taskTimeout`. */
   | 'timeout'
-  /** Its consumers kept dying while running it (a poison pill). */
+  /** Its consumers kept expiring (their heartbeat stopped) while running it: a poison pill. */
   | 'recovered too often'
   /** What the queue held could not be read as a task of this queue. */
   | 'unreadable'
 
-/** A task that will not run again unless it is requeued. */
+/** A dead letter: a buried task, which will not run again unless it is requeued. */
 export interface DeadLetter {
   /** The task id, or null when the message was unreadable. */
   id: string | null
@@ -56,7 +131,7 @@ export interface DeadLetter {
   detail?: string
   /** Status of the last try, when there was one. */
   statusCode?: number
-  /** When the task was set aside (ms since the epoch). */
+  /** When the task was buried (ms since the epoch). */
   at: number
   /** The task, or null when the message was unreadable. */
   task: TaskMessage | null
@@ -64,7 +139,7 @@ export interface DeadLetter {
   raw?: string
 }
 
-/** How a task ended in the dead letters. */
+/** Why a consumer buries a task. */
 export interface DeadLetterCause {
   reason: DeadLetterReason
   detail?: string
@@ -77,14 +152,14 @@ export interface DeadLetterPage {
   limit?: number
 }
 
-/** A task handed to a consumer, to be acknowledged, retried or released exactly once. */
+/** A task a consumer reserved, to be settled exactly once: ack, retry, release or bury. */
 export interface ReservedTask {
   readonly message: TaskMessage
 }
 
 /**
- * The consuming side of a queue for one consumer: what it reserved is its own until it
- * acknowledges, retries or releases it.
+ * The consuming side of a queue for one consumer: what it reserved is its own until it settles
+ * it.
  */
 export interface TaskReceiver {
   /**
@@ -94,17 +169,17 @@ export interface TaskReceiver {
    * them out on the next calls.
    */
   reserve (signal: AbortSignal, room: number): Promise<ReservedTask | null>
-  /** The task is finished (done or given up): forget it. */
+  /** Ack: the task is done, forget it. */
   ack (task: ReservedTask): Promise<void>
   /** Dispatch the task again after `delayMs`, its retry count raised by one. */
   retry (task: ReservedTask, delayMs: number): Promise<void>
-  /** Put the task back unchanged, as if it had never been reserved (used when the app closes). */
+  /** Put the task back unchanged, as if it had never been reserved: not a try (used when the app closes). */
   release (task: ReservedTask): Promise<void>
-  /** Set the task aside in the queue's dead letters. */
+  /** Bury the task: move it to the queue's dead letters. */
   bury (task: ReservedTask, cause: DeadLetterCause): Promise<void>
   /**
-   * Stop receiving: called once, after every reserved task was settled or given up. `deadline`
-   * (ms since the epoch) is when the app stops waiting for it.
+   * Stop receiving: called once, after every reserved task was settled or the close deadline
+   * passed. `deadline` (ms since the epoch) is when the app stops waiting for it.
    */
   close (deadline?: number): Promise<void>
 }
@@ -168,7 +243,7 @@ export interface DispatchedTask {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    taskqueue: TaskQueueService
+    taskqueue: TaskQueue
   }
   interface FastifyRequest {
     taskqueue: RequestTaskQueue

@@ -35,6 +35,8 @@ export async function main (): Promise<void> {
     const id: string = request.taskqueue.add('/tasks/welcome', { method: 'POST', queue: 'mail' })
     // @ts-expect-error the url is a string
     request.taskqueue.add(42)
+    // @ts-expect-error the tasks a request holds are internal to the plugin
+    console.log(request.taskqueue.held)
     return { id }
   })
 

@@ -2,7 +2,7 @@
 // test/tarball.test.ts against the packed tarball, never run. Each `@ts-expect-error` fails the
 // compilation if its line ever compiles, so the types cannot silently turn into `any`.
 import Fastify from 'fastify'
-import taskqueue, { fastifyTaskqueue, TaskConflictError, type DeadLetter, type TaskQueuePluginOptions } from 'fastify-taskqueue'
+import taskqueue, { fastifyTaskqueue, TaskConflictError, type DeadLetter, type TaskQueue, type TaskQueuePluginOptions } from 'fastify-taskqueue'
 import { Cluster, Redis } from 'ioredis'
 import { Cluster as Cluster5, Redis as Redis5 } from 'ioredis5'
 
@@ -39,6 +39,9 @@ app.post('/signup', async (request) => {
 
 await app.ready()
 const dead: DeadLetter[] = await app.taskqueue.queue('mail').dead({ limit: 10 })
+const queues: TaskQueue = app.taskqueue
+// @ts-expect-error the registry of dispatch tokens is internal to the plugin
+console.log(queues.dispatchMarks)
 const code: 'FST_TASKQUEUE_CONFLICT' = new TaskConflictError().code
 await app.close()
 console.log(clients.length, notAClient, dead.length, code)

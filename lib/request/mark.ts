@@ -1,13 +1,13 @@
 // How a request dispatched by a consumer is told apart from any other. Each dispatch carries a
 // fresh random token in a header, registered here before its inject() starts. The first time the
 // request's mark is worked out the token is spent (gone from the registry and from the request's
-// headers), and it is forgotten anyway once its inject() settled: a token that some hook read, or
+// headers), and it is forgotten anyway once its inject() ended: a token that some hook read, or
 // logged, proves nothing afterwards. A request that came through a real server is never a task.
 import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { Http2ServerRequest } from 'node:http2'
 import type { FastifyRequest } from 'fastify'
-import type { DispatchedTask, TaskMessage } from '../types'
+import type { DispatchedTask, TaskMessage } from '../../types'
 
 export const dispatchHeader = 'x-taskqueue-dispatch'
 
@@ -32,7 +32,7 @@ export class DispatchMarks {
     return token
   }
 
-  /** The dispatch of `token` settled: its token proves nothing any more. */
+  /** The dispatch of `token` ended: its token proves nothing any more. */
   forget (token: string): void {
     this.live.delete(token)
   }
