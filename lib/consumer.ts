@@ -7,8 +7,9 @@ import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '.
 import type { ResolvedConsumerOptions } from './options'
 import { retryDelay } from './backoff'
 import { outcomeOf, retryAfterDelay } from './outcome'
-import { dispatchHeader, type DispatchMarks } from './dispatch-mark'
+import type { DispatchMarks } from './dispatch-mark'
 import { byDeadline, closeSlack } from './deadline'
+import { dispatchHeaders } from './consumer/task-headers'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */
 export function uniqueConsumerName (): string {
@@ -151,7 +152,7 @@ export class Consumer {
           method: message.method,
           url: message.url,
           payload: message.payload,
-          headers: this.headersOf(message, token)
+          headers: dispatchHeaders(message, token)
         }, (error, response) => {
           // The request is over: its token, spent or not (a hook may have answered before
           // anything asked for the mark), must not mark any later request.
@@ -166,30 +167,6 @@ export class Consumer {
         resolve({ kind: 'error', error })
       }
     })
-  }
-
-  /**
-   * The task's own headers, and those that tell its route it is a task of this app. The dispatch
-   * token goes last, after the headers that inject() would otherwise add itself (host,
-   * content-length): working out the mark deletes it, and V8 deletes the last property an object
-   * got without turning it into a slow dictionary, which every later read of the request's
-   * headers would pay for.
-   */
-  private headersOf (message: TaskMessage, token: string): Record<string, string> {
-    const headers: Record<string, string> = {}
-    const own = message.headers
-    for (const name in own) headers[name] = own[name]
-    headers['x-task-id'] = message.id
-    headers['x-task-queue'] = message.queue
-    headers['x-task-retries'] = String(message.retries)
-    headers['x-task-eta'] = new Date(message.eta).toISOString()
-    headers['user-agent'] = 'fastify-taskqueue'
-    // inject()'s own defaults: a host from its base url, a length for a body that is not empty.
-    headers.host ??= 'localhost:80'
-    const { payload } = message
-    if (payload !== undefined && payload !== '') headers['content-length'] = String(Buffer.byteLength(payload))
-    headers[dispatchHeader] = token
-    return headers
   }
 
   private async dispatch (task: ReservedTask, attempt: Attempt): Promise<void> {
