@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify
 import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage } from '../types'
 import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, shown } from './errors'
 import { taskMessageFactory, type AddOptions, type CreateTaskMessage } from './message'
-import { Consumer, uniqueConsumerName } from './consumer'
+import { Consumer, uniqueConsumerName } from './consumer/consumer'
 import { DispatchMarks } from './dispatch-mark'
 import { RedisQueue } from './queues/redis'
 import { checkEncodable } from './queues/codec'

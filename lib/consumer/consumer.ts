@@ -3,13 +3,13 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '../types'
-import type { ResolvedConsumerOptions } from './options'
-import { retryDelay } from './backoff'
-import { outcomeOf, retryAfterDelay } from './outcome'
-import type { DispatchMarks } from './dispatch-mark'
-import { byDeadline, closeSlack } from './deadline'
-import { dispatchHeaders } from './consumer/task-headers'
+import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
+import type { ResolvedConsumerOptions } from '../options'
+import { retryDelay } from '../backoff'
+import { outcomeOf, retryAfterDelay } from '../outcome'
+import type { DispatchMarks } from '../dispatch-mark'
+import { byDeadline, closeSlack } from '../deadline'
+import { dispatchHeaders } from './task-headers'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */
 export function uniqueConsumerName (): string {
