@@ -160,7 +160,7 @@ export class Consumer {
           // anything asked for the mark), must not mark any later request.
           marks.forget(token)
           if (error != null || response === undefined) resolve({ kind: 'error', error })
-          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined })
+          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] })
         })
       } catch (error) {
         marks.forget(token)

@@ -2,12 +2,13 @@
 // ended, the task's retries and the consumer's options. It is the README's "Outcomes" table; the
 // consumer only carries out the step it returns. Time and chance come in as arguments, so the
 // table can be tested row by row without a clock or a dispatch.
+import type { OutgoingHttpHeader } from 'node:http'
 import type { DeadLetterCause } from '../../types'
 import type { ResolvedConsumerOptions } from '../options'
 
 /** How one try of a task ended. */
 export type TryResult =
-  | { kind: 'answered', statusCode: number, retryAfter: string | string[] | undefined }
+  | { kind: 'answered', statusCode: number, retryAfter: OutgoingHttpHeader | undefined }
   | { kind: 'timeout' }
   | { kind: 'error', error: unknown }
 
@@ -83,7 +84,7 @@ export function nextStep (result: TryResult, retries: number, options: RetryOpti
  * The delay a 429 or 503 answer asks for in its Retry-After header (seconds or an HTTP date),
  * in ms, or undefined when there is none to honour.
  */
-function retryAfterDelay (statusCode: number, header: string | string[] | undefined, now: number): number | undefined {
+function retryAfterDelay (statusCode: number, header: OutgoingHttpHeader | undefined, now: number): number | undefined {
   if ((statusCode !== 429 && statusCode !== 503) || typeof header !== 'string') return undefined
   const delay = /^\s*\d+\s*$/.test(header) ? Number(header) * 1000 : Date.parse(header) - now
   if (!Number.isFinite(delay)) return undefined
