@@ -1,7 +1,7 @@
 // The consumer (issue 2): tasks dispatched through inject() with the task headers, at once rather
 // than on a polling interval, never more than concurrentLimit at a time; the outcome of each status
-// (2xx done, 3xx done with a warning, 409 and TaskConflictError retried then given up, others given
-// up at once), each logged with the task id and queue; and `request.taskqueue.task`, which only a
+// (2xx done, 3xx done with a warning, 409 and TaskConflictError retried then buried, others buried
+// at once), each logged with the task id and queue; and `request.taskqueue.task`, which only a
 // dispatched task gets and no outside request can forge.
 import { test } from 'tap'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'

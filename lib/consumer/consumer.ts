@@ -1,4 +1,4 @@
-// A consumer takes tasks from one queue and dispatches each through `fastify.inject()`, so a task
+// A consumer reserves tasks from one queue and dispatches each through `fastify.inject()`, so a task
 // runs through the app's routing, hooks and schemas like any request, without a network hop.
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
