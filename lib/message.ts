@@ -8,6 +8,7 @@ import type { FastifyRequest } from 'fastify'
 import type { TaskMessage, TaskMethod } from '../types'
 import type { HeaderPolicy } from './options'
 import { InvalidArgumentError, InvalidMethodError, InvalidUrlError, shown } from './errors'
+import { taskHeaderPrefix } from './consumer/task-headers'
 
 export const taskMethods: readonly TaskMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
 
@@ -45,15 +46,15 @@ export type AddOptions = Static<typeof AddOptionsSchema>
 
 const checkAddOptions = TypeCompiler.Compile(AddOptionsSchema)
 
-/** Connection-level headers, and those the dispatch sets itself, never travel with a task. */
+/**
+ * Connection-level headers, and those the dispatch sets itself, never travel with a task; nor do
+ * the `x-task-*` headers (`taskHeaderPrefix`): a task that queues a task starts a fresh one.
+ */
 const neverCopied = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te',
   'trailer', 'transfer-encoding', 'upgrade', 'expect', 'content-length', 'content-encoding',
   'user-agent'
 ])
-
-/** Headers that describe a task: a task that queues a task starts a fresh one. */
-export const taskHeaderPrefix = 'x-task-'
 
 function checkAddOptionsShape (options: unknown): void {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {

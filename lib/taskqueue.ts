@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify
 import type { AddOptions, DeadLetterPage, QueueBackend, QueueHandle, TaskMessage, TaskQueue } from '../types'
 import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, shown } from './errors'
 import { taskMessageFactory, type CreateTaskMessage } from './message'
-import { Consumer, uniqueConsumerName } from './consumer'
+import { Consumer, uniqueConsumerName } from './consumer/consumer'
 import { DispatchMarks } from './request/mark'
 import { ResponsePushes } from './request/pushes'
 import { RedisQueue } from './queues/redis'

@@ -1,13 +1,14 @@
 // The consumer (issue 2): tasks dispatched through inject() with the task headers, at once rather
 // than on a polling interval, never more than concurrentLimit at a time; the outcome of each status
-// (2xx done, 3xx done with a warning, 409 and TaskConflictError retried then given up, others given
-// up at once), each logged with the task id and queue; and `request.taskqueue.task`, which only a
+// (2xx done, 3xx done with a warning, 409 and TaskConflictError retried then buried, others buried
+// at once), each logged with the task id and queue; and `request.taskqueue.task`, which only a
 // dispatched task gets and no outside request can forge.
 import { test } from 'tap'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { TaskConflictError } from '../plugin'
 import type { ConsumerOptions } from '../lib/options'
 import type { DispatchedTask } from '../types'
+import { dispatchHeader, taskHeaderNames, taskHeaderPrefix } from '../lib/consumer/task-headers'
 import { gate, levels, logged, pluginLines, sleep, waitFor, type LogLine, type Test } from './helpers/harness'
 
 /** One dispatch of a task as its route saw it. */
@@ -65,6 +66,25 @@ test('a task is dispatched through inject() with the task headers', async (t) =>
   })
   t.notOk('x-taskqueue-dispatch' in dispatch.headers, 'the dispatch token is not left for the handler to read')
   t.same(dispatch.body, { a: 1 })
+})
+
+test('the x-task-* headers of lib/consumer/task-headers.ts: written in their order, refused in add()', async (t) => {
+  let keys: string[] = []
+  const { app } = await recording(t, {}, {}, (app) => {
+    app.post('/tasks/keys', async (request) => {
+      keys = Object.keys(request.headers)
+      return {}
+    })
+  })
+  await app.taskqueue.add('/tasks/keys', { method: 'POST', payload: 'text', headers: { 'x-own': 'mine' } })
+  await app.taskqueue.drain()
+  // The task's own headers first, then those of the dispatch; the token, spent, is gone.
+  t.same(keys, ['content-type', 'x-own', ...taskHeaderNames, 'user-agent', 'host', 'content-length'], 'the order of the keys')
+  t.notOk(keys.includes(dispatchHeader))
+  for (const name of taskHeaderNames) {
+    t.ok(name.startsWith(taskHeaderPrefix), `${name} has the prefix`)
+    t.throws(() => app.taskqueue.add('/tasks/keys', { headers: { [name.toUpperCase()]: 'forged' } }), { code: 'FST_TASKQUEUE_INVALID_ARGUMENT' }, `add() refuses ${name}`)
+  }
 })
 
 test('request.taskqueue.task: { id, queue, retries } for a dispatched task, null for a normal request', async (t) => {

@@ -10,7 +10,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import taskqueue from '../plugin'
 import type { ConsumerOptions } from '../lib/options'
-import { dispatchHeader } from '../lib/request/mark'
+import { dispatchHeader } from '../lib/consumer/task-headers'
 import type { TaskQueueService } from '../lib/taskqueue'
 import { gate, httpRequest, listenLocal, logCapture, settlesWithin, type Test } from './helpers/harness'
 

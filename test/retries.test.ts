@@ -1,14 +1,13 @@
 // Retries of issue 4 on both queue types: which outcomes are dispatched again and which are final,
 // retryMaxCount, the dead letter of a task out of retries, Retry-After, the x-task-retries and
 // x-task-eta headers, a retry that waits without holding a concurrency slot, and (Redis) a retry
-// that waits in the delayed set and survives a restart. Also lib/backoff.ts and lib/outcome.ts.
+// that waits in the delayed set and survives a restart. The policy itself, row by row without an
+// app, is in test/retry-policy.test.ts.
 import { test } from 'tap'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { TaskConflictError } from '../plugin'
 import type { ConsumerOptions } from '../lib/options'
 import type { DispatchedTask } from '../types'
-import { retryDelay } from '../lib/backoff'
-import { outcomeOf, retryAfterDelay } from '../lib/outcome'
 import { decodeMessage } from '../lib/queues/codec'
 import { backendFor, queueTypes, scanKeys, sleep, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
 
@@ -314,64 +313,4 @@ test('redis: a waiting retry stays in Redis across a restart, and a new app runs
   t.equal(await client.zcard(backend.key('delayed')), 0, 'the delayed set is empty')
   t.equal(await client.llen(backend.key('waiting')), 0)
   t.same(await second.app.taskqueue.queue('default').dead(), [])
-})
-
-test('retryDelay: min doubled per retry made, capped at max, drawn from the upper half', async (t) => {
-  const bounds = { min: 100, max: 5000 }
-  const random = Math.random
-  t.teardown(() => { Math.random = random })
-  const at = (draw: number, retries: number, given = bounds): number => {
-    Math.random = () => draw
-    return retryDelay(retries, given)
-  }
-  t.same([0, 1, 2, 3, 4, 5].map((retries) => at(0, retries)), [50, 100, 200, 400, 800, 1600], 'lowest draw: half the ceiling')
-  t.same([0, 1, 2, 3, 4, 5].map((retries) => at(0.999999, retries)), [100, 200, 400, 800, 1600, 3200], 'highest draw: the ceiling')
-  t.same([6, 7, 20, 1000, 1e9].map((retries) => at(0.999999, retries)), [5000, 5000, 5000, 5000, 5000], 'capped at max')
-  t.same([6, 1000].map((retries) => at(0, retries)), [2500, 2500], 'half of max at least')
-  t.equal(at(0.5, 0, { min: 0, max: 0 }), 0, 'no delay at all')
-  t.equal(at(0.999999, 3, { min: 1000, max: 1000 }), 1000)
-  Math.random = random
-  for (let retries = 0; retries < 12; retries++) {
-    const ceiling = Math.min(bounds.max, bounds.min * 2 ** retries)
-    const draws = Array.from({ length: 200 }, () => retryDelay(retries, bounds))
-    t.ok(draws.every((delay) => Number.isInteger(delay) && delay >= ceiling / 2 && delay <= ceiling),
-      `retry ${retries}: every delay in [${ceiling / 2}, ${ceiling}]`)
-    t.ok(new Set(draws).size > 1 || ceiling < 4, `retry ${retries}: jittered`)
-  }
-  // The default: the first retry within about a second, capped at a few minutes.
-  const defaults = { min: 1000, max: 300_000 }
-  t.ok(retryDelay(0, defaults) <= 1000)
-  t.ok(retryDelay(50, defaults) <= 300_000)
-})
-
-test('outcomeOf: the outcome table', async (t) => {
-  const expect: Record<string, number[]> = {
-    done: [200, 201, 202, 204, 299],
-    redirected: [300, 301, 302, 303, 304, 307, 308, 399],
-    retry: [409, 429, 500, 502, 503, 504, 505, 599],
-    final: [400, 401, 403, 404, 405, 408, 410, 413, 422, 428, 431, 451, 499, 501, 100, 199]
-  }
-  for (const [outcome, statuses] of Object.entries(expect)) {
-    for (const status of statuses) t.equal(outcomeOf(status), outcome, `${status} is ${outcome}`)
-  }
-})
-
-test('retryAfterDelay: seconds or an HTTP date, only on 429 and 503', async (t) => {
-  const now = Date.UTC(2030, 0, 1, 12, 0, 0)
-  t.equal(retryAfterDelay(429, '1', now), 1000)
-  t.equal(retryAfterDelay(503, '120', now), 120_000)
-  t.equal(retryAfterDelay(503, ' 7 ', now), 7000, 'spaces around the seconds')
-  t.equal(retryAfterDelay(429, '0', now), 0)
-  t.equal(retryAfterDelay(503, new Date(now + 30_000).toUTCString(), now), 30_000, 'an HTTP date')
-  t.equal(retryAfterDelay(429, 'Wed, 01 Jan 2030 12:01:00 GMT', now), 60_000)
-  t.equal(retryAfterDelay(503, new Date(now - 30_000).toUTCString(), now), 0, 'a date in the past: at once')
-  t.equal(retryAfterDelay(429, '99999999', now), 24 * 60 * 60 * 1000, 'capped at a day')
-  t.equal(retryAfterDelay(429, 'soon', now), undefined, 'unreadable: the backoff applies')
-  t.equal(retryAfterDelay(429, '', now), undefined)
-  t.equal(retryAfterDelay(429, undefined, now), undefined)
-  t.equal(retryAfterDelay(429, ['1', '2'], now), undefined, 'a repeated header is not trusted')
-  for (const status of [200, 409, 500, 502, 504, 400]) {
-    t.equal(retryAfterDelay(status, '1', now), undefined, `ignored on ${status}`)
-    t.equal(retryAfterDelay(status, new Date(now + 5000).toUTCString(), now), undefined, `ignored on ${status} as a date`)
-  }
 })

@@ -3,7 +3,7 @@
 // them once it failed).
 import type { FastifyReply, FastifyRequest, onErrorHookHandler, onRequestHookHandler, onResponseHookHandler, onSendHookHandler } from 'fastify'
 import type { TaskQueueService } from '../taskqueue'
-import { dispatchHeader } from './mark'
+import { dispatchHeader } from '../consumer/task-headers'
 import { madeRequestTasks, requestTasks, taskFields } from './tasks'
 
 const kFailed = Symbol('taskqueue.failed')

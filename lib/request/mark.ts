@@ -8,8 +8,7 @@ import { IncomingMessage } from 'node:http'
 import { Http2ServerRequest } from 'node:http2'
 import type { FastifyRequest } from 'fastify'
 import type { DispatchedTask, TaskMessage } from '../../types'
-
-export const dispatchHeader = 'x-taskqueue-dispatch'
+import { dispatchHeader } from '../consumer/task-headers'
 
 /**
  * Whether the raw request came from a client of a server of this process. Checked against node's

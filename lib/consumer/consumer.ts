@@ -1,25 +1,19 @@
-// A consumer takes tasks from one queue and dispatches each through `fastify.inject()`, so a task
+// A consumer reserves tasks from one queue and dispatches each through `fastify.inject()`, so a task
 // runs through the app's routing, hooks and schemas like any request, without a network hop.
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { DeadLetterCause, ReservedTask, TaskMessage, TaskReceiver } from '../types'
-import type { ResolvedConsumerOptions } from './options'
-import { retryDelay } from './backoff'
-import { outcomeOf, retryAfterDelay } from './outcome'
-import { dispatchHeader, type DispatchMarks } from './request/mark'
-import { byDeadline, closeSlack } from './deadline'
+import type { ReservedTask, TaskMessage, TaskReceiver } from '../../types'
+import type { ResolvedConsumerOptions } from '../options'
+import type { DispatchMarks } from '../request/mark'
+import { byDeadline, closeSlack } from '../deadline'
+import { dispatchHeaders } from './task-headers'
+import { nextStep, type Step, type TryResult } from './retry-policy'
 
 /** A consumer name unique to this process: two live processes never share one by accident. */
 export function uniqueConsumerName (): string {
   return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
 }
-
-/** What came of one try of a task. */
-type TryResult =
-  | { kind: 'answered', statusCode: number, retryAfter: string | undefined }
-  | { kind: 'timeout' }
-  | { kind: 'error', error: unknown }
 
 function noop (): void {}
 
@@ -33,11 +27,11 @@ export interface ConsumerContext {
 }
 
 /** One try of a task in flight: when it times out, and how to end its wait when it does. */
-interface Attempt {
+interface Try {
   readonly deadline: number
   /** Set once the try answered, failed or ran out of time: no deadline applies any more. */
   over: boolean
-  /** Settles the try as timed out; set once the try started. */
+  /** Ends the wait for the try as timed out; set once the try started. */
   expire: () => void
 }
 
@@ -46,34 +40,43 @@ const timeoutResult: TryResult = { kind: 'timeout' }
 /** What a consumer without a concurrency limit says it has room for: a batch, not the whole queue. */
 const unlimitedRoom = 32
 
+/**
+ * The loop of one consumer: reserve a task whenever a slot is free (at most `concurrentLimit`
+ * in flight, no limit at 0), try it through inject(), then settle it as the retry policy says.
+ */
 export class Consumer {
+  readonly name: string
+  readonly queue: string
+  private readonly receiver: TaskReceiver
+  private readonly options: ResolvedConsumerOptions
+  private readonly context: ConsumerContext
   private readonly stopSignal = new AbortController()
   /**
    * Tasks in flight, in the order they started. Every try has the same timeout, so this is also
    * the order of their deadlines: one timer, armed for the oldest, watches them all, instead of a
    * timer per task.
    */
-  private readonly inFlight = new Map<ReservedTask, Attempt>()
+  private readonly inFlight = new Map<ReservedTask, Try>()
   private deadlineTimer: NodeJS.Timeout | undefined
-  /** Tasks given back to the queue at close while their dispatch was still running. */
-  private readonly released = new WeakSet<ReservedTask>()
+  /** Tasks released at close while their try was still running: their late end settles nothing. */
+  private readonly releasedAtClose = new WeakSet<ReservedTask>()
+  /** Tasks whose try has not ended: the tries in flight that are not over. */
+  private running = 0
+  /** Tasks whose try has ended and whose step is being written to the queue. */
+  private settling = 0
+  /** Wakes the loop when it waits for a free slot. */
   private slotFreed: (() => void) | undefined
   /** Set while `stop()` waits for the tasks in flight. */
   private allSettled: (() => void) | undefined
   private loop: Promise<void> | undefined
 
-  constructor (
-    readonly name: string,
-    readonly queue: string,
-    private readonly receiver: TaskReceiver,
-    private readonly options: ResolvedConsumerOptions,
-    private readonly context: ConsumerContext
-  ) {}
-
-  /** Tasks whose try has not ended: the attempts in flight that are not over. */
-  private running = 0
-  /** Tasks whose try has ended and whose outcome is being written to the queue. */
-  private settling = 0
+  constructor (name: string, queue: string, receiver: TaskReceiver, options: ResolvedConsumerOptions, context: ConsumerContext) {
+    this.name = name
+    this.queue = queue
+    this.receiver = receiver
+    this.options = options
+    this.context = context
+  }
 
   /**
    * Tasks running or settling. Counted as they change rather than by a walk over the tasks in
@@ -109,7 +112,7 @@ export class Consumer {
         continue
       }
       if (task === null) break
-      const attempt: Attempt = { deadline: Date.now() + this.options.taskTimeout, over: false, expire: noop }
+      const attempt: Try = { deadline: Date.now() + this.options.taskTimeout, over: false, expire: noop }
       this.inFlight.set(task, attempt)
       this.running++
       this.deadlineTimer ??= this.armDeadline()
@@ -138,8 +141,8 @@ export class Consumer {
     this.deadlineTimer = this.armDeadline()
   }
 
-  /** Sends the task through the app; resolves with what came of it, never rejects. */
-  private tryTask (message: TaskMessage, attempt: Attempt): Promise<TryResult> {
+  /** Sends the task through the app; resolves with how the try ended, never rejects. */
+  private tryTask (message: TaskMessage, attempt: Try): Promise<TryResult> {
     return new Promise<TryResult>((resolve) => {
       // A handler that runs past the deadline cannot be stopped, only no longer waited for.
       attempt.expire = () => resolve(timeoutResult)
@@ -151,13 +154,13 @@ export class Consumer {
           method: message.method,
           url: message.url,
           payload: message.payload,
-          headers: this.headersOf(message, token)
+          headers: dispatchHeaders(message, token)
         }, (error, response) => {
           // The request is over: its token, spent or not (a hook may have answered before
           // anything asked for the mark), must not mark any later request.
           marks.forget(token)
           if (error != null || response === undefined) resolve({ kind: 'error', error })
-          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] as string | undefined })
+          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] })
         })
       } catch (error) {
         marks.forget(token)
@@ -168,85 +171,42 @@ export class Consumer {
     })
   }
 
-  /**
-   * The task's own headers, and those that tell its route it is a task of this app. The dispatch
-   * token goes last, after the headers that inject() would otherwise add itself (host,
-   * content-length): working out the mark deletes it, and V8 deletes the last property an object
-   * got without turning it into a slow dictionary, which every later read of the request's
-   * headers would pay for.
-   */
-  private headersOf (message: TaskMessage, token: string): Record<string, string> {
-    const headers: Record<string, string> = {}
-    const own = message.headers
-    for (const name in own) headers[name] = own[name]
-    headers['x-task-id'] = message.id
-    headers['x-task-queue'] = message.queue
-    headers['x-task-retries'] = String(message.retries)
-    headers['x-task-eta'] = new Date(message.eta).toISOString()
-    headers['user-agent'] = 'fastify-taskqueue'
-    // inject()'s own defaults: a host from its base url, a length for a body that is not empty.
-    headers.host ??= 'localhost:80'
-    const { payload } = message
-    if (payload !== undefined && payload !== '') headers['content-length'] = String(Buffer.byteLength(payload))
-    headers[dispatchHeader] = token
-    return headers
-  }
-
-  private async dispatch (task: ReservedTask, attempt: Attempt): Promise<void> {
+  /** Tries the task, then settles it as the retry policy says. */
+  private async dispatch (task: ReservedTask, attempt: Try): Promise<void> {
     const { message } = task
-    const log = this.context.log
     const result = await this.tryTask(message, attempt)
     if (!attempt.over) this.end(attempt)
+    const step = nextStep(result, message.retries, this.options, this.stopping)
     // A task that is done gives its slot up before it is acknowledged: a Redis consumer then
-    // acknowledges it and reserves the next in one round trip. Any other outcome keeps the slot
+    // acknowledges it and reserves the next in one round trip. Any other step keeps the slot
     // until it is written, so that a retry is known before the consumer looks for work again.
-    const statusCode = result.kind === 'answered' ? result.statusCode : undefined
-    const outcome = statusCode === undefined ? 'retry' : outcomeOf(statusCode)
-    const done = (outcome === 'done' || outcome === 'redirected') && !this.stopping
-    if (done) this.freeSlot(task)
+    const freedEarly = step.step === 'ack' && !this.stopping
+    if (freedEarly) this.freeSlot(task)
     this.settling++
     try {
-      // Refused because the app is closing: not the task's fault, and not a try.
-      if (this.stopping && (result.kind === 'error' || (result.kind === 'answered' && result.statusCode === 503))) {
-        await this.settle(task, () => this.receiver.release(task))
-        return
-      }
-      if (outcome === 'done') {
-        log.debug({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task done')
-        await this.settle(task, () => this.receiver.ack(task))
-      } else if (outcome === 'redirected') {
-        log.warn({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task answered with a redirect, which is not followed')
-        await this.settle(task, () => this.receiver.ack(task))
-      } else if (outcome === 'final') {
-        log.error({ taskId: message.id, queue: message.queue, statusCode }, 'taskqueue: task failed for good, set aside in the dead letters')
-        await this.settle(task, () => this.receiver.bury(task, { reason: 'final status', statusCode, detail: `answered ${statusCode}` }))
-      } else {
-        const detail = result.kind === 'timeout'
-          ? `ran past taskTimeout (${this.options.taskTimeout} ms)`
-          : result.kind === 'error' ? `dispatch failed: ${(result.error as Error)?.message}` : `answered ${statusCode}`
-        if (message.retries < this.options.retryMaxCount) {
-          const asked = result.kind === 'answered' ? retryAfterDelay(result.statusCode, result.retryAfter, Date.now()) : undefined
-          const delay = asked ?? retryDelay(message.retries, this.options.retryDelay)
-          log.info({ taskId: message.id, queue: message.queue, statusCode, retries: message.retries, delay, detail }, 'taskqueue: task to be retried')
-          await this.settle(task, () => this.receiver.retry(task, delay))
-        } else {
-          const reason = result.kind === 'timeout' ? 'timeout' : 'retries exhausted'
-          log.error({ taskId: message.id, queue: message.queue, statusCode, retries: message.retries, detail }, 'taskqueue: task out of retries, set aside in the dead letters')
-          const cause: DeadLetterCause = { reason, detail }
-          if (statusCode !== undefined) cause.statusCode = statusCode
-          await this.settle(task, () => this.receiver.bury(task, cause))
-        }
-      }
+      this.logStep(message, result, step)
+      await this.settle(task, step)
     } finally {
-      if (!done) this.freeSlot(task)
+      if (!freedEarly) this.freeSlot(task)
       this.settling--
       if (this.busy === 0) this.allSettled?.()
       this.context.onSettled()
     }
   }
 
+  private logStep (message: TaskMessage, result: TryResult, step: Step): void {
+    const taskId = message.id
+    const queue = message.queue
+    const statusCode = result.kind === 'answered' ? result.statusCode : undefined
+    const log = this.context.log
+    if (step.step === 'ack') log[step.level]({ taskId, queue, statusCode }, step.message)
+    else if (step.step === 'retry') log[step.level]({ taskId, queue, statusCode, retries: message.retries, delay: step.delay, detail: step.detail }, step.message)
+    else if (step.step === 'bury') log[step.level]({ taskId, queue, statusCode, retries: message.retries, detail: step.cause.detail }, step.message)
+    else log[step.level]({ taskId, queue, statusCode }, step.message)
+  }
+
   /** The try is over: answered, failed or out of time. */
-  private end (attempt: Attempt): void {
+  private end (attempt: Try): void {
     attempt.over = true
     this.running--
   }
@@ -263,11 +223,14 @@ export class Consumer {
     slotFreed?.()
   }
 
-  /** Runs the settling step of a task unless close already gave the task back. */
-  private async settle (task: ReservedTask, step: () => Promise<void>): Promise<void> {
-    if (this.released.has(task)) return
+  /** Carries out the step of a task in its queue, unless close released the task already. */
+  private async settle (task: ReservedTask, step: Step): Promise<void> {
+    if (this.releasedAtClose.has(task)) return
     try {
-      await step()
+      if (step.step === 'ack') await this.receiver.ack(task)
+      else if (step.step === 'retry') await this.receiver.retry(task, step.delay)
+      else if (step.step === 'bury') await this.receiver.bury(task, step.cause)
+      else await this.receiver.release(task)
     } catch (error) {
       this.context.log.error({ taskId: task.message.id, queue: task.message.queue, err: error }, 'taskqueue: settling the task failed')
     }
@@ -275,9 +238,9 @@ export class Consumer {
 
   /**
    * Stops taking tasks and waits until `waitUntil` (ms since the epoch) for those in flight. Tasks
-   * still running then are given back to their queue (their dispatch is left to finish on its
-   * own), and the receiver is closed, both by `handBackBy`: what is not given back by then is left
-   * to the queue's recovery (a Redis consumer's heartbeat expires).
+   * still running then are released to their queue (their try is left to finish on its own), and
+   * the receiver is closed, both by `handBackBy`: what is not released by then is left to the
+   * queue's recovery (a Redis consumer's heartbeat expires).
    */
   async stop (waitUntil: number, handBackBy: number): Promise<void> {
     this.stopSignal.abort()
@@ -299,10 +262,12 @@ export class Consumer {
     const releases: Array<Promise<void>> = []
     for (const [task, attempt] of this.inFlight) {
       if (attempt.over) continue
-      this.released.add(task)
+      this.releasedAtClose.add(task)
       const { id: taskId, queue } = task.message
+      // The wording of these two lines predates the glossary ("given back" = released): tests
+      // and users match on them.
       this.context.log.warn({ taskId, queue }, 'taskqueue: task still running at close, given back to its queue')
-      releases.push(byDeadline(this.receiver.release(task), handBackBy, 'giving the task back').catch((error: unknown) => {
+      releases.push(byDeadline(this.receiver.release(task), handBackBy, 'releasing the task').catch((error: unknown) => {
         this.context.log.error({ taskId, queue, err: error }, 'taskqueue: giving the task back at close failed; left to recovery by another instance')
       }))
     }
