@@ -126,6 +126,8 @@ export class RedisConnection {
   readonly client: ScriptedClient
   /** Where the server is, for messages (without a password). */
   readonly address: string
+  private readonly options: ResolvedQueueOptions
+  private readonly log: FastifyBaseLogger
   /** False for a client handed in: the queue neither connects it again nor closes it. */
   private readonly owned: boolean
   private readonly pingTimer: NodeJS.Timeout
@@ -145,7 +147,9 @@ export class RedisConnection {
 
   private readonly connectionReady = (): void => { this.lastErrorMessage = '' }
 
-  constructor (private readonly options: ResolvedQueueOptions, private readonly log: FastifyBaseLogger) {
+  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger) {
+    this.options = options
+    this.log = log
     this.owned = options.client === undefined
     const client = options.client ?? (options.url === undefined
       ? new Redis(connectionOptions(options))

@@ -28,15 +28,18 @@ export class Liveness {
    * on its way, busy or not (see releaseOrphans).
    */
   ownListSuspect = false
+  private readonly queue: QueueContext
+  private readonly consumerId: string
+  private readonly processing: string
+  private readonly host: LivenessHost
   private readonly heartbeatInterval: number
   private heartbeatTimer: NodeJS.Timeout | undefined
 
-  constructor (
-    private readonly queue: QueueContext,
-    private readonly consumerId: string,
-    private readonly processing: string,
-    private readonly host: LivenessHost
-  ) {
+  constructor (queue: QueueContext, consumerId: string, processing: string, host: LivenessHost) {
+    this.queue = queue
+    this.consumerId = consumerId
+    this.processing = processing
+    this.host = host
     this.heartbeatKey = queue.keys.heartbeat(consumerId)
     this.heartbeatInterval = queue.options.heartbeatInterval as number
   }

@@ -18,6 +18,8 @@ const resetBatch = 500
 export class RedisQueue implements QueueBackend {
   readonly shared = true
   readonly name: string
+  readonly options: ResolvedQueueOptions
+  readonly log: FastifyBaseLogger
   readonly keys: QueueKeys
   readonly connection: RedisConnection
   readonly client: ScriptedClient
@@ -32,7 +34,9 @@ export class RedisQueue implements QueueBackend {
     return []
   }, pushBatch)
 
-  constructor (readonly options: ResolvedQueueOptions, readonly log: FastifyBaseLogger) {
+  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger) {
+    this.options = options
+    this.log = log
     this.name = options.queue
     this.keys = keysOf(options.prefix as string, options.queue)
     this.connection = new RedisConnection(options, log)

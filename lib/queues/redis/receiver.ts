@@ -49,6 +49,7 @@ export class RedisReceiver implements TaskReceiver {
   /** Unique to this process even when two processes are given the same consumer name. */
   readonly id: string
   private mode: ReceiverMode = 'batch'
+  private readonly queue: QueueContext
   private readonly processing: string
   private readonly liveness: Liveness
   private blocking: RedisClient
@@ -78,7 +79,8 @@ export class RedisReceiver implements TaskReceiver {
   /** The queue's connection was lost: the processing list may hold orphans. */
   private readonly connectionLost = (): void => { this.liveness.ownListSuspect = true }
 
-  constructor (private readonly queue: QueueContext, consumerName: string) {
+  constructor (queue: QueueContext, consumerName: string) {
+    this.queue = queue
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
     this.processing = queue.keys.processing(this.id)
     this.blocking = queue.connection.blockingConnection()
