@@ -34,7 +34,7 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       if count > tonumber(ARGV[4]) then
         redis.call('HDEL', KEYS[4], id)
         redis.call('SREM', KEYS[6], id)
-        pushDeadLetter(KEYS[3], cjson.encode({ reason = 'recovered too often', detail = 'its consumer died ' .. count .. ' times while running it', at = now, task = task }), tonumber(ARGV[6]))
+        pushDeadLetter(KEYS[3], cjson.encode({ reason = 'recovered too often', detail = 'its consumer expired ' .. count .. ' times while running it', at = now, task = task }), tonumber(ARGV[6]))
         buried = buried + 1
       else
         redis.call('LPUSH', KEYS[2], task)
