@@ -78,7 +78,7 @@ test('a consumer with a new name recovers the processing list of a killed consum
   await waitUntil('consumer b to run the task of a', () => ran.length === 1, 15_000)
   t.same(ran, [id], 'consumer b ran the task a was running')
   // The recovery's reply may come after the task it returned was already taken and run.
-  const recovered = (): typeof lines => lines.filter(({ msg }) => msg === 'taskqueue: tasks of a dead consumer returned to the queue')
+  const recovered = (): typeof lines => lines.filter(({ msg }) => msg === 'taskqueue: tasks of an expired consumer recovered')
   await waitUntil('the recovery to be logged', () => recovered().length > 0, 5000)
   t.same(recovered().map((line) => line.recovered), [1], 'b recovered one task, and logged it')
   await sleep(300)
@@ -191,8 +191,8 @@ test('an idle consumer gives back what its own processing list holds unknown to 
   await sleep(300)
   t.equal(await client.llen(processing), 0, 'its processing list is empty')
   t.equal(await client.exists(`${prefix}:{${queue}}:heartbeat:${consumerId}`), 1, 'the consumer stayed alive throughout')
-  t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 1), 'it says so')
-  t.notOk(lines.some(({ msg }) => msg === 'taskqueue: tasks of a dead consumer returned to the queue'), 'no recovery of a dead consumer was involved')
+  t.ok(lines.some(({ msg, released }) => msg === 'taskqueue: orphans in this consumer\'s own list released' && released === 1), 'it says so')
+  t.notOk(lines.some(({ msg }) => msg === 'taskqueue: tasks of an expired consumer recovered'), 'no recovery of an expired consumer was involved')
 })
 
 // The same while the consumer is busy, after its connection was lost: ioredis sends the commands
@@ -242,7 +242,7 @@ test('a busy consumer whose connection was lost gives back what its own processi
   await waitUntil('the unknown task to be back in the queue', async () => (await client.lrange(keyOf('waiting'), 0, -1)).includes(raw), 10_000)
   t.same(await idsIn(client, processing), [...slowIds].sort(), 'the processing list still holds the two tasks running, and only them')
   t.same(ran, [], 'nothing finished meanwhile: the consumer was busy throughout')
-  t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 1), 'it says so')
+  t.ok(lines.some(({ msg, released }) => msg === 'taskqueue: orphans in this consumer\'s own list released' && released === 1), 'it says so')
 
   openGate()
   await waitUntil('every task to run', () => ran.length === 3, 10_000)
@@ -287,7 +287,7 @@ test('a reservation that runs twice across a broken link leaves no task behind i
   const consumerId = (await client.smembers(keyOf('consumers')))[0]
   t.same(await idsIn(client, keyOf(`processing:${consumerId}`)), ['slow-3', 'slow-4'], 'the processing list holds the two tasks running, and only them')
   t.same(ran, [], 'while they still ran')
-  t.ok(lines.some(({ msg, returned }) => msg === 'taskqueue: tasks left in this consumer\'s own list returned to the queue' && returned === 2), 'it says so')
+  t.ok(lines.some(({ msg, released }) => msg === 'taskqueue: orphans in this consumer\'s own list released' && released === 2), 'it says so')
 
   openGate()
   await waitUntil('every task to run', () => ran.length === 4, 15_000)

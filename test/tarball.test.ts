@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import tap, { test } from 'tap'
+import { testRedis, uniquePrefix } from './helpers/redis'
 
 const root = resolve(__dirname, '..')
 const repoModules = join(root, 'node_modules')
@@ -84,6 +85,15 @@ test('the tarball ships a LICENSE, its links, and no source map without its sour
   t.same(files.filter((file) => file.endsWith('.ts') && !file.endsWith('.d.ts')), [], 'no TypeScript source is shipped')
 })
 
+test('the tarball ships every Lua script of the Redis queue next to the code that loads it', async (t) => {
+  // tsc copies no .lua file: the build does, and the Redis queue reads them when it loads.
+  const scripts = join('lib', 'queues', 'redis', 'scripts')
+  const sources = listFiles(join(root, scripts)).filter((file) => file.endsWith('.lua'))
+  t.ok(sources.includes('add.lua') && sources.includes(join('lib', 'now-ms.lua')), 'the scripts and their snippets are found')
+  const shipped = listFiles(packed()).filter((file) => file.endsWith('.lua'))
+  t.same(shipped, sources.map((file) => join('dist', scripts, file)).sort(), 'each one, under dist/')
+})
+
 test('installing the package runs no script of its own', async (t) => {
   // npm runs these when an app installs the package (and npm 11 warns of each one, `prepare`
   // included, at every install): building happens in `prepack`, before the tarball is made.
@@ -147,6 +157,48 @@ function layOut (project: string, ownPackages: Record<string, string>): string {
   }
   return app
 }
+
+test('require("fastify-taskqueue") from the tarball runs tasks on a Redis queue', async (t) => {
+  // The installed package runs the Lua scripts it ships: a plain task, a named delayed one, and a
+  // retry, which go through the add, ack-and-reserve, promote and retry scripts and their snippets.
+  const redis = await testRedis()
+  t.teardown(() => redis.close())
+  // Its own set of packages, so its own folder: the type-checking tests lay out the same project.
+  const app = layOut('cjs-app', { fastify: 'fastify', ioredis: 'ioredis' })
+  const script = `
+const Fastify = require('fastify')
+const taskqueue = require('fastify-taskqueue')
+const { TaskConflictError } = taskqueue
+const [connection, prefix] = [JSON.parse(process.argv[1]), process.argv[2]]
+const app = Fastify()
+const ran = []
+let tries = 0
+app.register(taskqueue, { queues: [{ queue: 'packed', type: 'redis', prefix, ...connection }], consumers: [{ queue: 'packed', retryDelay: { min: 1, max: 5 } }] })
+app.after(() => {
+  app.post('/tasks/run', { config: { taskOnly: true } }, async (request) => {
+    if (request.body.flaky && tries++ === 0) throw new TaskConflictError()
+    ran.push({ name: request.body.name, retries: request.taskqueue.task.retries })
+    return { ok: true }
+  })
+  app.post('/go', async (request) => {
+    request.taskqueue.add('/tasks/run', { method: 'POST', payload: { name: 'plain' } })
+    request.taskqueue.add('/tasks/run', { method: 'POST', payload: { name: 'named' }, id: 'named-1', delay: 50 })
+    request.taskqueue.add('/tasks/run', { method: 'POST', payload: { name: 'flaky', flaky: true } })
+    return { ok: true }
+  })
+})
+;(async () => {
+  await app.ready()
+  await app.inject({ method: 'POST', url: '/go' })
+  const deadline = Date.now() + 20000
+  while (ran.length < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  await app.close()
+  console.log(JSON.stringify(ran.sort((a, b) => a.name.localeCompare(b.name))))
+})().catch((error) => { console.error(error); process.exit(1) })
+`
+  const { stdout } = await run(process.execPath, ['-e', script, JSON.stringify(redis.connection), uniquePrefix()], { cwd: app, timeout: 60_000 })
+  t.same(JSON.parse(stdout.trim()), [{ name: 'flaky', retries: 1 }, { name: 'named', retries: 0 }, { name: 'plain', retries: 0 }], 'each task ran once to the end, the flaky one after a retry')
+})
 
 const layouts = [
   { project: 'esm-app', what: 'an ESM app (type module, NodeNext): import taskqueue from' },

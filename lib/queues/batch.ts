@@ -15,13 +15,15 @@ interface Pending<T, R> {
  * batch rejects with its error.
  */
 export class BatchSender<T, R> {
+  private readonly sendBatch: (items: T[]) => Promise<R[]>
+  private readonly maxBatch: number
   private queued: Array<Pending<T, R>> = []
   private flight: Promise<void> | undefined
 
-  constructor (
-    private readonly sendBatch: (items: T[]) => Promise<R[]>,
-    private readonly maxBatch: number
-  ) {}
+  constructor (sendBatch: (items: T[]) => Promise<R[]>, maxBatch: number) {
+    this.sendBatch = sendBatch
+    this.maxBatch = maxBatch
+  }
 
   send (item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {

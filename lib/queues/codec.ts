@@ -1,6 +1,7 @@
-// Task messages as stored in Redis: versioned JSON, with a binary payload in base64 so that it
-// survives the round trip byte for byte. Decoding checks the shape of what it reads: Redis may
-// hold anything, put there by an older version, another program or a person.
+// The stored formats, in one place: the task message and the dead letter as the Redis queue keeps
+// them. A message is versioned JSON, with a binary payload in base64 so that it survives the round
+// trip byte for byte. Decoding checks the shape of what it reads against a TypeBox schema: Redis
+// may hold anything, put there by an older version, another program or a person.
 //
 // The text is read with the native JSON.parse, which makes a "__proto__" key an own property (it
 // never changes a prototype), and the schema then refuses any key the format does not have, and
@@ -9,7 +10,7 @@
 // whole text, the costliest step of reading a message.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import type { DeadLetterReason, TaskMessage } from '../../types'
+import type { DeadLetterCause, DeadLetterReason, TaskMessage } from '../../types'
 import { taskMethods } from '../message'
 import { InvalidArgumentError } from '../errors'
 
@@ -40,7 +41,10 @@ const checkStored = TypeCompiler.Compile(StoredMessage)
 
 const deadLetterReasons: DeadLetterReason[] = ['retries exhausted', 'final status', 'timeout', 'recovered too often', 'unreadable']
 
-/** A dead letter as the Redis queue stores it: the task as the exact string that was stored. */
+/**
+ * A dead letter as the Redis queue stores it: the task as the exact string that was stored. The
+ * recover script writes the same shape in Lua, for the tasks it buries as recovered too often.
+ */
 const StoredDeadLetterSchema = Type.Object({
   reason: Type.Union(deadLetterReasons.map((reason) => Type.Literal(reason))),
   detail: Type.Optional(Type.String()),
@@ -52,6 +56,11 @@ const StoredDeadLetterSchema = Type.Object({
 export type StoredDeadLetter = Static<typeof StoredDeadLetterSchema>
 
 const checkDeadLetter = TypeCompiler.Compile(StoredDeadLetterSchema)
+
+/** A dead letter to store: the cause, when it was buried (ms), and the task as it was stored. */
+export function encodeDeadLetter (cause: DeadLetterCause, at: number, task: string): string {
+  return JSON.stringify({ ...cause, at, task })
+}
 
 /** Reads a stored dead letter, checked like a message: Redis may hold anything under that key too. */
 export function decodeDeadLetter (entry: string): { letter: StoredDeadLetter, problem?: undefined } | { letter?: undefined, problem: string } {
@@ -68,7 +77,7 @@ export function decodeDeadLetter (entry: string): { letter: StoredDeadLetter, pr
   return { letter: parsed }
 }
 
-/** Largest message a consumer accepts from Redis; larger ones are set aside unread. */
+/** Largest message a consumer accepts from Redis; larger ones are buried unread. */
 export const maxMessageBytes = 16 * 1024 * 1024
 
 /** Room kept under the limit for what a retry changes in a message: its retry count and eta. */
@@ -76,7 +85,7 @@ const retryRoom = 64
 
 /**
  * Throws FST_TASKQUEUE_INVALID_ARGUMENT for a task whose stored message no consumer would read (it
- * would be set aside as unreadable). A cheap upper bound of the encoded length first (JSON makes
+ * would be buried as unreadable). A cheap upper bound of the encoded length first (JSON makes
  * at most six characters of one, base64 four of three bytes); the message is encoded only when
  * that bound is over the limit.
  */
@@ -132,4 +141,13 @@ export function decodeMessage (raw: string): Decoded {
     return { message: { ...message, payload: Buffer.from(message.payload ?? '', 'base64') } as TaskMessage }
   }
   return { message: parsed as TaskMessage }
+}
+
+/** Reads a stored message, which must also be a task of `queue`: one of another queue is unreadable here. */
+export function decodeTaskOf (queue: string, raw: string): Decoded {
+  const decoded = decodeMessage(raw)
+  if (decoded.message !== undefined && decoded.message.queue !== queue) {
+    return { problem: `a task of queue "${decoded.message.queue}", not of "${queue}"`, id: decoded.message.id }
+  }
+  return decoded
 }

@@ -1,5 +1,5 @@
 // The local queue: in-process and volatile. Tasks wait in memory until a consumer of this process
-// takes them; whatever is still waiting when the process ends is lost, by design.
+// reserves them; whatever is still waiting when the process ends is lost, by design.
 import type { FastifyBaseLogger } from 'fastify'
 import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
 
@@ -36,7 +36,10 @@ type Waiter = (message: TaskMessage) => void
 const longestTimer = 2 ** 31 - 1
 
 export class LocalQueue implements QueueBackend {
+  readonly name: string
   readonly shared = false
+  private readonly deadLetterMax: number
+  private readonly log: FastifyBaseLogger | undefined
   private readonly waiting = new Fifo<TaskMessage>()
   /** Receivers waiting for a task, oldest first. */
   private readonly waiters = new Fifo<Waiter>()
@@ -47,7 +50,11 @@ export class LocalQueue implements QueueBackend {
   /** Oldest first; bounded by `deadLetterMax`. */
   private deadLetters: DeadLetter[] = []
 
-  constructor (readonly name: string, private readonly deadLetterMax: number, private readonly log?: FastifyBaseLogger) {}
+  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger) {
+    this.name = name
+    this.deadLetterMax = deadLetterMax
+    this.log = log
+  }
 
   /** Tasks waiting, including those waiting for their eta. */
   get size (): number { return this.waiting.size + this.delayed.size }
@@ -70,7 +77,8 @@ export class LocalQueue implements QueueBackend {
     else waiter(task)
   }
 
-  take (signal: AbortSignal): Promise<ReservedTask | null> {
+  /** Hands the oldest waiting task to a consumer, or waits for one until `signal` aborts. */
+  reserve (signal: AbortSignal): Promise<ReservedTask | null> {
     const message = this.waiting.shift()
     if (message !== undefined) return Promise.resolve({ message })
     if (signal.aborted) return Promise.resolve(null)
@@ -99,7 +107,8 @@ export class LocalQueue implements QueueBackend {
     if (finished && message.named === true) this.liveNames.delete(message.id)
   }
 
-  putBack (message: TaskMessage): void {
+  /** Puts a reserved task back at the head of the queue, unchanged: it is next in line. */
+  release (message: TaskMessage): void {
     const waiter = this.waiters.shift()
     if (waiter === undefined) this.waiting.unshift(message)
     else waiter(message)
@@ -185,10 +194,14 @@ export class LocalQueue implements QueueBackend {
 }
 
 class LocalReceiver implements TaskReceiver {
-  constructor (private readonly queue: LocalQueue) {}
+  private readonly queue: LocalQueue
+
+  constructor (queue: LocalQueue) {
+    this.queue = queue
+  }
 
   reserve (signal: AbortSignal): Promise<ReservedTask | null> {
-    return this.queue.take(signal)
+    return this.queue.reserve(signal)
   }
 
   async ack (task: ReservedTask): Promise<void> {
@@ -202,7 +215,7 @@ class LocalReceiver implements TaskReceiver {
 
   async release (task: ReservedTask): Promise<void> {
     this.queue.settled(task.message, false)
-    this.queue.putBack(task.message)
+    this.queue.release(task.message)
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {

@@ -1,0 +1,145 @@
+// The queue side of a Redis queue: adding tasks (the plain pushes of many responses batched into
+// one LPUSH), its length, reset, and the dead letters (list, requeue, purge). The consumer side is
+// the receiver (receiver.ts), made by `receive()`; the connection is shared by both.
+import type { FastifyBaseLogger } from 'fastify'
+import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage, TaskReceiver } from '../../../types'
+import type { ResolvedQueueOptions } from '../../options'
+import { decodeDeadLetter, decodeTaskOf, encodeMessage } from '../codec'
+import { BatchSender } from '../batch'
+import { keysOf, type QueueKeys } from './keys'
+import { RedisConnection, type ScriptedClient } from './connection'
+import { RedisReceiver } from './receiver'
+
+/** Most responses whose tasks go in one LPUSH. */
+const pushBatch = 500
+/** Most tasks reset() drops per script call. */
+const resetBatch = 500
+
+export class RedisQueue implements QueueBackend {
+  readonly shared = true
+  readonly name: string
+  readonly options: ResolvedQueueOptions
+  readonly log: FastifyBaseLogger
+  readonly keys: QueueKeys
+  readonly connection: RedisConnection
+  readonly client: ScriptedClient
+  /** Where the server is, for messages (without a password). */
+  readonly address: string
+  /**
+   * Adds of tasks that are due and unnamed (the common case), gathered: the responses of many
+   * requests go out in one LPUSH while the previous one is on its way.
+   */
+  private readonly pusher = new BatchSender<string[], void>(async (batches) => {
+    await this.client.lpush(this.keys.waiting, ...batches.flat())
+    return []
+  }, pushBatch)
+
+  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger) {
+    this.options = options
+    this.log = log
+    this.name = options.queue
+    this.keys = keysOf(options.prefix as string, options.queue)
+    this.connection = new RedisConnection(options, log)
+    this.client = this.connection.client
+    this.address = this.connection.address
+  }
+
+  /** Connects within `connectTimeout`; fails with FST_TASKQUEUE_REDIS_UNAVAILABLE, naming the queue and the server. */
+  async ready (): Promise<void> {
+    await this.connection.ready()
+  }
+
+  /** Consumers of this queue that are alive anywhere, as the consumer set holds them. */
+  async consumerCount (): Promise<number> {
+    return await this.client.scard(this.keys.consumers)
+  }
+
+  async put (tasks: readonly TaskMessage[]): Promise<void> {
+    // The tasks of one response go in one command, in order: a plain LPUSH of several values
+    // when every task is due and unnamed, else a script that sorts them out.
+    const now = Date.now()
+    if (tasks.every((task) => task.eta <= now && task.named !== true)) {
+      await this.pusher.send(tasks.map(encodeMessage))
+      return
+    }
+    const triples = tasks.flatMap((task) => [encodeMessage(task), Math.max(0, task.eta - now), task.named === true ? task.id : ''])
+    await this.client.taskqueueAdd(this.keys.waiting, this.keys.delayed, this.keys.names, ...triples)
+  }
+
+  receive (consumerName: string): TaskReceiver {
+    return new RedisReceiver({ name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log }, consumerName)
+  }
+
+  async length (): Promise<number> {
+    const [waiting, recovered, delayed] = await Promise.all([
+      this.client.llen(this.keys.waiting),
+      this.client.llen(this.keys.recovered),
+      this.client.zcard(this.keys.delayed)
+    ])
+    return waiting + recovered + delayed
+  }
+
+  /** Drops the waiting, recovered and delayed tasks, with only their own names and recovery counts. */
+  async reset (): Promise<void> {
+    const { waiting, recovered, delayed, names, recoveries } = this.keys
+    // Until a call comes back short: the queue was empty at that moment.
+    let dropped: number
+    do {
+      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, names, recoveries, resetBatch)
+    } while (dropped === resetBatch)
+  }
+
+  /** A stored dead letter; a malformed entry is shown whole as unreadable, none of its fields trusted. */
+  private readDeadLetter (entry: string): DeadLetter {
+    const { letter: stored, problem } = decodeDeadLetter(entry)
+    if (stored === undefined) return { id: null, queue: this.name, reason: 'unreadable', detail: problem, at: 0, task: null, raw: entry }
+    const raw = stored.task
+    const decoded = decodeTaskOf(this.name, raw)
+    const letter: DeadLetter = {
+      id: decoded.message?.id ?? null,
+      queue: this.name,
+      reason: stored.reason,
+      at: stored.at,
+      task: decoded.message ?? null
+    }
+    if (stored.detail !== undefined) letter.detail = stored.detail
+    if (stored.statusCode !== undefined) letter.statusCode = stored.statusCode
+    if (decoded.message === undefined) letter.raw = raw
+    return letter
+  }
+
+  async dead ({ offset = 0, limit = 100 }: DeadLetterPage = {}): Promise<DeadLetter[]> {
+    if (limit <= 0) return []
+    const entries = await this.client.lrange(this.keys.dead, offset, offset + limit - 1)
+    return entries.map((entry) => this.readDeadLetter(entry))
+  }
+
+  async requeue (id?: string): Promise<number> {
+    const entries = await this.client.lrange(this.keys.dead, 0, -1)
+    const now = Date.now()
+    let requeued = 0
+    // Oldest first, so that the queue runs them in the order they were buried.
+    for (const entry of entries.reverse()) {
+      const { task } = this.readDeadLetter(entry)
+      if (task === null || (id !== undefined && task.id !== id)) continue
+      const raw = encodeMessage({ ...task, retries: 0, eta: now })
+      requeued += await this.client.taskqueueRequeue(this.keys.dead, this.keys.waiting, this.keys.names, entry, raw,
+        task.named === true ? task.id : '')
+    }
+    return requeued
+  }
+
+  async purge (): Promise<number> {
+    const results = await this.client.multi().llen(this.keys.dead).del(this.keys.dead).exec()
+    return Number(results?.[0]?.[1] ?? 0)
+  }
+
+  /**
+   * Waits for the adds on their way and closes the connection, by `deadline` (ms since the
+   * epoch): past it, a connection of the queue's own is dropped, which fails what is pending on
+   * it. A client handed in stays open, without any listener of the queue's.
+   */
+  async close (deadline = Date.now() + (this.options.commandTimeout as number)): Promise<void> {
+    await this.connection.close(deadline, this.pusher.idle())
+  }
+}

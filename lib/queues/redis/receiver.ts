@@ -1,0 +1,387 @@
+// The consumer side of a Redis queue: reserving tasks into the consumer's own processing list,
+// settling them (ack, retry, release, bury), and waiting for work on an empty queue.
+//
+// A receiver is always in one of four modes:
+// - `batch`: the queue has a backlog. Each round trip acknowledges the tasks that finished and
+//   reserves as many as the consumer has free slots for (never more: every task in its list is one
+//   it started, so a crash counts against those alone).
+// - `blocking`: the last batch came back short, so the queue looks empty: the consumer waits with a
+//   blocking read that moves nothing, then reserves with the script again (back to `batch`).
+// - `recovered`: it got a recovered task, which runs alone: nothing else is reserved until it settles.
+// - `drain`: recovered tasks wait, and this consumer still holds tasks: it finishes them, reserving
+//   nothing, and then takes a recovered one.
+import { randomBytes } from 'node:crypto'
+import { isUtf8 } from 'node:buffer'
+import type { DeadLetterCause, ReservedTask, TaskReceiver } from '../../../types'
+import { decodeTaskOf, encodeDeadLetter, encodeMessage, idAtHead } from '../codec'
+import { BatchSender } from '../batch'
+import { blockingGrace, connect, type QueueContext, type RedisClient } from './connection'
+import { Liveness } from './liveness'
+
+export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'drain'
+
+/**
+ * How long a consumer blocks on an empty queue before it looks again (s): the bound on how late a
+ * delayed task, or one added while the consumer was disconnected, is picked up.
+ */
+const blockSeconds = 1
+/** Retried tasks moved from the delayed set into the queue per round trip. */
+const promoteBatch = 100
+/** Most tasks a consumer reserves, or acknowledges, in one round trip. */
+const reserveBatch = 100
+
+/** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
+type Exchange = { raw: string, id: string } | { count: number }
+
+/**
+ * What a reservation got, as the ack-and-reserve script names it: `batch`, tasks of the queue;
+ * `recovered`, one recovered task, to run alone; `drain`, nothing, as recovered tasks wait for a
+ * consumer that holds none; `held` (never sent), nothing asked, as this consumer runs a recovered task.
+ */
+interface Reservation { kind: 'batch' | 'recovered' | 'drain' | 'held', tasks: Buffer[] }
+
+interface RedisReservedTask extends ReservedTask {
+  /** The exact string that was reserved: settling the task removes it and nothing else. */
+  readonly raw: string
+}
+
+export class RedisReceiver implements TaskReceiver {
+  /** Unique to this process even when two processes are given the same consumer name. */
+  readonly id: string
+  private mode: ReceiverMode = 'batch'
+  private readonly queue: QueueContext
+  private readonly processing: string
+  private readonly liveness: Liveness
+  private blocking: RedisClient
+  private started: Promise<void> | undefined
+  /** Reserved tasks not yet settled: those the processing list may hold. */
+  private readonly reserved = new Set<RedisReservedTask>()
+  /** Reserved in a batch, not yet handed to the consumer. */
+  private readonly prefetched: RedisReservedTask[] = []
+  /** When the delayed set may next hold a due task. */
+  private nextPromoteAt = 0
+  /**
+   * Reservations on their way, oldest first; each leaves once its tasks are accepted (until then,
+   * the tasks it moved into the processing list are unknown to this consumer, yet not orphans).
+   */
+  private readonly fills: Array<Promise<void>> = []
+  /** The signal of the consumer's last reserve(): aborted once it stops. */
+  private consumerSignal: AbortSignal | undefined
+  /**
+   * Acknowledgements and batch reservations, sent together: a busy consumer acknowledges the tasks
+   * that finished and reserves the next ones in one round trip.
+   */
+  private readonly exchange = new BatchSender<Exchange, Reservation | undefined>((items) => this.ackAndReserve(items), reserveBatch)
+  /** The recovered task running alone (mode `recovered`), once accepted. */
+  private soloTask: RedisReservedTask | undefined
+  /** Woken whenever a reserved task settles (see untilSettled). */
+  private readonly settleWaiters = new Set<() => void>()
+  /** The queue's connection was lost: the processing list may hold orphans. */
+  private readonly connectionLost = (): void => { this.liveness.ownListSuspect = true }
+
+  constructor (queue: QueueContext, consumerName: string) {
+    this.queue = queue
+    this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
+    this.processing = queue.keys.processing(this.id)
+    this.blocking = queue.connection.blockingConnection()
+    this.liveness = new Liveness(queue, this.id, this.processing, {
+      known: () => Array.from(this.reserved, (task) => task.raw),
+      reserving: () => this.fills.length > 0,
+      workMayWait: () => { if (this.mode === 'blocking') this.mode = 'batch' }
+    })
+    queue.connection.onLost(this.connectionLost)
+  }
+
+  private start (): Promise<void> {
+    this.started ??= (async () => {
+      await connect(this.blocking, true, this.queue.options.connectTimeout as number).catch((error: unknown) => {
+        // connect() gives up on a connection that failed (it disconnects it, which leaves ioredis
+        // in 'reconnecting' with no reconnection to come): waiting on that one again would hang
+        // for ever. Next time, a new one.
+        this.blocking = this.queue.connection.blockingConnection()
+        throw error
+      })
+      await this.liveness.start()
+    })().catch((error: unknown) => {
+      // Started again on the next reserve, once Redis can be reached.
+      this.started = undefined
+      throw error
+    })
+    return this.started
+  }
+
+  async reserve (signal: AbortSignal, room = 1): Promise<ReservedTask | null> {
+    await this.start()
+    this.consumerSignal = signal
+    const { keys, connection: { client } } = this.queue
+    while (!signal.aborted) {
+      // Due retries join the queue even while a backlog keeps the consumer busy: a backlog that
+      // never ends must not starve them.
+      const now = Date.now()
+      if (now >= this.nextPromoteAt) {
+        const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
+        this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
+      }
+      const ready = this.prefetched.shift()
+      if (ready !== undefined) return ready
+      if (this.fills.length > 0) {
+        await this.fills[0].catch(() => {})
+        continue
+      }
+      if (this.mode === 'recovered' || (this.mode === 'drain' && this.reserved.size > 0)) {
+        await this.untilSettled(signal)
+        continue
+      }
+      if (this.mode === 'drain') {
+        // Drained, and yet the list was not empty: what it holds is unknown to this consumer.
+        this.mode = 'batch'
+        this.liveness.ownListSuspect = true
+      }
+      if (this.liveness.ownListSuspect) await this.liveness.releaseOrphans()
+      if (this.mode === 'batch') {
+        await this.fill(Math.min(reserveBatch, room))
+        continue
+      }
+      // Block no longer than until the next delayed task known to be due.
+      const waitSeconds = Math.max(0.01, Math.min(blockSeconds, (this.nextPromoteAt - now) / 1000))
+      if (await this.waitForWork(waitSeconds, signal) && this.mode === 'blocking') this.mode = 'batch'
+    }
+    return null
+  }
+
+  /**
+   * Reserves up to `count` tasks into the prefetched ones, with the acknowledgements on their way.
+   * The tasks asked for, with those prefetched, never outnumber the consumer's free slots (reserve
+   * asks for its room, ack for the slot it freed), so each task starts as soon as it arrives: none
+   * waits in the processing list, where a crash would count it.
+   */
+  private fill (count: number): Promise<void> {
+    const filled = this.reserveInto(count)
+    this.fills.push(filled)
+    // Registered before anyone awaits the batch, so the list is up to date when they resume.
+    const forget = (): void => { this.fills.splice(this.fills.indexOf(filled), 1) }
+    filled.then(forget, forget)
+    return filled
+  }
+
+  private async reserveInto (count: number): Promise<void> {
+    let reservation: Reservation | undefined
+    try {
+      reservation = await this.exchange.send({ count }) as Reservation
+      const { kind, tasks } = reservation
+      if (kind === 'held') return
+      // A batch that came back short means the queue ran out. After a recovered task, or once
+      // drained, the consumer asks again at once.
+      if (kind === 'batch' && (this.mode === 'batch' || this.mode === 'blocking')) this.mode = tasks.length < count ? 'blocking' : 'batch'
+      if (kind === 'drain') this.mode = 'drain'
+      for (const bytes of tasks) {
+        const task = await this.accept(bytes)
+        if (task === undefined) continue
+        if (kind === 'recovered') this.soloTask = task
+        this.prefetched.push(task)
+      }
+    } catch (error) {
+      // The reply is lost but the moves may have happened, or a task was not accepted.
+      this.liveness.ownListSuspect = true
+      throw error
+    } finally {
+      // A recovered task that was buried as unreadable, or not accepted, holds nothing up.
+      if (reservation?.kind === 'recovered' && reservation.tasks.length > 0 && this.soloTask === undefined && this.mode === 'recovered') this.mode = 'batch'
+    }
+  }
+
+  /** Resolves when a reserved task settles, on abort, or after a second at most. */
+  private untilSettled (signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.settleWaiters.delete(done)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, blockSeconds * 1000)
+      this.settleWaiters.add(done)
+      signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  /** A reserved message as a task; an unreadable one is buried instead. */
+  private async accept (bytes: Buffer): Promise<RedisReservedTask | undefined> {
+    const raw = bytes.toString()
+    // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which LREM
+    // would never match, so it would stay in the processing list. Such a message is buried by its
+    // exact bytes.
+    const decoded = isUtf8(bytes) ? decodeTaskOf(this.queue.name, raw) : { problem: 'not a task message: not valid UTF-8', id: idAtHead(raw) }
+    if (decoded.problem !== undefined) {
+      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: decoded.id }, 'taskqueue: unreadable message buried')
+      // Whatever id can be read gives up its name and recovery count: else it stayed live for ever.
+      await this.buryStored(bytes, decoded.id ?? '', { reason: 'unreadable', detail: decoded.problem })
+      return undefined
+    }
+    const task: RedisReservedTask = { message: decoded.message, raw }
+    this.reserved.add(task)
+    return task
+  }
+
+  /** One round trip: the acknowledgements of a batch, then the reservations it asks for. */
+  private async ackAndReserve (items: Exchange[]): Promise<Array<Reservation | undefined>> {
+    const { keys, connection: { client } } = this.queue
+    let count = 0
+    const acks: string[] = []
+    for (const item of items) {
+      if ('count' in item) count += item.count
+      else acks.push(item.raw, item.id)
+    }
+    // Read when the batch leaves: a reservation asked for before a recovered task came gets nothing.
+    const held = this.mode === 'recovered'
+    const reply = await client.taskqueueAckAndReserveBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, keys.consumers,
+      this.liveness.heartbeatKey, keys.recovered, held ? 0 : count, this.id, this.liveness.lifetime, ...acks)
+    const kind: Reservation['kind'] = held ? 'held' : reply[0].toString() as Reservation['kind']
+    // Set before the reply is handed out: the next batch may leave before its callers resume.
+    if (kind === 'recovered') this.mode = 'recovered'
+    // Handed out in the order asked.
+    let next = 1
+    return items.map((item) => {
+      if (!('count' in item)) return undefined
+      const share = reply.slice(next, next + item.count)
+      next += item.count
+      return { kind, tasks: share }
+    })
+  }
+
+  /**
+   * Waits until the queue holds a task, or `waitSeconds`, or abort; false only when a blocking
+   * read ran out, true when there may be work: a task came, or the read could not be made (the
+   * consumer then looks with its script, on the other connection, rather than rely on this one
+   * to come back).
+   *
+   * The read moves nothing: BLMOVE from the consuming end of the queue back onto that same end
+   * leaves the list as it was, and the tasks are then reserved by the consumer's own script. So a
+   * read whose reply is lost, or one that a client library sends after it gave up on it, can take
+   * no task away from the consumers (a read that moved tasks into the processing list did, after
+   * a Cluster node came back).
+   */
+  private async waitForWork (waitSeconds: number, signal: AbortSignal): Promise<boolean> {
+    if (this.blocking.status !== 'ready') {
+      // Not queued offline (see blockingConnection): wait for the connection, a while at most.
+      await this.untilReady(waitSeconds * 1000, signal)
+      return true
+    }
+    const { waiting } = this.queue.keys
+    const blocking = this.blocking
+    let onAbort: (() => void) | undefined
+    const aborted = new Promise<null>((resolve) => {
+      onAbort = () => resolve(null)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+    // A read in flight when its connection drops is never answered, and ioredis settles it only
+    // once its blocking timeout and grace ran out (6 s): the consumer would be deaf that long
+    // after Redis came back. It is settled as soon as the connection closes, as "look again".
+    let onClose: (() => void) | undefined
+    const closed = new Promise<Buffer>((resolve) => {
+      onClose = () => resolve(Buffer.alloc(0))
+      blocking.once('close', onClose)
+      blocking.once('end', onClose)
+    })
+    const sentAt = Date.now()
+    try {
+      const seen = await Promise.race([blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted, closed])
+      if (seen === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
+        // ioredis gave up waiting (blockingTimeout) and settled the read with null: the server did
+        // not answer in time. The connection is taken for stuck and started afresh.
+        this.queue.log.warn({ queue: this.queue.name }, 'taskqueue: blocking read unanswered, reconnecting')
+        this.blocking.disconnect(true)
+        return true
+      }
+      return seen !== null
+    } catch (error) {
+      // Start over on a fresh connection in case this one is stuck.
+      this.queue.log.warn({ err: error, queue: this.queue.name }, 'taskqueue: blocking read failed, reconnecting')
+      this.blocking.disconnect(true)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      return true
+    } finally {
+      signal.removeEventListener('abort', onAbort as () => void)
+      blocking.off('close', onClose as () => void)
+      blocking.off('end', onClose as () => void)
+    }
+  }
+
+  /** Resolves once the blocking connection is ready, on abort, or after `ms`. */
+  private untilReady (ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.blocking.off('ready', done)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      this.blocking.once('ready', done)
+      signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  /** Runs the settling step of a task; once it is over, the task is no longer held. */
+  private settle<T> (task: ReservedTask, work: Promise<T>): Promise<T> {
+    return work.finally(() => {
+      this.reserved.delete(task as RedisReservedTask)
+      if (task === this.soloTask) {
+        this.soloTask = undefined
+        if (this.mode === 'recovered') this.mode = 'batch'
+      }
+      for (const wake of this.settleWaiters) wake()
+    })
+  }
+
+  async ack (task: ReservedTask): Promise<void> {
+    const { raw, message } = task as RedisReservedTask
+    // The consumer gave up this task's slot before acknowledging it. While a reservation is on its
+    // way, the consumer waits for it and asks for no more: the freed slot's next task is asked for
+    // here, in the same round trip as this acknowledgement, rather than a round trip later. Never
+    // more than the free slots, so every reserved task starts at once (see fill).
+    if (this.fills.length > 0 && this.mode === 'batch' && this.consumerSignal?.aborted === false) {
+      this.fill(1).catch(() => {})
+    }
+    await this.settle(task, this.exchange.send({ raw, id: message.id }))
+  }
+
+  async retry (task: ReservedTask, delayMs: number): Promise<void> {
+    const { raw, message } = task as RedisReservedTask
+    const next = encodeMessage({ ...message, retries: message.retries + 1, eta: Date.now() + delayMs })
+    await this.settle(task, this.queue.connection.client.taskqueueRetry(this.processing, this.queue.keys.delayed, raw, next, delayMs))
+    this.nextPromoteAt = Math.min(this.nextPromoteAt, Date.now() + delayMs)
+  }
+
+  async release (task: ReservedTask): Promise<void> {
+    const { raw } = task as RedisReservedTask
+    // A recovered task released still runs alone next time.
+    const { waiting, recovered } = this.queue.keys
+    await this.settle(task, this.queue.connection.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, raw))
+  }
+
+  async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
+    const { raw, message } = task as RedisReservedTask
+    await this.settle(task, this.buryStored(raw, message.id, cause))
+  }
+
+  /** Moves a message from the processing list to the dead letters; `raw` as reserved, bytes or text. */
+  private async buryStored (raw: string | Buffer, id: string, cause: DeadLetterCause): Promise<void> {
+    const { keys, connection: { client }, options } = this.queue
+    const entry = encodeDeadLetter(cause, Date.now(), raw.toString())
+    await client.taskqueueBury(this.processing, keys.dead, keys.names, keys.recoveries, raw, entry, id, options.deadLetterMax as number)
+  }
+
+  /**
+   * Releases whatever is left in the processing list and leaves the consumer set, by `deadline`
+   * (ms since the epoch); what is not done by then is left to recovery once the heartbeat expires.
+   */
+  async close (deadline = Date.now() + (this.queue.options.commandTimeout as number)): Promise<void> {
+    this.liveness.stop()
+    this.queue.connection.offLost(this.connectionLost)
+    // A blocking read still waiting on the server moves nothing (see waitForWork): it is dropped.
+    this.blocking.disconnect()
+    if (this.started === undefined) return
+    await this.liveness.leave(deadline, this.exchange.idle())
+  }
+}

@@ -1,0 +1,75 @@
+// The Lua scripts of the Redis queue: every state change that touches more than one key runs in
+// one of them, so no other client ever sees a task in two places or in none. Each script is a
+// file of scripts/ that opens with what it does, its KEYS, its ARGV and what it returns.
+//
+// The files are read once, when this module loads, from next to it: lib/ when the tests run the
+// TypeScript sources, dist/lib/ in the package (the build copies them there). A line
+// `-- @include <name>` stands for the snippet scripts/lib/<name>.lua, so that what several
+// scripts share (the Redis clock in ms, the dead-letter push with its trim) is written once.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Cluster, Redis } from 'ioredis'
+
+const folder = join(__dirname, 'scripts')
+
+const includeLine = /^-- @include ([a-z-]+)[ \t]*$/gm
+
+/** A script's text with each `-- @include <name>` line replaced by that snippet of scripts/lib/. */
+export function expandIncludes (text: string, readSnippet: (name: string) => string): string {
+  return text.replace(includeLine, (line, name: string) => readSnippet(name).trimEnd())
+}
+
+function readSnippet (name: string): string {
+  return readFileSync(join(folder, 'lib', `${name}.lua`), 'utf8')
+}
+
+/** The text Redis runs for the script of scripts/<name>.lua. */
+export function loadScript (name: string): string {
+  return expandIncludes(readFileSync(join(folder, `${name}.lua`), 'utf8'), readSnippet)
+}
+
+/** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
+export interface ScriptCommands {
+  taskqueueAdd (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
+  /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
+  taskqueueAckAndReserveBuffer (processing: string, waiting: string, recoveries: string, names: string, consumers: string, heartbeat: string,
+    recovered: string, count: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
+  taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
+  taskqueueRequeue (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
+  taskqueueRelease (processing: string, to: string, raw: string): Promise<number>
+  taskqueueReset (waiting: string, recovered: string, delayed: string, names: string, recoveries: string, limit: number): Promise<number>
+  taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
+  taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
+  taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
+  taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, ...known: string[]): Promise<number>
+  taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, names: string,
+    base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
+}
+
+/** Each script: its file under scripts/, and how many of its arguments are keys. */
+export const scriptFiles = {
+  taskqueueAdd: { file: 'add', numberOfKeys: 3 },
+  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 7 },
+  taskqueueBury: { file: 'bury', numberOfKeys: 4 },
+  taskqueueRequeue: { file: 'requeue', numberOfKeys: 3 },
+  taskqueueRelease: { file: 'release', numberOfKeys: 2 },
+  taskqueueReset: { file: 'reset', numberOfKeys: 5 },
+  taskqueueRetry: { file: 'retry', numberOfKeys: 2 },
+  taskqueuePromote: { file: 'promote', numberOfKeys: 2 },
+  taskqueueHeartbeat: { file: 'heartbeat', numberOfKeys: 3 },
+  taskqueueReleaseOrphans: { file: 'release-orphans', numberOfKeys: 4 },
+  taskqueueRecover: { file: 'recover', numberOfKeys: 6 }
+} satisfies Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqueueAckAndReserve', { file: string, numberOfKeys: number }>
+
+export type ScriptName = keyof typeof scriptFiles
+
+/** The text of every script, read once. */
+export const scripts = Object.fromEntries(
+  Object.entries(scriptFiles).map(([name, { file, numberOfKeys }]) => [name, { lua: loadScript(file), numberOfKeys }])
+) as Record<ScriptName, { lua: string, numberOfKeys: number }>
+
+/** Defines the scripts as commands of `client` (a client handed in gets them too; defining twice is harmless). */
+export function defineScripts<C extends Redis | Cluster> (client: C): C & ScriptCommands {
+  for (const [name, { lua, numberOfKeys }] of Object.entries(scripts)) client.defineCommand(name, { lua, numberOfKeys })
+  return client as C & ScriptCommands
+}
