@@ -11,6 +11,7 @@ import { outcomeOf, retryAfterDelay } from '../lib/outcome'
 import { decodeMessage } from '../lib/queues/codec'
 import { backendFor, queueTypes, scanKeys, sleep, waitFor, type Backend } from './helpers/both-queues'
 import { recordingApp, type TaskBehaviour } from './helpers/app'
+import { clockFor, timer } from './helpers/clock'
 
 /** The options of an app with the default queue of `backend` and a consumer of it. */
 function optionsOf (backend: Backend, consumer: ConsumerOptions): TaskQueuePluginOptions {
@@ -23,18 +24,20 @@ for (const type of queueTypes) {
   test(`${type}: 409, 429, 500, 503 and TaskConflictError are dispatched again`, async (t) => {
     const backend = await backendFor(type)
     const failOnce = (status: number): TaskBehaviour => (request, reply, tries) => tries === 0 ? reply.code(status).send({ tries }) : { ok: true }
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 3, retryDelay: fast }), { tasks: {
-      s409: failOnce(409),
-      s429: failOnce(429),
-      s500: failOnce(500),
-      s502: failOnce(502),
-      s503: failOnce(503),
-      s504: failOnce(504),
-      conflict: (request, reply, tries) => {
-        if (tries === 0) throw new TaskConflictError()
-        return { ok: true }
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 3, retryDelay: fast }), {
+      tasks: {
+        s409: failOnce(409),
+        s429: failOnce(429),
+        s500: failOnce(500),
+        s502: failOnce(502),
+        s503: failOnce(503),
+        s504: failOnce(504),
+        conflict: (request, reply, tries) => {
+          if (tries === 0) throw new TaskConflictError()
+          return { ok: true }
+        }
       }
-    } })
+    })
     const names = ['s409', 's429', 's500', 's502', 's503', 's504', 'conflict']
     const ids = await Promise.all(names.map((name) => app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: {} })))
     await waitFor('a second try of every task', () => ids.every((id) => runsOf(id).length === 2))
@@ -48,19 +51,24 @@ for (const type of queueTypes) {
 
   test(`${type}: a try that runs past taskTimeout is dispatched again`, async (t) => {
     const backend = await backendFor(type)
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { retryMaxCount: 2, retryDelay: fast, taskTimeout: 100 }), { tasks: {
-      slow: async (request, reply, tries) => {
-        if (tries === 0) await sleep(400)
-        return { ok: true }
+    const clock = clockFor(t, type)
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { retryMaxCount: 2, retryDelay: fast, taskTimeout: 100 }), {
+      tasks: {
+        slow: async (request, reply, tries) => {
+          if (tries === 0) await timer(400)
+          return { ok: true }
+        }
       }
-    } })
+    })
     const id = await app.taskqueue.add('/tasks/slow', { method: 'POST', payload: {} })
+    await waitFor('the first try', () => runsOf(id).length === 1)
+    await clock.skip(100)
     await waitFor('the second try', () => runsOf(id).length === 2)
     const [first, second] = runsOf(id)
     t.ok(second.at - first.at >= 90, `the second try waited for the timeout (${second.at - first.at} ms)`)
     t.ok(second.at - first.at < 400, 'and not for the slow handler')
     t.equal(second.retries, '1')
-    await sleep(450)
+    await clock.pass(450)
     t.equal(runsOf(id).length, 2, 'the late answer of the first try changes nothing')
     t.same(await app.taskqueue.queue('default').dead(), [], 'nothing in the dead letters')
   })
@@ -105,9 +113,11 @@ for (const type of queueTypes) {
   test(`${type}: 501 and other 4xx are final at once`, async (t) => {
     const backend = await backendFor(type)
     const always = (status: number): TaskBehaviour => (request, reply) => reply.code(status).send({ status })
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 5, retryDelay: fast }), { tasks: {
-      s400: always(400), s401: always(401), s403: always(403), s404: always(404), s410: always(410), s422: always(422), s501: always(501)
-    } })
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 5, retryDelay: fast }), {
+      tasks: {
+        s400: always(400), s401: always(401), s403: always(403), s404: always(404), s410: always(410), s422: always(422), s501: always(501)
+      }
+    })
     const statuses = [400, 401, 403, 404, 410, 422, 501]
     const ids = await Promise.all(statuses.map((status) => app.taskqueue.add(`/tasks/s${status}`, { method: 'POST', payload: {} })))
     // A url no route answers: the app's own 404.
@@ -132,22 +142,24 @@ for (const type of queueTypes) {
 
   test(`${type}: retryMaxCount + 1 tries, then dead with the reason and the last status`, async (t) => {
     const backend = await backendFor(type)
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 2, retryDelay: fast, taskTimeout: 60 }), { tasks: {
-      always500: (request, reply) => reply.code(500).send({}),
-      always409: () => { throw new TaskConflictError() },
-      alwaysSlow: async () => { await sleep(250); return {} },
-      // The last try times out: the reason is timeout, with no status.
-      endsSlow: async (request, reply, tries) => {
-        if (tries < 2) return reply.code(503).send({})
-        await sleep(250)
-        return {}
-      },
-      // A timeout on an earlier try, a status on the last: retries exhausted, with that status.
-      endsWith429: async (request, reply, tries) => {
-        if (tries === 0) await sleep(250)
-        return reply.code(429).send({})
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 2, retryDelay: fast, taskTimeout: 60 }), {
+      tasks: {
+        always500: (request, reply) => reply.code(500).send({}),
+        always409: () => { throw new TaskConflictError() },
+        alwaysSlow: async () => { await sleep(250); return {} },
+        // The last try times out: the reason is timeout, with no status.
+        endsSlow: async (request, reply, tries) => {
+          if (tries < 2) return reply.code(503).send({})
+          await sleep(250)
+          return {}
+        },
+        // A timeout on an earlier try, a status on the last: retries exhausted, with that status.
+        endsWith429: async (request, reply, tries) => {
+          if (tries === 0) await sleep(250)
+          return reply.code(429).send({})
+        }
       }
-    } })
+    })
     const names = ['always500', 'always409', 'alwaysSlow', 'endsSlow', 'endsWith429']
     const ids = await Promise.all(names.map((name) => app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: {} })))
     await waitFor('every task in the dead letters', async () => (await app.taskqueue.queue('default').dead()).length === names.length)
@@ -169,9 +181,11 @@ for (const type of queueTypes) {
 
   test(`${type}: retryMaxCount 0 gives up after the first try`, async (t) => {
     const backend = await backendFor(type)
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { retryMaxCount: 0, retryDelay: fast }), { tasks: {
-      fail: (request, reply) => reply.code(503).send({})
-    } })
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { retryMaxCount: 0, retryDelay: fast }), {
+      tasks: {
+        fail: (request, reply) => reply.code(503).send({})
+      }
+    })
     const id = await app.taskqueue.add('/tasks/fail', { method: 'POST', payload: {} })
     await waitFor('the dead letter', async () => (await app.taskqueue.queue('default').dead()).length === 1)
     await sleep(50)
@@ -182,17 +196,22 @@ for (const type of queueTypes) {
 
   test(`${type}: Retry-After on 429 and 503 is honoured, on other statuses not`, async (t) => {
     const backend = await backendFor(type)
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 3, retryDelay: fast }), { tasks: {
-      seconds429: (request, reply, tries) => tries === 0 ? reply.code(429).header('retry-after', '1').send({}) : {},
-      date503: (request, reply, tries) => tries === 0
+    const clock = clockFor(t, type)
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 0, retryMaxCount: 3, retryDelay: fast }), {
+      tasks: {
+        seconds429: (request, reply, tries) => tries === 0 ? reply.code(429).header('retry-after', '1').send({}) : {},
+        date503: (request, reply, tries) => tries === 0
         // An HTTP date 2 s on, which its whole seconds make between 1 and 2 s.
-        ? reply.code(503).header('retry-after', new Date(Date.now() + 2000).toUTCString()).send({})
-        : {},
-      ignored500: (request, reply, tries) => tries === 0 ? reply.code(500).header('retry-after', '5').send({}) : {},
-      ignored409: (request, reply, tries) => tries === 0 ? reply.code(409).header('retry-after', '5').send({}) : {}
-    } })
+          ? reply.code(503).header('retry-after', new Date(Date.now() + 2000).toUTCString()).send({})
+          : {},
+        ignored500: (request, reply, tries) => tries === 0 ? reply.code(500).header('retry-after', '5').send({}) : {},
+        ignored409: (request, reply, tries) => tries === 0 ? reply.code(409).header('retry-after', '5').send({}) : {}
+      }
+    })
     const names = ['seconds429', 'date503', 'ignored500', 'ignored409']
     const ids = await Promise.all(names.map((name) => app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: {} })))
+    await waitFor('the first tries', () => ids.every((id) => runsOf(id).length >= 1))
+    await clock.skip(2000)
     // Had Retry-After been honoured for 500 or 409, their second try would come after 5 s.
     await waitFor('the second tries', () => ids.every((id) => runsOf(id).length === 2), 4000)
     const gap = (id: string): number => {
@@ -206,9 +225,11 @@ for (const type of queueTypes) {
 
   test(`${type}: x-task-retries, x-task-eta and request.taskqueue.task say where a task stands`, async (t) => {
     const backend = await backendFor(type)
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { retryMaxCount: 3, retryDelay: { min: 20, max: 40 } }), { tasks: {
-      fail: (request, reply) => reply.code(500).send({})
-    } })
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { retryMaxCount: 3, retryDelay: { min: 20, max: 40 } }), {
+      tasks: {
+        fail: (request, reply) => reply.code(500).send({})
+      }
+    })
     const before = Date.now()
     const id = await app.taskqueue.add('/tasks/fail', { method: 'POST', payload: {} })
     await waitFor('the dead letter', async () => (await app.taskqueue.queue('default').dead()).length === 1)
@@ -230,9 +251,12 @@ for (const type of queueTypes) {
 
   test(`${type}: a retry waits without holding a concurrency slot`, async (t) => {
     const backend = await backendFor(type)
-    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 1, retryMaxCount: 3, retryDelay: fast }), { tasks: {
-      a: (request, reply, tries) => tries === 0 ? reply.code(503).header('retry-after', '1').send({}) : {}
-    } })
+    const clock = clockFor(t, type)
+    const { app, runsOf } = await recordingApp(t, optionsOf(backend, { concurrentLimit: 1, retryMaxCount: 3, retryDelay: fast }), {
+      tasks: {
+        a: (request, reply, tries) => tries === 0 ? reply.code(503).header('retry-after', '1').send({}) : {}
+      }
+    })
     const a = await app.taskqueue.add('/tasks/a', { method: 'POST', payload: {} })
     await waitFor('the first try of A', () => runsOf(a).length === 1)
     await waitFor('A to wait for its retry', async () => await app.taskqueue.queue('default').length() === 1)
@@ -251,6 +275,7 @@ for (const type of queueTypes) {
     t.equal(runsOf(a).length, 1, 'B ran while A waited for its retry')
     const firstA = runsOf(a)[0]
     t.ok(runsOf(b)[0].at - firstA.at < 900, 'B did not wait for the retry delay')
+    await clock.skip(1000)
     await waitFor('the retry of A', () => runsOf(a).length === 2)
     t.ok(runsOf(a)[1].at - firstA.at >= 900, 'A retried once its Retry-After passed')
   })
@@ -259,9 +284,11 @@ for (const type of queueTypes) {
 test('redis: a waiting retry stays in Redis across a restart, and a new app runs it', async (t) => {
   const backend = await backendFor('redis')
   const client = backend.redis()
-  const first = await recordingApp(t, optionsOf(backend, { retryMaxCount: 3, retryDelay: fast }), { tasks: {
-    later: (request, reply) => reply.code(503).header('retry-after', '2').send({})
-  } })
+  const first = await recordingApp(t, optionsOf(backend, { retryMaxCount: 3, retryDelay: fast }), {
+    tasks: {
+      later: (request, reply) => reply.code(503).header('retry-after', '2').send({})
+    }
+  })
   const id = await first.app.taskqueue.add('/tasks/later', { method: 'POST', payload: { n: 1 } })
   await waitFor('the retry in the delayed set', async () => await client.zcard(backend.key('delayed')) === 1)
   await first.app.close()

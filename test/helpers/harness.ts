@@ -56,15 +56,22 @@ export function pluginLines (lines: LogLine[]): LogLine[] {
   return lines.filter(({ msg }) => typeof msg === 'string' && msg.startsWith('taskqueue:'))
 }
 
+// The real timers and clock, kept before a test can fake them (test/helpers/clock.ts): the waits of
+// the tests stay in real time, bounded, whatever the clock of the code under test says.
+const realSetTimeout = globalThis.setTimeout
+const realClearTimeout = globalThis.clearTimeout
+const realNow = (): number => performance.now()
+
+/** Sleeps `ms` of real time. */
 export function sleep (ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
+  return new Promise((resolve) => realSetTimeout(resolve, ms))
 }
 
-/** Polls `check` every 5 ms until it holds; rejects after `timeout` ms, naming `what`. */
+/** Polls `check` every 5 ms until it holds; rejects after `timeout` ms of real time, naming `what`. */
 export async function waitFor (what: string, check: () => boolean | Promise<boolean>, timeout = 5000): Promise<void> {
-  const deadline = Date.now() + timeout
+  const deadline = realNow() + timeout
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    if (realNow() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
     await sleep(5)
   }
 }
@@ -76,14 +83,14 @@ export function gate (): { promise: Promise<void>, open: () => void } {
   return { promise, open }
 }
 
-/** Whether `promise` settled within `ms`. */
+/** Whether `promise` settled within `ms` of real time. */
 export async function settlesWithin (promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(resolve, ms, false) })
+  const timeout = new Promise<false>((resolve) => { timer = realSetTimeout(resolve, ms, false) })
   try {
     return await Promise.race([promise.then(() => true, () => true), timeout])
   } finally {
-    clearTimeout(timer)
+    realClearTimeout(timer)
   }
 }
 
