@@ -86,3 +86,8 @@ export async function recordingApp (t: Test, options: TaskQueuePluginOptions, se
   await app.ready()
   return { app, lines, runs, finished, runsOf }
 }
+
+/** The task names of some runs, in their order. */
+export function namesOf (runs: TaskRun[]): string[] {
+  return runs.map(({ name }) => name)
+}
