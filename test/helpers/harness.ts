@@ -1,13 +1,10 @@
-// Small helpers of the request-lifecycle, consumer, task-only and close-drain tests: an app whose
-// log lines can be read back, waiting for a condition, a gate to hold a task handler, and a plain
-// HTTP client for 127.0.0.1.
+// Small helpers of the tests: the app's log lines read back (see recordingApp in ./app.ts), waiting
+// for a condition in real time, a gate to hold a task handler, and a plain HTTP client for 127.0.0.1.
 import { Writable } from 'node:stream'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import tap from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
-import taskqueue from '../../plugin'
-import type { TaskQueuePluginOptions } from '../../lib/options'
+import type { FastifyInstance } from 'fastify'
 
 export type Test = Parameters<Parameters<typeof tap.test>[0]>[0]
 
@@ -34,21 +31,6 @@ export function logCapture (): { stream: Writable, lines: LogLine[] } {
     }
   })
   return { stream, lines }
-}
-
-/**
- * An app with the plugin and a debug-level logger whose lines the test reads back; `routes` adds
- * routes before `ready()`. Closed when the test ends.
- */
-export async function logged (t: Test, options: TaskQueuePluginOptions, routes: (app: FastifyInstance) => void = () => {}):
-Promise<{ app: FastifyInstance, lines: LogLine[] }> {
-  const { stream, lines } = logCapture()
-  const app = Fastify({ logger: { level: 'debug', stream } })
-  t.teardown(() => app.close())
-  await app.register(taskqueue, options)
-  routes(app)
-  await app.ready()
-  return { app, lines }
 }
 
 /** Log lines of the plugin (their message begins with "taskqueue:"). */
