@@ -5,52 +5,23 @@
 // custom backend that is not shared (point 11); between preClose and onClose a local queue refuses
 // tasks and a Redis queue takes them (point 14).
 import { test } from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
-import taskqueue from '../plugin'
-import type { TaskQueuePluginOptions } from '../lib/options'
+import type { FastifyInstance } from 'fastify'
 import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../types'
 import { testRedis, uniquePrefix } from './helpers/redis'
-import { gate, levels, logCapture, pluginLines, settlesWithin, sleep, waitFor, type LogLine, type Test } from './helpers/harness'
+import { gate, levels, pluginLines, settlesWithin, sleep, waitFor } from './helpers/harness'
+import { namesOf, recordingApp, type RecordingSetup } from './helpers/app'
 
-interface Worked {
-  app: FastifyInstance
-  lines: LogLine[]
-  /** Names of the tasks whose handler finished, in that order. */
-  done: string[]
-  /** Names of the tasks whose handler started. */
-  started: string[]
-}
-
-/**
- * An app whose route POST /work/:name runs `work(name)` and records it; not closed at teardown when
- * the test closes it itself (closing twice is harmless).
- */
-async function worked (t: Test, options: TaskQueuePluginOptions, work: (name: string) => Promise<void> = async () => {},
-  routes: (app: FastifyInstance) => void = () => {}): Promise<Worked> {
-  const { stream, lines } = logCapture()
-  const app = Fastify({ logger: { level: 'debug', stream } })
-  t.teardown(() => app.close())
-  await app.register(taskqueue, options)
-  const done: string[] = []
-  const started: string[] = []
-  app.post('/work/:name', async (request) => {
-    const { name } = request.params as { name: string }
-    started.push(name)
-    await work(name)
-    done.push(name)
-    return { ok: true }
-  })
-  routes(app)
-  await app.ready()
-  return { app, lines, done, started }
+/** The options of the recording app whose tasks /tasks/:name run `work(name)`, and more routes. */
+function working (work: (name: string) => Promise<void>, routes?: (app: FastifyInstance) => void): RecordingSetup {
+  return { tasks: async (request, reply, tries, name) => { await work(name) }, routes }
 }
 
 function add (app: FastifyInstance, name: string, options: { queue?: string, delay?: number } = {}): Promise<string> {
-  return app.taskqueue.add(`/work/${name}`, { method: 'POST', payload: null, ...options })
+  return app.taskqueue.add(`/tasks/${name}`, { method: 'POST', payload: null, ...options })
 }
 
 test('drain() resolves at once when nothing waits and nothing runs', async (t) => {
-  const { app } = await worked(t, {})
+  const { app } = await recordingApp(t, {})
   t.ok(await settlesWithin(app.taskqueue.drain(), 50), 'idle: resolves at once')
   await add(app, 'one')
   await app.taskqueue.drain()
@@ -58,16 +29,16 @@ test('drain() resolves at once when nothing waits and nothing runs', async (t) =
 })
 
 test('drain() resolves once the queues are empty and the tasks in flight finished', async (t) => {
-  const { app, done } = await worked(t, {
+  const { app, finished } = await recordingApp(t, {
     queues: [{ queue: 'default' }, { queue: 'mail' }],
     consumers: [{ queue: 'default', concurrentLimit: 2 }, { queue: 'mail', concurrentLimit: 1 }]
-  }, async () => { await sleep(15) })
+  }, working(async () => { await sleep(15) }))
   for (let index = 0; index < 5; index++) await add(app, `d${index}`)
   await add(app, 'm0', { queue: 'mail' })
   await add(app, 'm1', { queue: 'mail' })
-  t.same(done, [], 'nothing finished yet')
+  t.same(namesOf(finished), [], 'nothing finished yet')
   await app.taskqueue.drain()
-  t.same([...done].sort(), ['d0', 'd1', 'd2', 'd3', 'd4', 'm0', 'm1'], 'every task ran before drain() resolved')
+  t.same(namesOf(finished).sort(), ['d0', 'd1', 'd2', 'd3', 'd4', 'm0', 'm1'], 'every task ran before drain() resolved')
   t.equal(await app.taskqueue.queue('default').length(), 0)
   t.equal(await app.taskqueue.queue('mail').length(), 0)
 })
@@ -76,16 +47,16 @@ test('drain() waits for a request that holds tasks, and for retries', async (t) 
   const handlerGate = gate()
   const added = gate()
   let tries = 0
-  const { app, done } = await worked(t, { consumers: [{ queue: 'default', retryDelay: { min: 20, max: 40 } }] }, async (name) => {
+  const { app, finished } = await recordingApp(t, { consumers: [{ queue: 'default', retryDelay: { min: 20, max: 40 } }] }, working(async (name) => {
     if (name === 'flaky' && tries++ === 0) throw Object.assign(new Error('conflict'), { statusCode: 409 })
   }, (app) => {
     app.post('/src', async (request) => {
-      request.taskqueue.add('/work/held', { method: 'POST', payload: null })
+      request.taskqueue.add('/tasks/held', { method: 'POST', payload: null })
       added.open()
       await handlerGate.promise
       return {}
     })
-  })
+  }))
   const response = app.inject({ method: 'POST', url: '/src' })
   await added.promise
   const drained = app.taskqueue.drain()
@@ -93,33 +64,33 @@ test('drain() waits for a request that holds tasks, and for retries', async (t) 
   handlerGate.open()
   await response
   await drained
-  t.same(done, ['held'], 'the held task ran before drain() resolved')
+  t.same(namesOf(finished), ['held'], 'the held task ran before drain() resolved')
 
   await add(app, 'flaky')
   await app.taskqueue.drain()
   t.equal(tries, 2, 'drain() waited for the retry')
-  t.same(done, ['held', 'flaky'])
+  t.same(namesOf(finished), ['held', 'flaky'])
 })
 
 test('close(): in-flight tasks are awaited, no new task is taken, waiting ones are counted in a warning', async (t) => {
   const release = gate()
-  const { app, lines, done, started } = await worked(t, { consumers: [{ queue: 'default', concurrentLimit: 1 }] }, async (name) => {
+  const { app, lines, finished, runs } = await recordingApp(t, { consumers: [{ queue: 'default', concurrentLimit: 1 }] }, working(async (name) => {
     if (name === 'first') {
       await release.promise
       await sleep(20)
     }
-  })
+  }))
   await add(app, 'first')
   await add(app, 'second')
   await add(app, 'third')
-  await waitFor('the first task in flight', () => started.length === 1)
+  await waitFor('the first task in flight', () => runs.length === 1)
 
   const closing = app.close()
   t.notOk(await settlesWithin(closing, 100), 'close() waits for the task in flight')
   release.open()
   await closing
-  t.same(done, ['first'], 'the task in flight finished, and its effect is seen once close() resolved')
-  t.same(started, ['first'], 'no waiting task was taken after close began')
+  t.same(namesOf(finished), ['first'], 'the task in flight finished, and its effect is seen once close() resolved')
+  t.same(namesOf(runs), ['first'], 'no waiting task was taken after close began')
 
   const lost = pluginLines(lines).filter(({ level, waiting }) => level === levels.warn && waiting !== undefined)
   t.equal(lost.length, 1, 'one warning for the queue')
@@ -127,7 +98,7 @@ test('close(): in-flight tasks are awaited, no new task is taken, waiting ones a
 })
 
 test('close() with nothing waiting logs no loss', async (t) => {
-  const { app, lines } = await worked(t, {})
+  const { app, lines } = await recordingApp(t, {})
   await add(app, 'one')
   await app.taskqueue.drain()
   await app.close()
@@ -135,7 +106,7 @@ test('close() with nothing waiting logs no loss', async (t) => {
 })
 
 test('close() counts the waiting tasks of every local queue, and those waiting for a delay', async (t) => {
-  const { app, lines } = await worked(t, { queues: [{ queue: 'default' }, { queue: 'mail' }], consumers: [] })
+  const { app, lines } = await recordingApp(t, { queues: [{ queue: 'default' }, { queue: 'mail' }], consumers: [] })
   await add(app, 'a')
   await add(app, 'b')
   await add(app, 'c', { queue: 'mail' })
@@ -149,27 +120,27 @@ test('close() counts the waiting tasks of every local queue, and those waiting f
 })
 
 test('add() after close() throws FST_TASKQUEUE_CLOSED', async (t) => {
-  const { app } = await worked(t, {})
+  const { app } = await recordingApp(t, {})
   await app.close()
-  t.throws(() => app.taskqueue.add('/work/late'), { code: 'FST_TASKQUEUE_CLOSED' }, 'thrown at once, not a rejection')
-  t.throws(() => app.taskqueue.add('/work/late', { queue: 'default', method: 'POST' }), { code: 'FST_TASKQUEUE_CLOSED' })
+  t.throws(() => app.taskqueue.add('/tasks/late'), { code: 'FST_TASKQUEUE_CLOSED' }, 'thrown at once, not a rejection')
+  t.throws(() => app.taskqueue.add('/tasks/late', { queue: 'default', method: 'POST' }), { code: 'FST_TASKQUEUE_CLOSED' })
 })
 
 test('closeTimeout: a task running past it does not hold close()', async (t) => {
   const stuck = gate()
-  const { app, lines, started, done } = await worked(t, { closeTimeout: 100 }, async () => {
+  const { app, lines, runs, finished } = await recordingApp(t, { closeTimeout: 100 }, working(async () => {
     // Waits 2 s, unless the test lets it go sooner once it is over.
     await Promise.race([stuck.promise, sleep(2000)])
-  })
+  }))
   t.teardown(stuck.open)
   const id = await add(app, 'slow')
-  await waitFor('the slow task in flight', () => started.length === 1)
+  await waitFor('the slow task in flight', () => runs.length === 1)
   const begun = Date.now()
   await app.close()
   const took = Date.now() - begun
   t.ok(took < 1500, `close() resolved after ${took} ms, well before the task's 2 s`)
   t.ok(took >= 90, 'having waited about closeTimeout for it')
-  t.same(done, [], 'the task was still running')
+  t.same(namesOf(finished), [], 'the task was still running')
   const givenBack = pluginLines(lines).filter(({ taskId }) => taskId === id).filter(({ level }) => level === levels.warn)
   t.equal(givenBack.length, 1, 'a warning names the task still running')
   t.match(givenBack[0], { taskId: id, queue: 'default' })
@@ -177,13 +148,13 @@ test('closeTimeout: a task running past it does not hold close()', async (t) => 
 
 test('queue(name).length() counts waiting tasks, not those in flight', async (t) => {
   const release = gate()
-  const { app, started } = await worked(t, {
+  const { app, runs } = await recordingApp(t, {
     queues: [{ queue: 'default' }, { queue: 'idle' }],
     consumers: [{ queue: 'default', concurrentLimit: 2 }]
-  }, async () => { await release.promise })
+  }, working(async () => { await release.promise }))
   t.equal(await app.taskqueue.queue('default').length(), 0, 'empty')
   for (let index = 0; index < 5; index++) await add(app, `t${index}`)
-  await waitFor('two tasks in flight', () => started.length === 2)
+  await waitFor('two tasks in flight', () => runs.length === 2)
   t.equal(await app.taskqueue.queue('default').length(), 3, 'five added, two in flight: three waiting')
   await add(app, 'delayed', { delay: 60_000 })
   t.equal(await app.taskqueue.queue('default').length(), 4, 'a delayed task waits too')
@@ -196,34 +167,34 @@ test('queue(name).length() counts waiting tasks, not those in flight', async (t)
   await app.taskqueue.queue('default').reset()
   release.open()
   await app.taskqueue.drain()
-  t.equal(started.length, 2, 'reset() dropped the waiting tasks')
+  t.equal(runs.length, 2, 'reset() dropped the waiting tasks')
 })
 
 test('queue(name).reset() drops the waiting tasks; those in flight finish', async (t) => {
   const release = gate()
-  const { app, started, done } = await worked(t, { consumers: [{ queue: 'default', concurrentLimit: 1 }] }, async (name) => {
+  const { app, runs, finished } = await recordingApp(t, { consumers: [{ queue: 'default', concurrentLimit: 1 }] }, working(async (name) => {
     if (name === 'first') await release.promise
-  })
+  }))
   await add(app, 'first')
   await add(app, 'second')
   await add(app, 'third')
   await add(app, 'delayed', { delay: 200 })
-  await waitFor('the first task in flight', () => started.length === 1)
+  await waitFor('the first task in flight', () => runs.length === 1)
   t.equal(await app.taskqueue.queue('default').length(), 3)
   await app.taskqueue.queue('default').reset()
   t.equal(await app.taskqueue.queue('default').length(), 0, 'nothing waits after reset()')
   release.open()
   await app.taskqueue.drain()
   await sleep(300)
-  t.same(done, ['first'], 'only the task in flight ran; the delayed one was dropped too')
+  t.same(namesOf(finished), ['first'], 'only the task in flight ran; the delayed one was dropped too')
 
   await add(app, 'after')
   await app.taskqueue.drain()
-  t.same(done, ['first', 'after'], 'the queue works on after reset()')
+  t.same(namesOf(finished), ['first', 'after'], 'the queue works on after reset()')
 })
 
 test('queue() with an unknown name throws FST_TASKQUEUE_UNKNOWN_QUEUE', async (t) => {
-  const { app } = await worked(t, { queues: [{ queue: 'default' }, { queue: 'mail' }] })
+  const { app } = await recordingApp(t, { queues: [{ queue: 'default' }, { queue: 'mail' }] })
   t.throws(() => app.taskqueue.queue('nope'), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE', message: /nope.*default, mail/ })
   t.throws(() => app.taskqueue.queue(''), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE' })
   t.throws(() => app.taskqueue.queue('Default'), { code: 'FST_TASKQUEUE_UNKNOWN_QUEUE' }, 'names are case-sensitive')
@@ -324,16 +295,16 @@ class MemoryQueue implements QueueBackend {
 
 test('issue 11, point 11: drain() waits for the tasks of a custom backend that is not shared', async (t) => {
   let conflicts = 0
-  const { app, done } = await worked(t, {
+  const { app, finished } = await recordingApp(t, {
     queues: [{ queue: 'default', type: new MemoryQueue('default') }],
     consumers: [{ queue: 'default', concurrentLimit: 1, retryDelay: { min: 30, max: 60 } }]
-  }, async (name) => {
+  }, working(async (name) => {
     await sleep(10)
     if (name === 'conflict' && conflicts++ === 0) throw Object.assign(new Error('conflict'), { statusCode: 409 })
-  })
+  }))
   for (const name of ['a', 'b', 'conflict', 'c']) await add(app, name)
   await app.taskqueue.drain()
-  t.same([...done].sort(), ['a', 'b', 'c', 'conflict'], 'every waiting task, and the retry, ran before drain() resolved')
+  t.same(namesOf(finished).sort(), ['a', 'b', 'c', 'conflict'], 'every waiting task, and the retry, ran before drain() resolved')
   t.equal(conflicts, 2, 'the retry waited in the backend and ran')
   t.equal(await app.taskqueue.queue('default').length(), 0)
   t.ok(await settlesWithin(app.taskqueue.drain(), 50), 'idle: drain() resolves at once')
@@ -348,14 +319,14 @@ test('issue 11, point 14: between preClose and onClose, add() to a local queue t
   const handlerGate = gate()
   const seen: Record<string, unknown> = {}
   const inFlight: { response?: Promise<{ statusCode: number, json: () => { code?: string } }> } = {}
-  const { app, started } = await worked(t, {}, async () => {}, (app) => {
+  const { app, runs } = await recordingApp(t, {}, working(async () => {}, (app) => {
     app.post('/src', async (request) => {
       await handlerGate.promise
-      return { id: request.taskqueue.add('/work/late', { method: 'POST', payload: null }) }
+      return { id: request.taskqueue.add('/tasks/late', { method: 'POST', payload: null }) }
     })
     duringPreClose(app, async () => {
       try {
-        await app.taskqueue.add('/work/outside')
+        await app.taskqueue.add('/tasks/outside')
         seen.outside = 'accepted'
       } catch (error) {
         seen.outside = (error as { code: string }).code
@@ -364,7 +335,7 @@ test('issue 11, point 14: between preClose and onClose, add() to a local queue t
       const answered = await inFlight.response
       seen.request = { statusCode: answered?.statusCode, code: answered?.json().code }
     })
-  })
+  }))
   inFlight.response = app.inject({ method: 'POST', url: '/src' })
   await sleep(20)
   await app.close()
@@ -372,7 +343,7 @@ test('issue 11, point 14: between preClose and onClose, add() to a local queue t
     outside: 'FST_TASKQUEUE_CLOSED',
     request: { statusCode: 503, code: 'FST_TASKQUEUE_CLOSED' }
   }, 'app.taskqueue.add() throws, and a request that adds a task then fails with the coded error')
-  t.same(started, [], 'no task was taken')
+  t.same(namesOf(runs), [], 'no task was taken')
 })
 
 test('issue 11, point 14: tasks held by a request answered after the local queue stopped are logged as lost, with their ids', async (t) => {
@@ -380,10 +351,10 @@ test('issue 11, point 14: tasks held by a request answered after the local queue
   const ids: string[] = []
   const inFlight: { response?: Promise<{ statusCode: number }> } = {}
   let statusCode: number | undefined
-  const { app, lines } = await worked(t, {}, async () => {}, (app) => {
+  const { app, lines } = await recordingApp(t, {}, working(async () => {}, (app) => {
     app.post('/src', async (request) => {
-      ids.push(request.taskqueue.add('/work/held-1', { method: 'POST', payload: null }))
-      ids.push(request.taskqueue.add('/work/held-2', { method: 'POST', payload: null }))
+      ids.push(request.taskqueue.add('/tasks/held-1', { method: 'POST', payload: null }))
+      ids.push(request.taskqueue.add('/tasks/held-2', { method: 'POST', payload: null }))
       await handlerGate.promise
       return {}
     })
@@ -391,7 +362,7 @@ test('issue 11, point 14: tasks held by a request answered after the local queue
       handlerGate.open()
       statusCode = (await inFlight.response)?.statusCode
     })
-  })
+  }))
   inFlight.response = app.inject({ method: 'POST', url: '/src' })
   await waitFor('the tasks held', () => ids.length === 2)
   await app.close()
@@ -407,15 +378,15 @@ test('issue 11, point 14: a shared (Redis) queue still takes tasks between preCl
   t.teardown(() => redis.close())
   const prefix = uniquePrefix()
   const seen: string[] = []
-  const { app } = await worked(t, {
+  const { app } = await recordingApp(t, {
     queues: [{ queue: 'default' }, { queue: 'shared', type: 'redis', prefix, ...redis.connection }]
-  }, async () => {}, (app) => {
+  }, working(async () => {}, (app) => {
     duringPreClose(app, async () => {
       // Other instances consume it: a task added while this one closes is not lost.
-      seen.push(await app.taskqueue.add('/work/elsewhere', { queue: 'shared' }))
-      t.throws(() => app.taskqueue.add('/work/here'), { code: 'FST_TASKQUEUE_CLOSED' }, 'while the local queue refuses')
+      seen.push(await app.taskqueue.add('/tasks/elsewhere', { queue: 'shared' }))
+      t.throws(() => app.taskqueue.add('/tasks/here'), { code: 'FST_TASKQUEUE_CLOSED' }, 'while the local queue refuses')
     })
-  })
+  }))
   await app.close()
   t.equal(seen.length, 1, 'accepted')
   const stored = await redis.client().lrange(`${prefix}:{shared}:waiting`, 0, -1)

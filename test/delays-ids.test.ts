@@ -3,96 +3,93 @@
 // `{ id }` makes a second add of a live task (waiting, delayed or in flight) a no-op returning the
 // same id, and frees the id once the task is done or dead. Bad values are coded errors.
 import { test } from 'tap'
-import type { FastifyInstance } from 'fastify'
-import { backendFor, codeOf, gate, queueTypes, sleep, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { backendFor, codeOf, gate, queueTypes, sleep, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { recordingApp, type RecordingApp } from './helpers/app'
+import { clockFor } from './helpers/clock'
 
-interface Harness {
-  app: FastifyInstance
-  /** Dispatches by task id: when each ran, and with which retries. */
-  runs: Map<string, Array<{ at: number, retries: string }>>
-  /** Handlers of /tasks/hold wait for this gate. */
-  hold: ReturnType<typeof gate>
-  /** /tasks/flaky answers 503 with Retry-After: 1 on its first try. */
-}
+/** A gate that /tasks/hold waits for; a test may put a new one in. */
+interface Hold { gate: ReturnType<typeof gate> }
 
-async function start (t: Test, backend: Backend, concurrentLimit = 1): Promise<Harness> {
-  const runs = new Map<string, Array<{ at: number, retries: string }>>()
-  const harness: Harness = { app: undefined as unknown as FastifyInstance, runs, hold: gate() }
-  harness.app = await startApp(t, {
+/**
+ * An app with the default queue of `backend` and its consumer; /tasks/hold waits for `hold`,
+ * /tasks/flaky answers 503 with Retry-After: 1 on its first try, /tasks/bad answers 400, and
+ * GET /src adds two tasks `?delay` and `?id` say and one due at once.
+ */
+function start (t: Test, backend: Backend, concurrentLimit = 1, hold: Hold = { gate: gate() }): Promise<RecordingApp> {
+  return recordingApp(t, {
     queues: [backend.queue()],
     consumers: [{ queue: 'default', concurrentLimit, retryMaxCount: 3, retryDelay: { min: 5, max: 10 } }]
-  }, (app) => {
-    app.all('/tasks/:name', async (request, reply) => {
-      const id = request.headers['x-task-id'] as string
-      const seen = runs.get(id) ?? []
-      runs.set(id, seen)
-      seen.push({ at: Date.now(), retries: request.headers['x-task-retries'] as string })
-      const name = (request.params as { name: string }).name
-      if (name === 'hold') await harness.hold.promise
-      if (name === 'flaky' && seen.length === 1) return reply.code(503).header('retry-after', '1').send({})
-      if (name === 'bad') return reply.code(400).send({})
-      return { ok: true }
-    })
-    app.get('/src', async (request) => {
-      const { delay, id } = request.query as { delay?: string, id?: string }
-      return {
-        ids: [
-          request.taskqueue.add('/tasks/later', { delay: Number(delay ?? 0), id }),
-          request.taskqueue.add('/tasks/now'),
-          request.taskqueue.add('/tasks/later', { delay: Number(delay ?? 0), id })
-        ]
-      }
-    })
+  }, {
+    tasks: {
+      hold: async () => { await hold.gate.promise },
+      flaky: (request, reply, tries) => tries === 0 ? reply.code(503).header('retry-after', '1').send({}) : undefined,
+      bad: (request, reply) => reply.code(400).send({})
+    },
+    routes: (app) => {
+      app.get('/src', async (request) => {
+        const { delay, id } = request.query as { delay?: string, id?: string }
+        return {
+          ids: [
+            request.taskqueue.add('/tasks/later', { delay: Number(delay ?? 0), id }),
+            request.taskqueue.add('/tasks/now'),
+            request.taskqueue.add('/tasks/later', { delay: Number(delay ?? 0), id })
+          ]
+        }
+      })
+    }
   })
-  return harness
 }
-
-const runsOf = (harness: Harness, id: string): number => harness.runs.get(id)?.length ?? 0
 
 /** On Redis a due task is picked up within about a second; locally at once. */
 const pickup = 1500
 
 for (const type of queueTypes) {
   test(`${type}: { delay } puts the task off`, async (t) => {
+    const clock = clockFor(t, type)
     const harness = await start(t, await backendFor(type), 0)
     const queue = harness.app.taskqueue.queue('default')
     const added = Date.now()
     const id = await harness.app.taskqueue.add('/tasks/later', { delay: 600 })
     const now = await harness.app.taskqueue.add('/tasks/now')
-    await waitFor('the task without delay', () => runsOf(harness, now) === 1)
+    await waitFor('the task without delay', () => harness.runsOf(now).length === 1)
     t.equal(await queue.length(), 1, 'the delayed task counts as waiting')
-    await sleep(Math.max(0, added + 400 - Date.now()))
-    t.equal(runsOf(harness, id), 0, 'not run before its delay')
-    await waitFor('the delayed task', () => runsOf(harness, id) === 1, 600 + pickup)
-    const ran = (harness.runs.get(id) ?? [])[0].at - added
+    await clock.passUntil(added + 400)
+    t.equal(harness.runsOf(id).length, 0, 'not run before its delay')
+    await clock.skip(200)
+    await waitFor('the delayed task', () => harness.runsOf(id).length === 1, 600 + pickup)
+    const ran = harness.runsOf(id)[0].at - added
     t.ok(ran >= 590, `ran after its delay (${ran} ms)`)
     t.ok(ran <= 600 + pickup, 'and within the pickup bound')
-    t.equal(harness.runs.get(id)?.[0].retries, '0', 'a delay is not a retry')
+    t.equal(harness.runsOf(id)[0].retries, '0', 'a delay is not a retry')
     t.equal(await queue.length(), 0)
   })
 
   test(`${type}: { notBefore } puts the task off until then`, async (t) => {
+    const clock = clockFor(t, type)
     const harness = await start(t, await backendFor(type), 0)
     const due = new Date(Date.now() + 700)
     const id = await harness.app.taskqueue.add('/tasks/later', { notBefore: due })
     const past = await harness.app.taskqueue.add('/tasks/now', { notBefore: new Date(Date.now() - 60_000) })
-    await waitFor('the task due in the past, at once', () => runsOf(harness, past) === 1)
-    await sleep(Math.max(0, due.getTime() - 250 - Date.now()))
-    t.equal(runsOf(harness, id), 0, 'not run before notBefore')
-    await waitFor('the task to run', () => runsOf(harness, id) === 1, 700 + pickup)
-    const at = (harness.runs.get(id) ?? [])[0].at
+    await waitFor('the task due in the past, at once', () => harness.runsOf(past).length === 1)
+    await clock.passUntil(due.getTime() - 250)
+    t.equal(harness.runsOf(id).length, 0, 'not run before notBefore')
+    await clock.skip(250)
+    await waitFor('the task to run', () => harness.runsOf(id).length === 1, 700 + pickup)
+    const at = harness.runsOf(id)[0].at
     t.ok(at >= due.getTime() - 10, `ran once due (${at - due.getTime()} ms after)`)
     t.ok(at <= due.getTime() + pickup, 'and within the pickup bound')
   })
 
   test(`${type}: delayed and due tasks of one request`, async (t) => {
+    const clock = clockFor(t, type)
     const harness = await start(t, await backendFor(type), 0)
     const response = await harness.app.inject('/src?delay=400')
     const [later, now, later2] = response.json().ids
     t.not(later, later2, 'two unnamed tasks')
-    await waitFor('the due task', () => runsOf(harness, now) === 1)
-    t.equal(runsOf(harness, later) + runsOf(harness, later2), 0, 'the delayed ones wait')
-    await waitFor('the delayed ones', () => runsOf(harness, later) === 1 && runsOf(harness, later2) === 1, 400 + pickup)
+    await waitFor('the due task', () => harness.runsOf(now).length === 1)
+    t.equal(harness.runsOf(later).length + harness.runsOf(later2).length, 0, 'the delayed ones wait')
+    await clock.skip(400)
+    await waitFor('the delayed ones', () => harness.runsOf(later).length === 1 && harness.runsOf(later2).length === 1, 400 + pickup)
   })
 
   test(`${type}: bad delay, notBefore and id are coded errors`, async (t) => {
@@ -117,18 +114,20 @@ for (const type of queueTypes) {
     t.equal(response.statusCode, 500, 'request.taskqueue.add throws too')
     t.equal(response.json().code, bad)
     await sleep(50)
-    t.equal(harness.runs.size, 2, 'only the good tasks ran')
+    t.equal(new Set(harness.runs.map(({ id }) => id)).size, 2, 'only the good tasks ran')
   })
 
   test(`${type}: { id } while the task waits, is delayed or in flight: a no-op returning the id`, async (t) => {
     const backend = await backendFor(type)
-    const harness = await start(t, backend)
+    const clock = clockFor(t, type)
+    const hold = { gate: gate() }
+    const harness = await start(t, backend, 1, hold)
     const { app } = harness
     const queue = app.taskqueue.queue('default')
 
     // In flight: the only slot is taken by the task itself.
     t.equal(await app.taskqueue.add('/tasks/hold', { id: 'flight' }), 'flight', 'the id is returned')
-    await waitFor('the task to start', () => runsOf(harness, 'flight') === 1)
+    await waitFor('the task to start', () => harness.runsOf('flight').length === 1)
     t.equal(await app.taskqueue.add('/tasks/hold', { id: 'flight' }), 'flight', 'in flight: the same id')
     // Waiting: behind the task in flight.
     t.equal(await app.taskqueue.add('/tasks/now', { id: 'wait' }), 'wait')
@@ -147,58 +146,62 @@ for (const type of queueTypes) {
     const response = await app.inject('/src?delay=300&id=req')
     t.same(response.json().ids.filter((id: string) => id === 'req').length, 2, 'the request got the id twice')
 
-    harness.hold.open()
-    await waitFor('the named tasks to run', () => ['flight', 'wait', 'later', 'req'].every((id) => runsOf(harness, id) === 1), 3000)
-    const laterRun = (harness.runs.get('later') ?? [])[0]
-    t.ok(laterRun.at >= (harness.runs.get('wait') ?? [])[0].at, 'the delayed one kept its delay')
-    await sleep(200)
-    t.same(['flight', 'wait', 'later', 'req'].map((id) => runsOf(harness, id)), [1, 1, 1, 1], 'each ran once')
+    hold.gate.open()
+    await clock.skip(500)
+    await waitFor('the named tasks to run', () => ['flight', 'wait', 'later', 'req'].every((id) => harness.runsOf(id).length === 1), 3000)
+    const laterRun = harness.runsOf('later')[0]
+    t.ok(laterRun.at >= harness.runsOf('wait')[0].at, 'the delayed one kept its delay')
+    await clock.pass(200)
+    t.same(['flight', 'wait', 'later', 'req'].map((id) => harness.runsOf(id).length), [1, 1, 1, 1], 'each ran once')
     t.equal(await queue.length(), 0)
     if (type === 'redis') t.same(await backend.redis().smembers(backend.key('names')), [], 'no live name left')
   })
 
   test(`${type}: { id } while its retry waits is a no-op too`, async (t) => {
+    const clock = clockFor(t, type)
     const harness = await start(t, await backendFor(type))
     t.equal(await harness.app.taskqueue.add('/tasks/flaky', { id: 'retrying' }), 'retrying')
-    await waitFor('the first try', () => runsOf(harness, 'retrying') === 1)
+    await waitFor('the first try', () => harness.runsOf('retrying').length === 1)
     await waitFor('the retry to wait', async () => await harness.app.taskqueue.queue('default').length() === 1)
     t.equal(await harness.app.taskqueue.add('/tasks/flaky', { id: 'retrying' }), 'retrying')
-    await sleep(200)
-    t.equal(runsOf(harness, 'retrying'), 1, 'not run again at once')
-    await waitFor('the retry', () => runsOf(harness, 'retrying') === 2, 1000 + pickup)
-    await sleep(100)
-    t.same(harness.runs.get('retrying')?.map(({ retries }) => retries), ['0', '1'], 'the first try and its retry, nothing more')
+    await clock.pass(200)
+    t.equal(harness.runsOf('retrying').length, 1, 'not run again at once')
+    await clock.skip(800)
+    await waitFor('the retry', () => harness.runsOf('retrying').length === 2, 1000 + pickup)
+    await clock.pass(100)
+    t.same(harness.runsOf('retrying').map(({ retries }) => retries), ['0', '1'], 'the first try and its retry, nothing more')
   })
 
   test(`${type}: { id } is free again once its task is done or dead`, async (t) => {
-    const harness = await start(t, await backendFor(type))
+    const hold = { gate: gate() }
+    const harness = await start(t, await backendFor(type), 1, hold)
     const queue = harness.app.taskqueue.queue('default')
     t.equal(await harness.app.taskqueue.add('/tasks/now', { id: 'again' }), 'again')
-    await waitFor('the first run', () => runsOf(harness, 'again') === 1)
+    await waitFor('the first run', () => harness.runsOf('again').length === 1)
     await sleep(50)
     t.equal(await harness.app.taskqueue.add('/tasks/now', { id: 'again' }), 'again')
-    await waitFor('the second run', () => runsOf(harness, 'again') === 2)
+    await waitFor('the second run', () => harness.runsOf('again').length === 2)
 
     t.equal(await harness.app.taskqueue.add('/tasks/bad', { id: 'dies' }), 'dies')
     await waitFor('the dead letter', async () => (await queue.dead()).length === 1)
     t.equal(await harness.app.taskqueue.add('/tasks/bad', { id: 'dies' }), 'dies')
-    await waitFor('the second run', () => runsOf(harness, 'dies') === 2)
+    await waitFor('the second run', () => harness.runsOf('dies').length === 2)
     await waitFor('the second dead letter', async () => (await queue.dead()).length === 2)
 
     // A requeued dead letter is live again under its id.
-    harness.hold = gate()
+    hold.gate = gate()
     t.equal(await harness.app.taskqueue.add('/tasks/hold', { id: 'blocker' }), 'blocker')
-    await waitFor('the blocker to start', () => runsOf(harness, 'blocker') === 1)
+    await waitFor('the blocker to start', () => harness.runsOf('blocker').length === 1)
     t.equal(await queue.requeue('dies'), 1, 'one of the two dead letters of the id is put back: one live task per id')
     t.equal(await queue.length(), 1)
     t.same((await queue.dead()).map(({ id }) => id), ['dies'], 'the other stays dead')
     t.equal(await queue.requeue('dies'), 0, 'while the id is live')
     t.equal(await harness.app.taskqueue.add('/tasks/bad', { id: 'dies' }), 'dies', 'and a new add is a no-op')
     t.equal(await queue.length(), 1)
-    harness.hold.open()
-    await waitFor('the requeued task', () => runsOf(harness, 'dies') === 3)
+    hold.gate.open()
+    await waitFor('the requeued task', () => harness.runsOf('dies').length === 3)
     await sleep(100)
-    t.equal(runsOf(harness, 'dies'), 3, 'it ran once')
+    t.equal(harness.runsOf('dies').length, 3, 'it ran once')
     await waitFor('it to die again', async () => (await queue.dead()).length === 2)
   })
 }

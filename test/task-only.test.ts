@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto'
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { TaskQueuePluginOptions } from '../lib/options'
-import { httpRequest, listenLocal, logged, type Test } from './helpers/harness'
+import { httpRequest, listenLocal, type Test } from './helpers/harness'
+import { recordingApp } from './helpers/app'
 
 interface TaskOnlyApp {
   app: FastifyInstance
@@ -18,27 +19,30 @@ interface TaskOnlyApp {
 async function taskOnlyApp (t: Test, options: TaskQueuePluginOptions = {}, extra: (app: FastifyInstance) => void = () => {}): Promise<TaskOnlyApp> {
   const ran: TaskOnlyApp['ran'] = []
   const hooks: string[] = []
-  const { app } = await logged(t, options, (app) => {
-    app.post('/tasks/welcome', {
-      config: { taskOnly: true },
-      preHandler: async (request) => { hooks.push(request.url) }
-    }, async (request) => {
-      ran.push({ url: request.url, taskId: request.taskqueue.task?.id })
-      return { welcomed: true }
-    })
-    app.get('/tasks/report', { config: { taskOnly: true } }, async (request) => {
-      ran.push({ url: request.url, taskId: request.taskqueue.task?.id })
-      return { reported: true }
-    })
-    // Registered in a plugin of its own: the plugin's hook reaches encapsulated routes too.
-    app.register(async (scope) => {
-      scope.delete('/scoped/task', { config: { taskOnly: true } }, async (request) => {
+  const { app } = await recordingApp(t, options, {
+    noTaskRoute: true,
+    routes: (app) => {
+      app.post('/tasks/welcome', {
+        config: { taskOnly: true },
+        preHandler: async (request) => { hooks.push(request.url) }
+      }, async (request) => {
         ran.push({ url: request.url, taskId: request.taskqueue.task?.id })
-        return { scoped: true }
+        return { welcomed: true }
       })
-    })
-    app.get('/public', async () => ({ public: true }))
-    extra(app)
+      app.get('/tasks/report', { config: { taskOnly: true } }, async (request) => {
+        ran.push({ url: request.url, taskId: request.taskqueue.task?.id })
+        return { reported: true }
+      })
+      // Registered in a plugin of its own: the plugin's hook reaches encapsulated routes too.
+      app.register(async (scope) => {
+        scope.delete('/scoped/task', { config: { taskOnly: true } }, async (request) => {
+          ran.push({ url: request.url, taskId: request.taskqueue.task?.id })
+          return { scoped: true }
+        })
+      })
+      app.get('/public', async () => ({ public: true }))
+      extra(app)
+    }
   })
   return { app, ran, hooks }
 }

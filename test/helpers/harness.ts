@@ -1,13 +1,10 @@
-// Small helpers of the request-lifecycle, consumer, task-only and close-drain tests: an app whose
-// log lines can be read back, waiting for a condition, a gate to hold a task handler, and a plain
-// HTTP client for 127.0.0.1.
+// Small helpers of the tests: the app's log lines read back (see recordingApp in ./app.ts), waiting
+// for a condition in real time, a gate to hold a task handler, and a plain HTTP client for 127.0.0.1.
 import { Writable } from 'node:stream'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import tap from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
-import taskqueue from '../../plugin'
-import type { TaskQueuePluginOptions } from '../../lib/options'
+import type { FastifyInstance } from 'fastify'
 
 export type Test = Parameters<Parameters<typeof tap.test>[0]>[0]
 
@@ -36,35 +33,27 @@ export function logCapture (): { stream: Writable, lines: LogLine[] } {
   return { stream, lines }
 }
 
-/**
- * An app with the plugin and a debug-level logger whose lines the test reads back; `routes` adds
- * routes before `ready()`. Closed when the test ends.
- */
-export async function logged (t: Test, options: TaskQueuePluginOptions, routes: (app: FastifyInstance) => void = () => {}):
-Promise<{ app: FastifyInstance, lines: LogLine[] }> {
-  const { stream, lines } = logCapture()
-  const app = Fastify({ logger: { level: 'debug', stream } })
-  t.teardown(() => app.close())
-  await app.register(taskqueue, options)
-  routes(app)
-  await app.ready()
-  return { app, lines }
-}
-
 /** Log lines of the plugin (their message begins with "taskqueue:"). */
 export function pluginLines (lines: LogLine[]): LogLine[] {
   return lines.filter(({ msg }) => typeof msg === 'string' && msg.startsWith('taskqueue:'))
 }
 
+// The real timers and clock, kept before a test can fake them (test/helpers/clock.ts): the waits of
+// the tests stay in real time, bounded, whatever the clock of the code under test says.
+const realSetTimeout = globalThis.setTimeout
+const realClearTimeout = globalThis.clearTimeout
+const realNow = (): number => performance.now()
+
+/** Sleeps `ms` of real time. */
 export function sleep (ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
+  return new Promise((resolve) => realSetTimeout(resolve, ms))
 }
 
-/** Polls `check` every 5 ms until it holds; rejects after `timeout` ms, naming `what`. */
+/** Polls `check` every 5 ms until it holds; rejects after `timeout` ms of real time, naming `what`. */
 export async function waitFor (what: string, check: () => boolean | Promise<boolean>, timeout = 5000): Promise<void> {
-  const deadline = Date.now() + timeout
+  const deadline = realNow() + timeout
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    if (realNow() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
     await sleep(5)
   }
 }
@@ -76,14 +65,14 @@ export function gate (): { promise: Promise<void>, open: () => void } {
   return { promise, open }
 }
 
-/** Whether `promise` settled within `ms`. */
+/** Whether `promise` settled within `ms` of real time. */
 export async function settlesWithin (promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(resolve, ms, false) })
+  const timeout = new Promise<false>((resolve) => { timer = realSetTimeout(resolve, ms, false) })
   try {
     return await Promise.race([promise.then(() => true, () => true), timeout])
   } finally {
-    clearTimeout(timer)
+    realClearTimeout(timer)
   }
 }
 
