@@ -8,7 +8,7 @@
 // - `blocking`: the last batch came back short, so the queue looks empty: the consumer waits with a
 //   blocking read that moves nothing, then reserves with the script again (back to `batch`).
 // - `recovered`: it got a recovered task, which runs alone: nothing else is reserved until it settles.
-// - `drain`: recovered tasks wait, and this consumer still holds tasks: it finishes them, reserving
+// - `finishing`: recovered tasks wait, and this consumer still holds tasks: it finishes them, reserving
 //   nothing, and then takes a recovered one.
 import { randomBytes } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
@@ -18,7 +18,7 @@ import { BatchSender } from '../batch'
 import { blockingGrace, connect, type QueueContext, type RedisClient } from './connection'
 import { Liveness } from './liveness'
 
-export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'drain'
+export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'finishing'
 
 /**
  * How long a consumer blocks on an empty queue before it looks again (s): the bound on how late a
@@ -35,10 +35,10 @@ type Exchange = { raw: string, id: string } | { count: number }
 
 /**
  * What a reservation got, as the ack-and-reserve script names it: `batch`, tasks of the queue;
- * `recovered`, one recovered task, to run alone; `drain`, nothing, as recovered tasks wait for a
+ * `recovered`, one recovered task, to run alone; `finishing`, nothing, as recovered tasks wait for a
  * consumer that holds none; `held` (never sent), nothing asked, as this consumer runs a recovered task.
  */
-interface Reservation { kind: 'batch' | 'recovered' | 'drain' | 'held', tasks: Buffer[] }
+interface Reservation { kind: 'batch' | 'recovered' | 'finishing' | 'held', tasks: Buffer[] }
 
 interface RedisReservedTask extends ReservedTask {
   /** The exact string that was reserved: settling the task removes it and nothing else. */
@@ -128,11 +128,11 @@ export class RedisReceiver implements TaskReceiver {
         await this.fills[0].catch(() => {})
         continue
       }
-      if (this.mode === 'recovered' || (this.mode === 'drain' && this.reserved.size > 0)) {
+      if (this.mode === 'recovered' || (this.mode === 'finishing' && this.reserved.size > 0)) {
         await this.untilSettled(signal)
         continue
       }
-      if (this.mode === 'drain') {
+      if (this.mode === 'finishing') {
         // Drained, and yet the list was not empty: what it holds is unknown to this consumer.
         this.mode = 'batch'
         this.liveness.ownListSuspect = true
@@ -171,9 +171,9 @@ export class RedisReceiver implements TaskReceiver {
       const { kind, tasks } = reservation
       if (kind === 'held') return
       // A batch that came back short means the queue ran out. After a recovered task, or once
-      // drained, the consumer asks again at once.
+      // finished, the consumer asks again at once.
       if (kind === 'batch' && (this.mode === 'batch' || this.mode === 'blocking')) this.mode = tasks.length < count ? 'blocking' : 'batch'
-      if (kind === 'drain') this.mode = 'drain'
+      if (kind === 'finishing') this.mode = 'finishing'
       for (const bytes of tasks) {
         const task = await this.accept(bytes)
         if (task === undefined) continue

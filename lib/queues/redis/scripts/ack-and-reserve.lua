@@ -4,7 +4,7 @@
 -- Recovered tasks (the `recovered` list) go first, and one at a time: each may be what killed its
 -- expired consumer, so it runs alone, in a consumer that holds nothing else once the
 -- acknowledgements of this call are done, and a crash then counts against it alone. A consumer
--- that still holds tasks gets none while recovered tasks wait: it drains, then takes one.
+-- that still holds tasks gets none while recovered tasks wait: it finishes them first, then takes one.
 --
 -- A consumer that reserves registers itself, as its heartbeat does: recovery looks only at
 -- registered consumers, and a consumer may reserve while missing from the set (Redis restarted
@@ -22,7 +22,7 @@
 -- ARGV[3] heartbeat lifetime in ms
 -- ARGV[4...] pairs of (reserved string, task id) to acknowledge
 -- Returns the kind of reservation, then the reserved messages, oldest first: 'batch' and up to the
--- count asked (fewer when the queue ran out), 'recovered' and one recovered task, or 'drain' and
+-- count asked (fewer when the queue ran out), 'recovered' and one recovered task, or 'finishing' and
 -- none.
 for i = 4, #ARGV, 2 do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
@@ -36,7 +36,7 @@ local count = tonumber(ARGV[1])
 if count == 0 then return { 'batch' } end
 local reply = { 'batch' }
 if redis.call('LLEN', KEYS[7]) > 0 then
-  if redis.call('LLEN', KEYS[1]) > 0 then return { 'drain' } end
+  if redis.call('LLEN', KEYS[1]) > 0 then return { 'finishing' } end
   reply = { 'recovered', redis.call('LMOVE', KEYS[7], KEYS[1], 'RIGHT', 'LEFT') }
 else
   for i = 1, count do
