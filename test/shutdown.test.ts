@@ -3,17 +3,11 @@
 // `close()` resolves (no processing list of the stopped instance holds anything), and runs in the
 // next app; a try that the closing app refused is not counted as a retry.
 import { test } from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
-import taskqueue from '../plugin'
+import type { FastifyInstance } from 'fastify'
 import { decodeMessage } from '../lib/queues/codec'
-import { backendFor, gate, queueTypes, scanKeys, sleep, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
-
-interface LogLine { level: number, msg: string, [key: string]: unknown }
-
-/** Fastify options whose logger writes into `lines`. */
-function capture (lines: LogLine[]) {
-  return { logger: { level: 'info', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } }
-}
+import { recordingApp } from './helpers/app'
+import { backendFor, gate, queueTypes, scanKeys, sleep, waitFor, type Backend, type Test } from './helpers/both-queues'
+import type { LogLine } from './helpers/harness'
 
 interface Started {
   app: FastifyInstance
@@ -28,13 +22,14 @@ interface Started {
 async function start (t: Test, backend: Backend, closeTimeout: number, options: { slowMs?: number, hold?: Promise<void>, concurrentLimit?: number } = {}): Promise<Started> {
   const runs = new Map<string, string[]>()
   const finished = new Set<string>()
-  const logs: LogLine[] = []
-  const app = await startApp(t, {
+  const { app, lines } = await recordingApp(t, {
     queues: [backend.queue()],
     consumers: [{ queue: 'default', concurrentLimit: options.concurrentLimit ?? 1, retryMaxCount: 3, retryDelay: { min: 5, max: 10 } }],
     closeTimeout
-  }, (app) => {
-    app.post('/tasks/:name', async (request) => {
+  }, {
+    noTaskRoute: true,
+    logLevel: 'info',
+    routes: (app) => app.post('/tasks/:name', async (request) => {
       const id = request.headers['x-task-id'] as string
       runs.set(id, [...runs.get(id) ?? [], request.headers['x-task-retries'] as string])
       const name = (request.params as { name: string }).name
@@ -43,8 +38,8 @@ async function start (t: Test, backend: Backend, closeTimeout: number, options: 
       finished.add(id)
       return {}
     })
-  }, capture(logs))
-  return { app, runs, finished, logs }
+  })
+  return { app, runs, finished, logs: lines }
 }
 
 async function processingLists (backend: Backend): Promise<string[]> {
@@ -116,24 +111,23 @@ for (const type of queueTypes) {
 
   test(`${type}: a try refused because the app is closing is not counted as a retry`, async (t) => {
     const backend = await backendFor(type)
-    const logs: LogLine[] = []
-    const app = Fastify(capture(logs))
-    t.teardown(() => app.close())
     let closingStarted = (): void => {}
     const closing = new Promise<void>((resolve) => { closingStarted = resolve })
-    // Added before the plugin, so it runs before the plugin's own preClose hook.
-    app.addHook('preClose', async () => { closingStarted() })
-    await app.register(taskqueue, {
+    const runs: string[] = []
+    const { app, lines: logs } = await recordingApp(t, {
       queues: [backend.queue()],
       consumers: [{ queue: 'default', retryMaxCount: 3, retryDelay: { min: 5, max: 10 } }],
       closeTimeout: 5000
+    }, {
+      noTaskRoute: true,
+      logLevel: 'info',
+      // Added before the plugin, so it runs before the plugin's own preClose hook.
+      before: (app) => app.addHook('preClose', async () => { closingStarted() }),
+      routes: (app) => app.post('/tasks/refused', async (request) => {
+        runs.push(request.headers['x-task-retries'] as string)
+        return {}
+      })
     })
-    const runs: string[] = []
-    app.post('/tasks/refused', async (request) => {
-      runs.push(request.headers['x-task-retries'] as string)
-      return {}
-    })
-    await app.ready()
     // The first dispatch reaches the real inject() only once the app began to close, which
     // refuses it (FST_ERR_REOPENED_CLOSE_SERVER).
     const realInject = app.inject.bind(app)
