@@ -57,7 +57,7 @@ for (const type of queueTypes) {
     const took = Date.now() - closing
     t.ok(started.finished.has(id), 'the task finished before close() resolved')
     t.ok(took >= 300, `close() waited for it (${took} ms)`)
-    t.notOk(started.logs.some(({ msg }) => /given back/.test(msg)), 'nothing was given back')
+    t.notOk(started.logs.some(({ msg }) => /released to its queue/.test(msg)), 'nothing was released')
     if (type === 'redis') {
       const client = backend.redis()
       t.same(await processingLists(backend), [], 'no processing list is left')
@@ -69,7 +69,7 @@ for (const type of queueTypes) {
     }
   })
 
-  test(`${type}: tasks still running at closeTimeout are given back to their queue`, async (t) => {
+  test(`${type}: tasks still running at closeTimeout are released to their queue`, async (t) => {
     const backend = await backendFor(type)
     const hold = gate()
     t.teardown(hold.open)
@@ -83,14 +83,14 @@ for (const type of queueTypes) {
     t.ok(took >= 180, `close() waited for closeTimeout (${took} ms)`)
     t.ok(took < 2000, 'and no longer')
     t.equal(started.finished.size, 0, 'the tasks were still running')
-    const givenBack = started.logs.filter(({ msg }) => msg === 'taskqueue: task still running at close, given back to its queue')
-    t.same(givenBack.map(({ taskId }) => taskId).sort(), [...running].sort(), 'each task in flight was given back')
+    const givenBack = started.logs.filter(({ msg }) => msg === 'taskqueue: task still running at close, released to its queue')
+    t.same(givenBack.map(({ taskId }) => taskId).sort(), [...running].sort(), 'each task in flight was released')
     t.notOk(started.logs.some(({ msg }) => /to be retried|dead letters/.test(msg)), 'not retried, not buried')
 
     if (type === 'local') {
       // A local queue is volatile: what it still holds at close is lost, and said so.
       const lost = started.logs.find(({ msg }) => msg === 'taskqueue: local tasks still waiting are lost at close')
-      t.equal(lost?.waiting, 5, 'the three given back and the two waiting are counted as lost')
+      t.equal(lost?.waiting, 5, 'the three released and the two waiting are counted as lost')
       t.same(await started.app.taskqueue.queue('default').dead(), [])
       return
     }
@@ -101,7 +101,7 @@ for (const type of queueTypes) {
     t.ok(stored.every((message) => message?.retries === 0), 'none counted as a retry')
     hold.open()
     await sleep(50)
-    t.equal(await client.llen(backend.key('waiting')), 5, 'the late end of a given-back task does not take it out of the queue')
+    t.equal(await client.llen(backend.key('waiting')), 5, 'the late end of a released task does not take it out of the queue')
 
     const next = await start(t, backend, 5000, { concurrentLimit: 5 })
     await waitFor('the next app to run them all', () => [...running, ...waiting].every((id) => next.finished.has(id)))
@@ -150,7 +150,7 @@ for (const type of queueTypes) {
 
     if (type === 'local') {
       t.same(await app.taskqueue.queue('default').dead(), [])
-      t.equal(await app.taskqueue.queue('default').length(), 1, 'given back to the queue (lost with it, being local)')
+      t.equal(await app.taskqueue.queue('default').length(), 1, 'released to the queue (lost with it, being local)')
     } else {
       const client = backend.redis()
       t.equal(await client.llen(backend.key('dead')), 0, 'not in the dead letters')
