@@ -95,7 +95,7 @@ export const QueueOptionsSchema = Type.Object({
   connectTimeout: Type.Optional(Type.Integer({ minimum: 1, ...timerLimit, default: 5000 })),
   /** Dead letters kept per queue; past it the oldest are dropped (local) or trimmed (Redis). */
   deadLetterMax: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
-  /** How often a task may be recovered from a dead consumer before it is set aside as a poison pill. */
+  /** How often a task may be recovered from an expired consumer before it is buried as a poison pill. */
   recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 }))
 }, { additionalProperties: false })
 

@@ -1,4 +1,4 @@
-// The dead-letter API of issue 4 on both queue types: `queue(name).dead()` lists the tasks set aside,
+// The dead-letter API of issue 4 on both queue types: `queue(name).dead()` lists the buried tasks,
 // newest first and paged; `.requeue(id)` / `.requeue()` put them back (with their retries reset),
 // `.purge()` empties the store; `deadLetterMax` bounds it; bad arguments are coded errors.
 import { test } from 'tap'

@@ -232,7 +232,7 @@ test(`redis: raw malformed messages go to the dead letters, valid tasks around t
     ...['v', 'id', 'queue', 'url', 'method', 'headers', 'retries', 'createdAt', 'eta'].map(without),
     Buffer.from([0xff, 0xfe, 0xfd]),
     Buffer.concat([Buffer.from(validText.slice(0, -10)), Buffer.from([0xc3]), Buffer.from(validText.slice(-10))]),
-    // Over 16 MiB: set aside unread.
+    // Over 16 MiB: buried unread.
     variant({ payload: 'x'.repeat(maxMessageBytes) })
   ]
   const wrong: Record<string, unknown[]> = {

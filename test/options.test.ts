@@ -1,6 +1,7 @@
 // The plugin options of issue 2: their defaults, the consumers made when none are given, every
 // rejected option (with FST_TASKQUEUE_INVALID_OPTION naming its path) and custom queue backends.
 import { test } from 'tap'
+import { recordingApp } from './helpers/app'
 import Fastify, { type FastifyInstance } from 'fastify'
 import taskqueue from '../plugin'
 import { resolveConsumer, resolveOptions, type TaskQueuePluginOptions } from '../lib/options'
@@ -26,24 +27,19 @@ interface Built {
   nextAnswer: () => Promise<void>
 }
 
-/** An app with the plugin and a task route per name that records the queue of each dispatch. */
+/** The recording app, with the url and queue of each dispatch, and a wait for the next answer. */
 async function build (t: Test, options?: TaskQueuePluginOptions): Promise<Built> {
-  const app = Fastify()
-  t.teardown(() => app.close())
-  await app.register(taskqueue, options ?? {})
   const dispatched: Built['dispatched'] = []
   let answered: Array<() => void> = []
-  app.get('/tasks/:name', async (request) => {
-    dispatched.push({ url: request.url, queue: request.taskqueue.task?.queue })
-    return { ok: true }
+  const { app } = await recordingApp(t, options ?? {}, {
+    tasks: (request) => { dispatched.push({ url: request.url, queue: request.taskqueue.task?.queue }) },
+    routes: (app) => app.addHook('onResponse', async (request) => {
+      if (!request.url.startsWith('/tasks/')) return
+      const waiters = answered
+      answered = []
+      for (const resolve of waiters) setImmediate(resolve)
+    })
   })
-  app.addHook('onResponse', async (request) => {
-    if (!request.url.startsWith('/tasks/')) return
-    const waiters = answered
-    answered = []
-    for (const resolve of waiters) setImmediate(resolve)
-  })
-  await app.ready()
   return { app, dispatched, nextAnswer: () => new Promise((resolve) => answered.push(resolve)) }
 }
 
@@ -131,19 +127,18 @@ test('defaults: with no options, one volatile local queue "default" and its cons
 })
 
 test('defaults: the default consumer dispatches one task at a time (concurrentLimit 1)', async (t) => {
-  const app = Fastify()
-  t.teardown(() => app.close())
-  await app.register(taskqueue)
   let inFlight = 0
   let most = 0
-  app.get('/tasks/slow', async () => {
-    inFlight++
-    most = Math.max(most, inFlight)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    inFlight--
-    return { ok: true }
+  const { app } = await recordingApp(t, {}, {
+    tasks: {
+      slow: async () => {
+        inFlight++
+        most = Math.max(most, inFlight)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+        inFlight--
+      }
+    }
   })
-  await app.ready()
   await Promise.all([1, 2, 3, 4].map(() => app.taskqueue.add('/tasks/slow')))
   await app.taskqueue.drain()
   t.equal(most, 1, 'never more than one task in flight')
@@ -213,19 +208,18 @@ test('consumers given: only those consume; an empty list consumes nothing', asyn
 
 test('consumers given: concurrentLimit is honoured, 0 is unlimited', async (t) => {
   for (const [concurrentLimit, expected] of [[2, 2], [0, 5]]) {
-    const app = Fastify()
-    t.teardown(() => app.close())
-    await app.register(taskqueue, { consumers: [{ concurrentLimit }] })
     let inFlight = 0
     let most = 0
-    app.get('/tasks/slow', async () => {
-      inFlight++
-      most = Math.max(most, inFlight)
-      await new Promise((resolve) => setTimeout(resolve, 20))
-      inFlight--
-      return { ok: true }
+    const { app } = await recordingApp(t, { consumers: [{ concurrentLimit }] }, {
+      tasks: {
+        slow: async () => {
+          inFlight++
+          most = Math.max(most, inFlight)
+          await new Promise((resolve) => setTimeout(resolve, 20))
+          inFlight--
+        }
+      }
     })
-    await app.ready()
     for (let i = 0; i < 5; i++) await app.taskqueue.add('/tasks/slow')
     await app.taskqueue.drain()
     t.equal(most, expected, `concurrentLimit ${concurrentLimit}: at most ${expected} in flight`)
@@ -233,19 +227,19 @@ test('consumers given: concurrentLimit is honoured, 0 is unlimited', async (t) =
 })
 
 test('consumers given: retryMaxCount and retryDelay bound the retries of a 409', async (t) => {
-  const app = Fastify()
-  t.teardown(() => app.close())
   // The local queue's retry timers are unref()ed: without something holding the event loop, the
   // process would end while drain() waits for them.
   const keepAlive = setInterval(() => {}, 1000)
   t.teardown(() => clearInterval(keepAlive))
-  await app.register(taskqueue, { consumers: [{ retryMaxCount: 2, retryDelay: { min: 1, max: 2 } }] })
   const retries: string[] = []
-  app.get('/tasks/conflict', async (request, reply) => {
-    retries.push(request.headers['x-task-retries'] as string)
-    return reply.code(409).send({ conflict: true })
+  const { app } = await recordingApp(t, { consumers: [{ retryMaxCount: 2, retryDelay: { min: 1, max: 2 } }] }, {
+    tasks: {
+      conflict: async (request, reply) => {
+        retries.push(request.headers['x-task-retries'] as string)
+        return reply.code(409).send({ conflict: true })
+      }
+    }
   })
-  await app.ready()
   await app.taskqueue.add('/tasks/conflict')
   await app.taskqueue.drain()
   t.same(retries, ['0', '1', '2'], 'dispatched once and retried twice')

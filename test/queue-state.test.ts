@@ -1,6 +1,6 @@
 // Queue state on both queue types (issue 11): reset() drops the waiting tasks and only their names
 // and recovery counts, never those of tasks in flight; add() refuses a task too large for a
-// consumer to read, and one set aside as unreadable frees its id.
+// consumer to read, and one buried as unreadable frees its id.
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { backendFor, codeOf, gate, queueTypes, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
@@ -44,7 +44,7 @@ for (const type of queueTypes) {
     await app.taskqueue.add('/tasks/now', { id: 'waiting-1' })
     await app.taskqueue.add('/tasks/now', { id: 'delayed-1', delay: 60_000 })
     if (type === 'redis') {
-      // Counts of recoveries from dead consumers, as a recovery leaves them.
+      // Counts of recoveries from expired consumers, as a recovery leaves them.
       await backend.redis().hset(backend.key('recoveries'), 'in-flight', '1', 'waiting-1', '1', 'delayed-1', '1')
     }
     t.equal(await queue.length(), 2, 'two tasks wait')
@@ -86,7 +86,7 @@ test('redis: reset() drops a queue longer than one chunk, with the names of its 
 })
 
 for (const type of queueTypes) {
-  // issue 11, point 4: a task over the size a consumer reads was accepted, then set aside unread.
+  // issue 11, point 4: a task over the size a consumer reads was accepted, then buried unread.
   test(`${type}: add() refuses a task whose message no consumer could read`, async (t) => {
     const backend = await backendFor(type)
     const app = await startApp(t, { queues: [backend.queue()], consumers: [] }, (app) => {
@@ -104,9 +104,9 @@ for (const type of queueTypes) {
   })
 }
 
-// issue 11, point 4: a message set aside as unreadable kept its caller-chosen id live for ever (and
+// issue 11, point 4: a message buried as unreadable kept its caller-chosen id live for ever (and
 // its recovery count): re-adding the id was skipped without a word.
-test('redis: an oversized message set aside as unreadable frees its name and recovery count', async (t) => {
+test('redis: an oversized message buried as unreadable frees its name and recovery count', async (t) => {
   const backend = await backendFor('redis')
   const client = backend.redis()
   const ran: string[] = []
@@ -120,7 +120,7 @@ test('redis: an oversized message set aside as unreadable frees its name and rec
   // As another producer (or an older version) could have stored it: valid, named, and too large.
   const big = JSON.stringify({ v: 1, id: 'big-1', queue: 'default', url: '/tasks/big', method: 'POST', headers: {}, payload: 'x'.repeat(16 * 1024 * 1024), retries: 0, createdAt: now, eta: now, named: true })
   await client.multi().sadd(backend.key('names'), 'big-1').hset(backend.key('recoveries'), 'big-1', '1').lpush(backend.key('waiting'), big).exec()
-  await waitFor('the message to be set aside', async () => (await client.llen(backend.key('dead'))) === 1, 10_000)
+  await waitFor('the message to be buried', async () => (await client.llen(backend.key('dead'))) === 1, 10_000)
   const [letter] = await app.taskqueue.queue('default').dead()
   t.equal(letter.reason, 'unreadable', 'as unreadable')
   t.equal(await client.sismember(backend.key('names'), 'big-1'), 0, 'its name is free')

@@ -1,6 +1,6 @@
 // The Redis queue on a real Redis Cluster (three masters on loopback ports, test/helpers/redis-cluster.ts):
 // every key of a queue shares its hash tag, so each queue lives whole on one node, and every
-// script, the blocking read and the recovery of a dead consumer run there.
+// script, the blocking read and the recovery of an expired consumer run there.
 import { execFileSync } from 'node:child_process'
 import { test } from 'tap'
 import Fastify from 'fastify'
@@ -136,7 +136,7 @@ test('redis cluster', { skip }, async (t) => {
     t.ok(done.every(([, pid]) => Number(pid) === rescuer.pid), 'all by the rescuer: the victim finished none')
     await rescuer.stop('SIGTERM')
     t.equal((await rescuer.exited).code, 0, 'the rescuer closes cleanly')
-    t.equal(await client.scard(`${prefix}:{${queue}}:consumers`), 0, 'the dead consumer was recovered and the live one left')
+    t.equal(await client.scard(`${prefix}:{${queue}}:consumers`), 0, 'the expired consumer was recovered and the live one left')
   })
 
   t.test('the node of a queue goes down and comes back: nothing queued is lost', async (t) => {

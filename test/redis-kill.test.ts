@@ -89,9 +89,9 @@ test('consumers killed with SIGKILL again and again: every task runs, only those
   t.comment(`task(s) started more than once (run again after a kill, finished or not the first time): ${[...startCounts.values()].filter((count) => count > 1).length}`)
   t.ok(twice <= kills * concurrentLimit, `duplicates (${twice}) <= kills x concurrentLimit (${kills * concurrentLimit})`)
 
-  // Nothing is left behind: no waiting or reserved task, no dead letter, no dead consumer.
+  // Nothing is left behind: no waiting or reserved task, no dead letter, no expired consumer.
   t.equal(await client.llen(`${prefix}:{${queue}}:waiting`), 0, 'the queue is empty')
-  t.equal(await client.llen(`${prefix}:{${queue}}:dead`), 0, 'no task was set aside')
+  t.equal(await client.llen(`${prefix}:{${queue}}:dead`), 0, 'no task was buried')
   t.same(await scanKeys(client, `${prefix}:{${queue}}:processing:*`), [], 'no processing list is left')
   t.equal(await client.scard(`${prefix}:{${queue}}:consumers`), 0, 'the killed consumers were recovered and the others left')
 })

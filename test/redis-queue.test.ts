@@ -81,7 +81,7 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
   await consumer.ready()
   await producer.taskqueue.add('/tasks/refuse', { queue: 'mail2' })
   await waitUntil('the two due tasks to be held', () => started === 2, 10_000)
-  await waitUntil('the refused task to be set aside', async () => await client.llen(keyOf('mail2', 'dead')) === 1, 10_000)
+  await waitUntil('the refused task to be buried', async () => await client.llen(keyOf('mail2', 'dead')) === 1, 10_000)
   const keys = await scanKeys(client, `${prefix}*`)
   const tagged = /^tq-test-[0-9a-f]+:\{(mail|mail2)\}:(waiting|delayed|names|dead|consumers|lease|recoveries|processing:.+|heartbeat:.+)$/
   t.same(keys.filter((key) => !tagged.test(key)), [], 'every key is `prefix:{queue}:...`')

@@ -1,6 +1,6 @@
 // Recovery of reserved tasks: a consumer with another name takes over the processing list of a
-// killed one; a task whose handler keeps killing its process is set aside after the set number of
-// recoveries; a consumer gives back what its own processing list holds unknown to it, idle, or
+// killed one; a task whose handler keeps killing its process is buried after the set number of
+// recoveries; a consumer releases what its own processing list holds unknown to it, idle, or
 // busy after its connection was lost (as when a reservation ran twice across a broken link); and
 // a dead letter whose command ran twice is written once.
 import { randomUUID } from 'node:crypto'
@@ -89,7 +89,7 @@ test('a consumer with a new name recovers the processing list of a killed consum
   t.same(ran, [id], 'the task ran once in b')
 })
 
-test('a poison pill is set aside in the dead list after recoveryMaxCount recoveries, while other tasks run', async (t) => {
+test('a poison pill is buried in the dead list after recoveryMaxCount recoveries, while other tasks run', async (t) => {
   t.setTimeout(90_000)
   ensureBuilt()
   const { redis, client, prefix } = await redisForTest(t)
@@ -129,7 +129,7 @@ test('a poison pill is set aside in the dead list after recoveryMaxCount recover
     await sleep(50)
   }
   const poisonStarts = (await list(client, `${prefix}:started`)).filter((entry) => entry.startsWith('poison:')).length
-  t.equal(deaths.length, recoveryMaxCount + 1, `the poison killed ${recoveryMaxCount + 1} consumers: ${recoveryMaxCount} recoveries, then set aside`)
+  t.equal(deaths.length, recoveryMaxCount + 1, `the poison killed ${recoveryMaxCount + 1} consumers: ${recoveryMaxCount} recoveries, then buried`)
   t.equal(poisonStarts, recoveryMaxCount + 1, 'it started that many times, and no more')
   t.equal(await doneCount(), normal, 'every other task ran')
 
@@ -149,12 +149,12 @@ test('a poison pill is set aside in the dead list after recoveryMaxCount recover
 })
 
 // "On start-up", a consumer's own leftover list cannot be shown: consumer ids are random per
-// process, so no new consumer ever has an old list of its own (those of dead consumers are
+// process, so no new consumer ever has an old list of its own (those of expired consumers are
 // recovered through their heartbeat, above). What can be shown is a live consumer's list holding a
 // task it never saw, as a reservation whose reply was lost, or a command that the client library
 // sent after it had given up on it, leave behind. The test makes that state (the task put in the
 // list by hand, every connection left up) and the idle consumer must return the task to the queue.
-test('an idle consumer gives back what its own processing list holds unknown to it (as a late command of a client may put there)', async (t) => {
+test('an idle consumer releases what its own processing list holds unknown to it (as a late command of a client may put there)', async (t) => {
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
   const queue = `own-${prefix.slice(-6)}`
@@ -200,8 +200,8 @@ test('an idle consumer gives back what its own processing list holds unknown to 
 // twice, and the tasks of its first run are in the list, known to nobody. A consumer that never
 // runs out of work never becomes idle: they would wait until it stopped or died. The test puts
 // such a task in the list and breaks the consumer's connection; at the next heartbeat the task is
-// given back, and the tasks the consumer is running stay in its list.
-test('a busy consumer whose connection was lost gives back what its own processing list holds unknown to it, and keeps the tasks it runs', async (t) => {
+// released, and the tasks the consumer is running stay in its list.
+test('a busy consumer whose connection was lost releases what its own processing list holds unknown to it, and keeps the tasks it runs', async (t) => {
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
   const queue = `busy-${prefix.slice(-6)}`
@@ -256,7 +256,7 @@ test('a busy consumer whose connection was lost gives back what its own processi
 // ioredis sends the reservation again once it has reconnected, so it runs twice: the consumer gets
 // the tasks of the second run, and those of the first are in its list, known to nobody. The
 // consumer is kept busy by the tasks it got, so only the check made after a lost connection can
-// give the others back before it stops.
+// release the others before it stops.
 test('a reservation that runs twice across a broken link leaves no task behind in a busy consumer\'s list', async (t) => {
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)

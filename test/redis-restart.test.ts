@@ -73,7 +73,7 @@ test('Redis restarted in the middle of a run: no task whose request returned 200
 
   await app.close()
   const client = redis.client()
-  t.comment(`tasks given back to the queue at close: ${await client.llen(`${prefix}:{jobs}:waiting`)}`)
+  t.comment(`tasks released to the queue at close: ${await client.llen(`${prefix}:{jobs}:waiting`)}`)
   t.same(await scanKeys(client, `${prefix}:{jobs}:processing:*`), [], 'no processing list is left after close')
 })
 

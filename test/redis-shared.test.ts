@@ -56,5 +56,5 @@ test('two instances share a queue: 1000 tasks queued through requests on one run
   t.equal(await consumer.taskqueue.queue('shared').length(), 0, 'the queue is empty')
   const processing = await scanKeys(client, `${prefix}:{shared}:processing:*`)
   t.same(processing, [], 'no task is left reserved')
-  t.equal(await client.llen(`${prefix}:{shared}:dead`), 0, 'no task was set aside')
+  t.equal(await client.llen(`${prefix}:{shared}:dead`), 0, 'no task was buried')
 })

@@ -66,7 +66,7 @@ test('a consumer that reserves while missing from the consumer set is recovered 
   await waitUntil('another consumer to run the task of the dead one', () => ran.length > 0, 40_000)
   t.same(ran, [id], 'the task ran in the other consumer')
   await sleep(300)
-  t.same(await scanKeys(client, keyOf('processing:lost:*')), [], 'the dead consumer\'s list is gone')
+  t.same(await scanKeys(client, keyOf('processing:lost:*')), [], 'the expired consumer\'s list is gone')
 })
 
 // issue 11, point 3: a poison pill takes its neighbours into the dead letters. With concurrentLimit
@@ -117,7 +117,7 @@ test('a poison pill reserved with two ordinary tasks takes only itself into the 
   t.same(letters.map(({ id, reason }) => ({ id, reason })), [{ id: poisonId, reason: 'recovered too often' }], 'the poison pill alone is dead')
   t.notOk(letters.some(({ id }) => ordinary.includes(id as string)), 'no ordinary task is among the dead letters')
   const poisonStarts = (await list(client, `${prefix}:started`)).filter((entry) => entry.startsWith('poison:')).length
-  t.equal(poisonStarts, recoveryMaxCount + 1, 'the poison pill started once per death, until it was set aside')
+  t.equal(poisonStarts, recoveryMaxCount + 1, 'the poison pill started once per death, until it was buried')
   t.equal(await client.hlen(keyOf('recoveries')), 0, 'no recovery count is left behind')
 
   await Promise.all(children.filter((child) => !child.isGone).map((child) => child.stop('SIGTERM')))

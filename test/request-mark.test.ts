@@ -12,7 +12,8 @@ import taskqueue from '../plugin'
 import type { ConsumerOptions } from '../lib/options'
 import { dispatchHeader } from '../lib/consumer/task-headers'
 import type { TaskQueueService } from '../lib/taskqueue'
-import { gate, httpRequest, listenLocal, logCapture, settlesWithin, type Test } from './helpers/harness'
+import { recordingApp } from './helpers/app'
+import { gate, httpRequest, listenLocal, settlesWithin, type Test } from './helpers/harness'
 
 /**
  * A copy of the installed Fastify under a folder of the repository, with a copy of
@@ -71,30 +72,32 @@ interface EarlyHookApp {
  */
 async function earlyHookApp (t: Test, extraHook?: (request: FastifyRequest) => Promise<void>,
   consumer: Partial<ConsumerOptions> = { retryMaxCount: 0 }): Promise<EarlyHookApp> {
-  const { stream } = logCapture()
-  const app = Fastify({ logger: { level: 'debug', stream } })
-  t.teardown(() => app.close())
   const seenHeaders: EarlyHookApp['seenHeaders'] = []
   const ran: EarlyHookApp['ran'] = []
-  app.addHook('onRequest', async (request) => {
-    if (request.url.startsWith('/tasks/')) seenHeaders.push({ ...request.headers })
-    await extraHook?.(request)
+  const { app } = await recordingApp(t, { consumers: [{ queue: 'default', ...consumer }] }, {
+    noTaskRoute: true,
+    before: async (app) => {
+      app.addHook('onRequest', async (request) => {
+        if (request.url.startsWith('/tasks/')) seenHeaders.push({ ...request.headers })
+        await extraHook?.(request)
+      })
+      await app.register(rateLimit, { global: false })
+      app.addHook('onRequest', app.rateLimit({ max: 2, timeWindow: 60_000, allowList: (request) => request.taskqueue.task !== null }))
+      app.addHook('onRequest', async (request) => {
+        if (request.url === '/tasks/parent') request.taskqueue.add('/tasks/child', { method: 'POST', payload: null })
+      })
+    },
+    routes: (app) => {
+      for (const url of ['/tasks/parent', '/tasks/child', '/tasks/plain']) {
+        app.post(url, { config: { taskOnly: true } }, async (request) => {
+          ran.push({ url, taskId: request.taskqueue.task?.id })
+          return { ok: true }
+        })
+      }
+      app.get('/public', async () => ({ public: true }))
+      app.get('/whoami', async (request) => ({ task: request.taskqueue.task, header: request.headers[dispatchHeader] ?? null }))
+    }
   })
-  await app.register(rateLimit, { global: false })
-  app.addHook('onRequest', app.rateLimit({ max: 2, timeWindow: 60_000, allowList: (request) => request.taskqueue.task !== null }))
-  app.addHook('onRequest', async (request) => {
-    if (request.url === '/tasks/parent') request.taskqueue.add('/tasks/child', { method: 'POST', payload: null })
-  })
-  await app.register(taskqueue, { consumers: [{ queue: 'default', ...consumer }] })
-  for (const url of ['/tasks/parent', '/tasks/child', '/tasks/plain']) {
-    app.post(url, { config: { taskOnly: true } }, async (request) => {
-      ran.push({ url, taskId: request.taskqueue.task?.id })
-      return { ok: true }
-    })
-  }
-  app.get('/public', async () => ({ public: true }))
-  app.get('/whoami', async (request) => ({ task: request.taskqueue.task, header: request.headers[dispatchHeader] ?? null }))
-  await app.ready()
   return { app, seenHeaders, ran }
 }
 

@@ -117,7 +117,7 @@ const outcomes: Row[] = [
   // queue held something that is not a task of this queue (Redis): dead, reason unreadable" is its
   // receiver reading a message (test/queue-state.test.ts, test/fuzz.test.ts). No try ran for them.
   {
-    row: 'refused because the app is closing: given back to its queue, not counted as a try',
+    row: 'refused because the app is closing: released to its queue, not counted as a try',
     cases: [
       { given: failed, closing: true, expect: { step: 'release' } },
       { given: answered(503), closing: true, expect: { step: 'release' } },

@@ -3,17 +3,11 @@
 // `close()` resolves (no processing list of the stopped instance holds anything), and runs in the
 // next app; a try that the closing app refused is not counted as a retry.
 import { test } from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
-import taskqueue from '../plugin'
+import type { FastifyInstance } from 'fastify'
 import { decodeMessage } from '../lib/queues/codec'
-import { backendFor, gate, queueTypes, scanKeys, sleep, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
-
-interface LogLine { level: number, msg: string, [key: string]: unknown }
-
-/** Fastify options whose logger writes into `lines`. */
-function capture (lines: LogLine[]) {
-  return { logger: { level: 'info', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } }
-}
+import { recordingApp } from './helpers/app'
+import { backendFor, gate, queueTypes, scanKeys, sleep, waitFor, type Backend, type Test } from './helpers/both-queues'
+import type { LogLine } from './helpers/harness'
 
 interface Started {
   app: FastifyInstance
@@ -28,13 +22,14 @@ interface Started {
 async function start (t: Test, backend: Backend, closeTimeout: number, options: { slowMs?: number, hold?: Promise<void>, concurrentLimit?: number } = {}): Promise<Started> {
   const runs = new Map<string, string[]>()
   const finished = new Set<string>()
-  const logs: LogLine[] = []
-  const app = await startApp(t, {
+  const { app, lines } = await recordingApp(t, {
     queues: [backend.queue()],
     consumers: [{ queue: 'default', concurrentLimit: options.concurrentLimit ?? 1, retryMaxCount: 3, retryDelay: { min: 5, max: 10 } }],
     closeTimeout
-  }, (app) => {
-    app.post('/tasks/:name', async (request) => {
+  }, {
+    noTaskRoute: true,
+    logLevel: 'info',
+    routes: (app) => app.post('/tasks/:name', async (request) => {
       const id = request.headers['x-task-id'] as string
       runs.set(id, [...runs.get(id) ?? [], request.headers['x-task-retries'] as string])
       const name = (request.params as { name: string }).name
@@ -43,8 +38,8 @@ async function start (t: Test, backend: Backend, closeTimeout: number, options: 
       finished.add(id)
       return {}
     })
-  }, capture(logs))
-  return { app, runs, finished, logs }
+  })
+  return { app, runs, finished, logs: lines }
 }
 
 async function processingLists (backend: Backend): Promise<string[]> {
@@ -62,7 +57,7 @@ for (const type of queueTypes) {
     const took = Date.now() - closing
     t.ok(started.finished.has(id), 'the task finished before close() resolved')
     t.ok(took >= 300, `close() waited for it (${took} ms)`)
-    t.notOk(started.logs.some(({ msg }) => /given back/.test(msg)), 'nothing was given back')
+    t.notOk(started.logs.some(({ msg }) => /released to its queue/.test(msg)), 'nothing was released')
     if (type === 'redis') {
       const client = backend.redis()
       t.same(await processingLists(backend), [], 'no processing list is left')
@@ -74,7 +69,7 @@ for (const type of queueTypes) {
     }
   })
 
-  test(`${type}: tasks still running at closeTimeout are given back to their queue`, async (t) => {
+  test(`${type}: tasks still running at closeTimeout are released to their queue`, async (t) => {
     const backend = await backendFor(type)
     const hold = gate()
     t.teardown(hold.open)
@@ -88,14 +83,14 @@ for (const type of queueTypes) {
     t.ok(took >= 180, `close() waited for closeTimeout (${took} ms)`)
     t.ok(took < 2000, 'and no longer')
     t.equal(started.finished.size, 0, 'the tasks were still running')
-    const givenBack = started.logs.filter(({ msg }) => msg === 'taskqueue: task still running at close, given back to its queue')
-    t.same(givenBack.map(({ taskId }) => taskId).sort(), [...running].sort(), 'each task in flight was given back')
+    const givenBack = started.logs.filter(({ msg }) => msg === 'taskqueue: task still running at close, released to its queue')
+    t.same(givenBack.map(({ taskId }) => taskId).sort(), [...running].sort(), 'each task in flight was released')
     t.notOk(started.logs.some(({ msg }) => /to be retried|dead letters/.test(msg)), 'not retried, not buried')
 
     if (type === 'local') {
       // A local queue is volatile: what it still holds at close is lost, and said so.
       const lost = started.logs.find(({ msg }) => msg === 'taskqueue: local tasks still waiting are lost at close')
-      t.equal(lost?.waiting, 5, 'the three given back and the two waiting are counted as lost')
+      t.equal(lost?.waiting, 5, 'the three released and the two waiting are counted as lost')
       t.same(await started.app.taskqueue.queue('default').dead(), [])
       return
     }
@@ -106,7 +101,7 @@ for (const type of queueTypes) {
     t.ok(stored.every((message) => message?.retries === 0), 'none counted as a retry')
     hold.open()
     await sleep(50)
-    t.equal(await client.llen(backend.key('waiting')), 5, 'the late end of a given-back task does not take it out of the queue')
+    t.equal(await client.llen(backend.key('waiting')), 5, 'the late end of a released task does not take it out of the queue')
 
     const next = await start(t, backend, 5000, { concurrentLimit: 5 })
     await waitFor('the next app to run them all', () => [...running, ...waiting].every((id) => next.finished.has(id)))
@@ -116,24 +111,23 @@ for (const type of queueTypes) {
 
   test(`${type}: a try refused because the app is closing is not counted as a retry`, async (t) => {
     const backend = await backendFor(type)
-    const logs: LogLine[] = []
-    const app = Fastify(capture(logs))
-    t.teardown(() => app.close())
     let closingStarted = (): void => {}
     const closing = new Promise<void>((resolve) => { closingStarted = resolve })
-    // Added before the plugin, so it runs before the plugin's own preClose hook.
-    app.addHook('preClose', async () => { closingStarted() })
-    await app.register(taskqueue, {
+    const runs: string[] = []
+    const { app, lines: logs } = await recordingApp(t, {
       queues: [backend.queue()],
       consumers: [{ queue: 'default', retryMaxCount: 3, retryDelay: { min: 5, max: 10 } }],
       closeTimeout: 5000
+    }, {
+      noTaskRoute: true,
+      logLevel: 'info',
+      // Added before the plugin, so it runs before the plugin's own preClose hook.
+      before: (app) => app.addHook('preClose', async () => { closingStarted() }),
+      routes: (app) => app.post('/tasks/refused', async (request) => {
+        runs.push(request.headers['x-task-retries'] as string)
+        return {}
+      })
     })
-    const runs: string[] = []
-    app.post('/tasks/refused', async (request) => {
-      runs.push(request.headers['x-task-retries'] as string)
-      return {}
-    })
-    await app.ready()
     // The first dispatch reaches the real inject() only once the app began to close, which
     // refuses it (FST_ERR_REOPENED_CLOSE_SERVER).
     const realInject = app.inject.bind(app)
@@ -156,7 +150,7 @@ for (const type of queueTypes) {
 
     if (type === 'local') {
       t.same(await app.taskqueue.queue('default').dead(), [])
-      t.equal(await app.taskqueue.queue('default').length(), 1, 'given back to the queue (lost with it, being local)')
+      t.equal(await app.taskqueue.queue('default').length(), 1, 'released to the queue (lost with it, being local)')
     } else {
       const client = backend.redis()
       t.equal(await client.llen(backend.key('dead')), 0, 'not in the dead letters')

@@ -2,9 +2,9 @@
 // that @fastify/swagger makes must not list it, unless the route asks to be shown (`hide: false`).
 // Tested with the real @fastify/swagger, registered before and after the plugin.
 import { test } from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import swagger from '@fastify/swagger'
-import taskqueue from '../plugin'
+import { recordingApp } from './helpers/app'
 
 type Test = Parameters<Parameters<typeof test>[0]>[0]
 
@@ -22,27 +22,29 @@ function sharedBody (): { type: 'object', required: string[], properties: Record
 }
 
 async function build (t: Test, swaggerFirst: boolean, shared = { body: sharedBody() }): Promise<{ app: FastifyInstance, ran: string[] }> {
-  const app = Fastify()
-  t.teardown(() => app.close())
   const openapi = { openapi: { info: { title: 'test', version: '1.0.0' } } }
-  if (swaggerFirst) await app.register(swagger, openapi)
-  await app.register(taskqueue)
-  if (!swaggerFirst) await app.register(swagger, openapi)
   const ran: string[] = []
   const handler = async (request: { url: string }): Promise<{ ok: true }> => {
     ran.push(request.url)
     return { ok: true }
   }
-  app.get('/public', handler)
-  app.post('/signup', { schema: shared }, handler)
-  app.post('/tasks/no-schema', { config: { taskOnly: true } }, handler)
-  app.post('/tasks/shared-schema', { config: { taskOnly: true }, schema: shared }, handler)
-  app.post('/tasks/shown', { config: { taskOnly: true }, schema: { hide: false, body: sharedBody() } }, handler)
-  app.post('/tasks/not-task-only', { config: { taskOnly: false } }, handler)
-  app.register(async (scope) => {
-    scope.get('/scoped/task', { config: { taskOnly: true } }, handler)
+  const { app } = await recordingApp(t, {}, {
+    // The app's own routes only: the document must list exactly what the test declares.
+    noTaskRoute: true,
+    before: async (app) => { if (swaggerFirst) await app.register(swagger, openapi) },
+    routes: async (app) => {
+      if (!swaggerFirst) await app.register(swagger, openapi)
+      app.get('/public', handler)
+      app.post('/signup', { schema: shared }, handler)
+      app.post('/tasks/no-schema', { config: { taskOnly: true } }, handler)
+      app.post('/tasks/shared-schema', { config: { taskOnly: true }, schema: shared }, handler)
+      app.post('/tasks/shown', { config: { taskOnly: true }, schema: { hide: false, body: sharedBody() } }, handler)
+      app.post('/tasks/not-task-only', { config: { taskOnly: false } }, handler)
+      app.register(async (scope) => {
+        scope.get('/scoped/task', { config: { taskOnly: true } }, handler)
+      })
+    }
   })
-  await app.ready()
   return { app, ran }
 }
 

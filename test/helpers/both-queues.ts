@@ -1,11 +1,11 @@
 // Helpers for tests that run every rule on both queue types: a local queue, and a Redis queue on
 // the real server of test/helpers/redis.ts (one per test file, each test on a prefix of its own).
 import tap from 'tap'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
-import taskqueue from '../../plugin'
 import type { QueueOptions, TaskQueuePluginOptions } from '../../lib/options'
 import { testRedis, uniquePrefix, type RedisConnection } from './redis'
+import { recordingApp } from './app'
 
 import type { Test } from './harness'
 
@@ -62,14 +62,12 @@ export async function backendFor (type: QueueType, prefix = uniquePrefix()): Pro
   }
 }
 
-/** Starts an app with the plugin and the routes `routes` adds; closed when the test ends. */
-export async function startApp (t: Test, options: TaskQueuePluginOptions, routes: (app: FastifyInstance) => void = () => {},
-  fastifyOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify(fastifyOptions)
-  t.teardown(() => app.close())
-  await app.register(taskqueue, options)
-  routes(app)
-  await app.ready()
+/**
+ * The recording app (./app.ts) without its /tasks/:name route: the tests of both queue types declare
+ * their own routes in `routes`. Closed when the test ends.
+ */
+export async function startApp (t: Test, options: TaskQueuePluginOptions, routes: (app: FastifyInstance) => void = () => {}): Promise<FastifyInstance> {
+  const { app } = await recordingApp(t, options, { noTaskRoute: true, routes })
   return app
 }
 

@@ -4,7 +4,7 @@ import { Writable } from 'node:stream'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import tap from 'tap'
-import type { FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 
 export type Test = Parameters<Parameters<typeof tap.test>[0]>[0]
 
@@ -31,6 +31,15 @@ export function logCapture (): { stream: Writable, lines: LogLine[] } {
     }
   })
   return { stream, lines }
+}
+
+/**
+ * A Fastify app whose log lines (from `level` up, debug unless said) are kept, parsed: the one log
+ * capture of the tests, under recordingApp and the Redis tests that register the plugin themselves.
+ */
+export function loggedApp (options: FastifyServerOptions = {}, level = 'debug'): { app: FastifyInstance, lines: LogLine[] } {
+  const { stream, lines } = logCapture()
+  return { app: Fastify({ ...options, logger: { level, stream } }), lines }
 }
 
 /** Log lines of the plugin (their message begins with "taskqueue:"). */

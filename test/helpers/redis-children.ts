@@ -7,8 +7,6 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer, createConnection, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { Writable } from 'node:stream'
-import Fastify, { type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import { testRedis, uniquePrefix, type RedisConnection } from './redis'
 
@@ -41,22 +39,8 @@ export async function within<T> (what: string, promise: PromiseLike<T>, ms: numb
   }
 }
 
-export interface LogLine { level: number, msg: string, [key: string]: unknown }
-
-/** A Fastify app with a debug logger whose lines are kept, parsed. */
-export function loggedApp (): { app: FastifyInstance, lines: LogLine[] } {
-  const lines: LogLine[] = []
-  let rest = ''
-  const stream = new Writable({
-    write (chunk: Buffer, encoding, callback) {
-      const parts = (rest + chunk.toString()).split('\n')
-      rest = parts.pop() as string
-      for (const part of parts) if (part.trim() !== '') lines.push(JSON.parse(part))
-      callback()
-    }
-  })
-  return { app: Fastify({ logger: { level: 'debug', stream } }), lines }
-}
+// The log capture is the one of every test app (harness.ts).
+export { loggedApp, type LogLine } from './harness'
 
 /** Builds dist/ (which the fixture requires) when it is missing. */
 export function ensureBuilt (): void {
