@@ -2,7 +2,7 @@
 // a Redis that stopped answering cannot hold `app.close()` past `closeTimeout` and a small margin.
 
 /** How long handing tasks back may take past `closeTimeout`, which waiting for tasks in flight may use up. */
-export const handBackGrace = 1000
+export const releaseGrace = 1000
 
 /** The error of a step that ran out of time. */
 export class OutOfTimeError extends Error {

@@ -8,7 +8,7 @@ import { DispatchMarks } from './request/mark'
 import { ResponsePushes } from './request/pushes'
 import { RedisQueue } from './queues/redis'
 import { checkEncodable } from './queues/codec'
-import { byDeadline, closeSlack, handBackGrace } from './deadline'
+import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
 
 function checkPage (page: DeadLetterPage | undefined): void {
@@ -305,7 +305,7 @@ export class TaskQueueService implements TaskQueue {
   async stopConsumers (): Promise<void> {
     this.closing = true
     const deadline = this.closeDeadline ??= Date.now() + this.closeTimeout
-    await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + handBackGrace)))
+    await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + releaseGrace)))
   }
 
   /**
@@ -315,8 +315,8 @@ export class TaskQueueService implements TaskQueue {
    */
   async close (): Promise<void> {
     this.closed = true
-    const handBackBy = (this.closeDeadline ??= Date.now() + this.closeTimeout) + handBackGrace
-    if (!await this.pushes.finish(Math.max(0, handBackBy - Date.now()))) {
+    const releaseBy = (this.closeDeadline ??= Date.now() + this.closeTimeout) + releaseGrace
+    if (!await this.pushes.finish(Math.max(0, releaseBy - Date.now()))) {
       this.log.error({ pending: this.pushes.count }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
     }
     for (const backend of this.backends.values()) {
@@ -324,7 +324,7 @@ export class TaskQueueService implements TaskQueue {
       const waiting = await backend.length()
       if (waiting > 0) this.log.warn({ queue: backend.name, waiting }, 'taskqueue: local tasks still waiting are lost at close')
     }
-    await closeBackends([...this.backends.values()], handBackBy, this.log)
+    await closeBackends([...this.backends.values()], releaseBy, this.log)
   }
 }
 

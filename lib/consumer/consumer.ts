@@ -239,10 +239,10 @@ export class Consumer {
   /**
    * Stops taking tasks and waits until `waitUntil` (ms since the epoch) for those in flight. Tasks
    * still running then are released to their queue (their try is left to finish on its own), and
-   * the receiver is closed, both by `handBackBy`: what is not released by then is left to the
+   * the receiver is closed, both by `releaseBy`: what is not released by then is left to the
    * queue's recovery (a Redis consumer's heartbeat expires).
    */
-  async stop (waitUntil: number, handBackBy: number): Promise<void> {
+  async stop (waitUntil: number, releaseBy: number): Promise<void> {
     this.stopSignal.abort()
     this.slotFreed?.()
     // A reservation stuck on a server that does not answer may hold the loop: not waited for past
@@ -265,12 +265,12 @@ export class Consumer {
       this.releasedAtClose.add(task)
       const { id: taskId, queue } = task.message
       this.context.log.warn({ taskId, queue }, 'taskqueue: task still running at close, released to its queue')
-      releases.push(byDeadline(this.receiver.release(task), handBackBy, 'releasing the task').catch((error: unknown) => {
+      releases.push(byDeadline(this.receiver.release(task), releaseBy, 'releasing the task').catch((error: unknown) => {
         this.context.log.error({ taskId, queue, err: error }, 'taskqueue: releasing the task at close failed; left to recovery by another instance')
       }))
     }
     await Promise.all(releases)
-    await byDeadline(this.receiver.close(handBackBy), handBackBy + closeSlack, 'closing the receiver').catch((error: unknown) => {
+    await byDeadline(this.receiver.close(releaseBy), releaseBy + closeSlack, 'closing the receiver').catch((error: unknown) => {
       this.context.log.error({ queue: this.queue, consumer: this.name, err: error }, 'taskqueue: closing the consumer failed')
     })
   }
