@@ -1,7 +1,7 @@
 // Closing shares one deadline between its steps: each await is bounded by what is left of it, so
 // a Redis that stopped answering cannot hold `app.close()` past `closeTimeout` and a small margin.
 
-/** How long handing tasks back may take past `closeTimeout`, which waiting for tasks in flight may use up. */
+/** How long releasing the tasks still running may take past `closeTimeout`, which waiting for them may use up. */
 export const releaseGrace = 1000
 
 /** The error of a step that ran out of time. */
