@@ -69,3 +69,7 @@ export const RedisUnavailableError = createError<'FST_TASKQUEUE_REDIS_UNAVAILABL
  */
 export const QueueFailedError = createError<'FST_TASKQUEUE_QUEUE_FAILED', [string, string, string, { cause: unknown }]>(
   'FST_TASKQUEUE_QUEUE_FAILED', 'Queue "%s": %s failed: %s', 503)
+
+/** A queue call that the queue's backend (one of your own) does not implement. */
+export const UnsupportedError = createError<'FST_TASKQUEUE_UNSUPPORTED', [string, string]>(
+  'FST_TASKQUEUE_UNSUPPORTED', 'Queue "%s": its backend does not implement %s', 501)

@@ -1,7 +1,7 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { AddOptions, DeadLetterPage, QueueBackend, QueueHandle, TaskMessage, TaskQueue } from '../types'
-import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, shown } from './errors'
+import type { AddOptions, QueueBackend, QueueHandle, TaskMessage, TaskPage, TaskQueue } from '../types'
+import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, UnsupportedError, shown } from './errors'
 import { taskMessageFactory, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer/consumer'
 import { DispatchMarks } from './request/mark'
@@ -11,18 +11,22 @@ import { checkEncodable } from './queues/codec'
 import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
 
-function checkPage (page: DeadLetterPage | undefined): void {
+function checkPage (call: string, page: TaskPage | undefined): void {
   if (page === undefined) return
   // Object.keys(null) threw a TypeError, and a number or an array passed unchecked.
   if (page === null || typeof page !== 'object' || Array.isArray(page)) {
-    throw new InvalidArgumentError(`dead(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
+    throw new InvalidArgumentError(`${call}(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
   }
   for (const key of Object.keys(page)) {
     const value = (page as Record<string, unknown>)[key]
     if ((key !== 'offset' && key !== 'limit') || !Number.isInteger(value) || (value as number) < 0) {
-      throw new InvalidArgumentError(`dead(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
+      throw new InvalidArgumentError(`${call}(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
     }
   }
+}
+
+function checkId (call: string, id: unknown): void {
+  if (typeof id !== 'string') throw new InvalidArgumentError(`${call}(id): expected a task id string, got ${shown(id)}`)
 }
 
 /**
@@ -37,6 +41,15 @@ async function queueCall<T> (queue: string, call: string, work: () => Promise<T>
     if (String((error as { code?: unknown })?.code).startsWith('FST_TASKQUEUE_')) throw error
     throw new QueueFailedError(queue, call, (error as Error)?.message ?? shown(error), { cause: error })
   }
+}
+
+type Steering = 'stats' | 'pause' | 'resume' | 'isPaused' | 'get' | 'cancel' | 'waiting'
+
+/** Runs a call that a backend of the user's own may leave out: FST_TASKQUEUE_UNSUPPORTED when it does. */
+async function optionalCall<K extends Steering, T> (backend: QueueBackend, method: K, work: (implementation: NonNullable<QueueBackend[K]>) => Promise<T>): Promise<T> {
+  const implementation = backend[method]
+  if (typeof implementation !== 'function') throw new UnsupportedError(backend.name, `${method}()`)
+  return await queueCall(backend.name, `${method}()`, () => work(implementation as NonNullable<QueueBackend[K]>))
 }
 
 export class TaskQueueService implements TaskQueue {
@@ -129,14 +142,30 @@ export class TaskQueueService implements TaskQueue {
       length: () => queueCall(name, 'length()', () => backend.length()),
       reset: () => queueCall(name, 'reset()', () => backend.reset()),
       dead: (page) => {
-        checkPage(page)
+        checkPage('dead', page)
         return queueCall(name, 'dead()', () => backend.dead(page))
       },
       requeue: (id) => {
-        if (id !== undefined && typeof id !== 'string') throw new InvalidArgumentError(`requeue(id): expected a task id string, got ${shown(id)}`)
+        if (id !== undefined) checkId('requeue', id)
         return queueCall(name, 'requeue()', () => backend.requeue(id))
       },
-      purge: () => queueCall(name, 'purge()', () => backend.purge())
+      purge: () => queueCall(name, 'purge()', () => backend.purge()),
+      stats: () => optionalCall(backend, 'stats', (stats) => stats.call(backend)),
+      pause: () => optionalCall(backend, 'pause', (pause) => pause.call(backend)),
+      resume: () => optionalCall(backend, 'resume', (resume) => resume.call(backend)),
+      isPaused: () => optionalCall(backend, 'isPaused', (isPaused) => isPaused.call(backend)),
+      get: (id) => {
+        checkId('get', id)
+        return optionalCall(backend, 'get', (get) => get.call(backend, id))
+      },
+      cancel: (id) => {
+        checkId('cancel', id)
+        return optionalCall(backend, 'cancel', (cancel) => cancel.call(backend, id))
+      },
+      waiting: (page) => {
+        checkPage('waiting', page)
+        return optionalCall(backend, 'waiting', (waiting) => waiting.call(backend, page))
+      }
     }
   }
 

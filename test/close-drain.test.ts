@@ -208,7 +208,7 @@ test('queue() with an unknown name throws FST_TASKQUEUE_UNKNOWN_QUEUE', async (t
  */
 class MemoryQueue implements QueueBackend {
   readonly shared = false
-  private waiting: TaskMessage[] = []
+  private pending: TaskMessage[] = []
   /** Retries waiting for their time, by timer. */
   private readonly delayed = new Map<NodeJS.Timeout, TaskMessage>()
   private readonly takers: Array<(message: TaskMessage) => void> = []
@@ -222,7 +222,7 @@ class MemoryQueue implements QueueBackend {
 
   private offer (task: TaskMessage): void {
     const taker = this.takers.shift()
-    if (taker === undefined) this.waiting.push(task)
+    if (taker === undefined) this.pending.push(task)
     else taker(task)
   }
 
@@ -238,7 +238,7 @@ class MemoryQueue implements QueueBackend {
     const queue = this
     return {
       reserve (signal: AbortSignal): Promise<ReservedTask | null> {
-        const message = queue.waiting.shift()
+        const message = queue.pending.shift()
         if (message !== undefined) return Promise.resolve({ message })
         if (signal.aborted) return Promise.resolve(null)
         return new Promise((resolve) => {
@@ -258,7 +258,7 @@ class MemoryQueue implements QueueBackend {
       async retry (task: ReservedTask, delayMs: number) {
         queue.later({ ...task.message, retries: task.message.retries + 1, eta: Date.now() + delayMs }, delayMs)
       },
-      async release (task: ReservedTask) { queue.waiting.unshift(task.message) },
+      async release (task: ReservedTask) { queue.pending.unshift(task.message) },
       async bury (task: ReservedTask, cause: DeadLetterCause) {
         queue.deadLetters.unshift({ id: task.message.id, queue: queue.name, ...cause, at: Date.now(), task: task.message })
       },
@@ -266,9 +266,9 @@ class MemoryQueue implements QueueBackend {
     }
   }
 
-  async length (): Promise<number> { return this.waiting.length + this.delayed.size }
+  async length (): Promise<number> { return this.pending.length + this.delayed.size }
   async reset (): Promise<void> {
-    this.waiting = []
+    this.pending = []
     for (const timer of this.delayed.keys()) clearTimeout(timer)
     this.delayed.clear()
   }

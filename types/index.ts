@@ -80,6 +80,64 @@ export interface QueueHandle {
   requeue (id?: string): Promise<number>
   /** Empties the dead letters; resolves to how many there were. */
   purge (): Promise<number>
+  /** The queue's figures: on a shared queue, across every instance. */
+  stats (): Promise<QueueStats>
+  /**
+   * No consumer starts a new task of the queue until `resume()`; tasks in flight finish and `add()`
+   * still queues. On a shared queue every instance stops within about a second, and the pause
+   * outlives a restart of any of them.
+   */
+  pause (): Promise<void>
+  resume (): Promise<void>
+  isPaused (): Promise<boolean>
+  /** A task that is waiting, delayed, in flight or dead, or null when the queue knows no such id. */
+  get (id: string): Promise<TaskInfo | null>
+  /**
+   * Resolves to true when the task was waiting or delayed and will now never run (it is forgotten,
+   * and its id is free again); false when it is in flight, done, dead or unknown.
+   */
+  cancel (id: string): Promise<boolean>
+  /** The waiting tasks due now, next to run first, a page at a time (default: the first 100). */
+  waiting (page?: TaskPage): Promise<TaskInfo[]>
+}
+
+/** What `stats()` tells of a queue. */
+export interface QueueStats {
+  /** Tasks due and waiting for a consumer. */
+  waiting: number
+  /** Tasks waiting for their eta: a delay or a retry. */
+  delayed: number
+  /** Tasks a consumer reserved and has not settled. */
+  inFlight: number
+  /** Dead letters. */
+  dead: number
+  paused: boolean
+  /** Milliseconds since the longest-waiting task became due, or null when no task waits. */
+  oldestWaitingAge: number | null
+}
+
+/** Where a task is in its life. */
+export type TaskState = 'waiting' | 'delayed' | 'in-flight' | 'dead'
+
+/** What `get()` and `waiting()` tell of a task. */
+export interface TaskInfo {
+  id: string
+  state: TaskState
+  url: string
+  method: TaskMethod
+  /** Lower-case header names, as the task will be sent (credentials included). */
+  headers: Record<string, string>
+  retries: number
+  /** When the task was added (ms since the epoch). */
+  createdAt: number
+  /** When the task is, or was, due (ms since the epoch). */
+  eta: number
+}
+
+/** A page of a list: `offset` entries skipped, at most `limit` given. */
+export interface TaskPage {
+  offset?: number
+  limit?: number
 }
 
 /**
@@ -146,11 +204,8 @@ export interface DeadLetterCause {
   statusCode?: number
 }
 
-/** A page of dead letters: newest first. */
-export interface DeadLetterPage {
-  offset?: number
-  limit?: number
-}
+/** A page of dead letters (newest first): the same shape as a page of tasks. */
+export type DeadLetterPage = TaskPage
 
 /** A task a consumer reserved, to be settled exactly once: ack, retry, release or bury. */
 export interface ReservedTask {
@@ -215,6 +270,21 @@ export interface QueueBackend {
   requeue (id?: string): Promise<number>
   /** Empties the dead letters; resolves to how many there were. */
   purge (): Promise<number>
+  // What follows lets users see into the queue and steer it. The built-in backends implement all
+  // of it; a backend of your own may leave any out, and the handle's method then rejects with
+  // FST_TASKQUEUE_UNSUPPORTED.
+  /** The queue's figures (see `QueueHandle.stats`). */
+  stats? (): Promise<QueueStats>
+  /** Stops every consumer of the queue from reserving, until `resume()` (see `QueueHandle.pause`). */
+  pause? (): Promise<void>
+  resume? (): Promise<void>
+  isPaused? (): Promise<boolean>
+  /** A live or dead task by id, in a bounded number of steps (no scan of the queue). */
+  get? (id: string): Promise<TaskInfo | null>
+  /** Forgets a waiting or delayed task for good, freeing its id; false for any other. */
+  cancel? (id: string): Promise<boolean>
+  /** The waiting tasks due now, next to run first. */
+  waiting? (page?: TaskPage): Promise<TaskInfo[]>
   /**
    * Called once when the app closes, after every receiver was closed. `deadline` (ms since the
    * epoch) is when the app stops waiting for it: past it, drop what is pending.

@@ -1,7 +1,9 @@
 // The local queue: in-process and volatile. Tasks wait in memory until a consumer of this process
 // reserves them; whatever is still waiting when the process ends is lost, by design.
 import type { FastifyBaseLogger } from 'fastify'
-import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../../types'
+import type {
+  DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, QueueStats, ReservedTask, TaskInfo, TaskMessage, TaskPage, TaskReceiver, TaskState
+} from '../../types'
 
 /** A FIFO that takes from the front in constant time, without Array#shift's copying. */
 class Fifo<T> {
@@ -15,6 +17,11 @@ class Fifo<T> {
   unshift (item: T): void {
     if (this.head > 0) this.items[--this.head] = item
     else this.items.unshift(item)
+  }
+
+  /** The items from the front, without taking them. */
+  * values (): IterableIterator<T> {
+    for (let index = this.head; index < this.items.length; index++) yield this.items[index] as T
   }
 
   shift (): T | undefined {
@@ -35,20 +42,38 @@ type Waiter = (message: TaskMessage) => void
 /** The longest delay a Node timer takes as it is. */
 const longestTimer = 2 ** 31 - 1
 
+/** A task the queue holds, by id: what `get()` and `cancel()` find without a scan. */
+interface LiveTask {
+  message: TaskMessage
+  state: 'waiting' | 'delayed' | 'in-flight' | 'cancelled'
+  /** The timer of a delayed task. */
+  timer?: NodeJS.Timeout
+}
+
+function infoOf (message: TaskMessage, state: TaskState): TaskInfo {
+  const { id, url, method, headers, retries, createdAt, eta } = message
+  return { id, state, url, method, headers, retries, createdAt, eta }
+}
+
 export class LocalQueue implements QueueBackend {
   readonly name: string
   readonly shared = false
   private readonly deadLetterMax: number
   private readonly log: FastifyBaseLogger | undefined
-  private readonly waiting = new Fifo<TaskMessage>()
+  /** Due tasks, next to run first; a cancelled one stays in place until it reaches the head. */
+  private readonly due = new Fifo<LiveTask>()
   /** Receivers waiting for a task, oldest first. */
   private readonly waiters = new Fifo<Waiter>()
-  /** Tasks waiting for their eta (a delay or a retry), by timer. */
-  private readonly delayed = new Map<NodeJS.Timeout, TaskMessage>()
-  /** Ids of named tasks that are waiting, delayed or in flight. */
-  private readonly liveNames = new Set<string>()
+  /** Every task waiting, delayed or in flight, by id: also what keeps a chosen id from running twice. */
+  private readonly live = new Map<string, LiveTask>()
+  private dueCount = 0
+  private delayedCount = 0
+  private inFlightCount = 0
+  private paused = false
   /** Oldest first; bounded by `deadLetterMax`. */
   private deadLetters: DeadLetter[] = []
+  /** The newest dead letter of each task id. */
+  private readonly deadById = new Map<string, DeadLetter>()
 
   constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger) {
     this.name = name
@@ -57,30 +82,53 @@ export class LocalQueue implements QueueBackend {
   }
 
   /** Tasks waiting, including those waiting for their eta. */
-  get size (): number { return this.waiting.size + this.delayed.size }
+  get size (): number { return this.dueCount + this.delayedCount }
 
   async put (tasks: readonly TaskMessage[]): Promise<void> {
     const now = Date.now()
     for (const task of tasks) {
-      if (task.named === true) {
-        if (this.liveNames.has(task.id)) continue
-        this.liveNames.add(task.id)
-      }
+      if (task.named === true && this.live.has(task.id)) continue
       if (task.eta > now) this.later(task, task.eta - now)
       else this.offer(task)
     }
   }
 
-  private offer (task: TaskMessage): void {
-    const waiter = this.waiters.shift()
-    if (waiter === undefined) this.waiting.push(task)
-    else waiter(task)
+  /** Hands a due task to the first waiting receiver, or queues it at the back. */
+  private offer (message: TaskMessage): void {
+    const waiter = this.paused ? undefined : this.waiters.shift()
+    if (waiter !== undefined) {
+      this.track(message, 'in-flight')
+      waiter(message)
+      return
+    }
+    this.due.push(this.track(message, 'waiting'))
+  }
+
+  private track (message: TaskMessage, state: LiveTask['state']): LiveTask {
+    const task: LiveTask = { message, state }
+    this.live.set(message.id, task)
+    if (state === 'waiting') this.dueCount++
+    else if (state === 'in-flight') this.inFlightCount++
+    else this.delayedCount++
+    return task
+  }
+
+  /** The next due task that was not cancelled, taken off the queue. */
+  private takeDue (): LiveTask | undefined {
+    for (let task = this.due.shift(); task !== undefined; task = this.due.shift()) {
+      if (task.state !== 'waiting') continue
+      this.dueCount--
+      this.inFlightCount++
+      task.state = 'in-flight'
+      return task
+    }
+    return undefined
   }
 
   /** Hands the oldest waiting task to a consumer, or waits for one until `signal` aborts. */
   reserve (signal: AbortSignal): Promise<ReservedTask | null> {
-    const message = this.waiting.shift()
-    if (message !== undefined) return Promise.resolve({ message })
+    const task = this.paused ? undefined : this.takeDue()
+    if (task !== undefined) return Promise.resolve({ message: task.message })
     if (signal.aborted) return Promise.resolve(null)
     return new Promise((resolve) => {
       const onAbort = (): void => {
@@ -89,48 +137,72 @@ export class LocalQueue implements QueueBackend {
         resolve(null)
       }
       let active = true
-      const waiter: Waiter = (task) => {
+      const waiter: Waiter = (message) => {
         if (!active) {
-          this.offer(task)
+          this.handBack(message)
           return
         }
         signal.removeEventListener('abort', onAbort)
-        resolve({ message: task })
+        resolve({ message })
       }
       signal.addEventListener('abort', onAbort, { once: true })
       this.waiters.push(waiter)
     })
   }
 
-  /** A reserved task was settled by its receiver; `finished` when it will not run again. */
-  settled (message: TaskMessage, finished: boolean): void {
-    if (finished && message.named === true) this.liveNames.delete(message.id)
+  /** A task handed to a waiter that had stopped waiting: it is due again, next in line. */
+  private handBack (message: TaskMessage): void {
+    this.settled(message)
+    this.release(message)
   }
 
-  /** Puts a reserved task back at the head of the queue, unchanged: it is next in line. */
+  /** A reserved task was settled by its receiver: it is no longer in flight (nor live, unless put back). */
+  settled (message: TaskMessage): void {
+    const task = this.live.get(message.id)
+    if (task?.message !== message) return
+    this.inFlightCount--
+    this.live.delete(message.id)
+  }
+
+  /** Puts a settled task back at the head of the queue, unchanged: it is next in line. */
   release (message: TaskMessage): void {
-    const waiter = this.waiters.shift()
-    if (waiter === undefined) this.waiting.unshift(message)
-    else waiter(message)
+    const waiter = this.paused ? undefined : this.waiters.shift()
+    if (waiter !== undefined) {
+      this.track(message, 'in-flight')
+      waiter(message)
+      return
+    }
+    this.due.unshift(this.track(message, 'waiting'))
   }
 
   later (message: TaskMessage, delayMs: number): void {
+    const task = this.track(message, 'delayed')
+    this.arm(task, delayMs)
+  }
+
+  private arm (task: LiveTask, delayMs: number): void {
     // Node runs a timer of more than 2^31 - 1 ms (about 24.8 days) after 1 ms instead: a longer
     // wait is made of several timers.
     const wait = Math.min(delayMs, longestTimer)
-    const timer = setTimeout(() => {
-      this.delayed.delete(timer)
-      if (wait < delayMs) this.later(message, delayMs - wait)
-      else this.offer(message)
-    }, wait)
     // Not unref()'d: a script awaiting drain() must stay alive for its retries; close() clears it.
-    this.delayed.set(timer, message)
+    task.timer = setTimeout(() => {
+      if (wait < delayMs) {
+        this.arm(task, delayMs - wait)
+        return
+      }
+      this.delayedCount--
+      this.live.delete(task.message.id)
+      this.offer(task.message)
+    }, wait)
   }
 
   bury (message: TaskMessage, cause: DeadLetterCause): void {
-    this.deadLetters.push({ id: message.id, queue: this.name, ...cause, at: Date.now(), task: message })
+    const letter: DeadLetter = { id: message.id, queue: this.name, ...cause, at: Date.now(), task: message }
+    this.deadLetters.push(letter)
+    this.deadById.set(message.id, letter)
     if (this.deadLetters.length > this.deadLetterMax) {
       const dropped = this.deadLetters.splice(0, this.deadLetters.length - this.deadLetterMax)
+      for (const old of dropped) if (this.deadById.get(old.id as string) === old) this.deadById.delete(old.id as string)
       this.log?.warn({ queue: this.name, taskIds: dropped.map(({ id }) => id) }, 'taskqueue: dead letters over deadLetterMax dropped, oldest first')
     }
   }
@@ -143,18 +215,86 @@ export class LocalQueue implements QueueBackend {
     return this.size
   }
 
-  /** Drops the waiting and delayed tasks, and only their names: a task in flight keeps its own. */
+  /** Drops the waiting and delayed tasks, and only their ids: a task in flight keeps its own. */
   async reset (): Promise<void> {
-    for (let task = this.waiting.shift(); task !== undefined; task = this.waiting.shift()) this.forget(task)
-    for (const [timer, task] of this.delayed) {
-      clearTimeout(timer)
-      this.forget(task)
-    }
-    this.delayed.clear()
+    for (const task of this.live.values()) this.drop(task)
   }
 
-  private forget (task: TaskMessage): void {
-    if (task.named === true) this.liveNames.delete(task.id)
+  /** Forgets a waiting or delayed task; false for a task in flight. */
+  private drop (task: LiveTask): boolean {
+    if (task.state === 'waiting') {
+      this.dueCount--
+    } else if (task.state === 'delayed') {
+      clearTimeout(task.timer)
+      this.delayedCount--
+    } else {
+      return false
+    }
+    // A waiting one stays in the due list, skipped when it reaches the head.
+    task.state = 'cancelled'
+    this.live.delete(task.message.id)
+    return true
+  }
+
+  async stats (): Promise<QueueStats> {
+    return {
+      waiting: this.dueCount,
+      delayed: this.delayedCount,
+      inFlight: this.inFlightCount,
+      dead: this.deadLetters.length,
+      paused: this.paused,
+      oldestWaitingAge: this.oldestWaitingAge()
+    }
+  }
+
+  private oldestWaitingAge (): number | null {
+    for (const task of this.due.values()) {
+      if (task.state === 'waiting') return Math.max(0, Date.now() - task.message.eta)
+    }
+    return null
+  }
+
+  async pause (): Promise<void> {
+    this.paused = true
+  }
+
+  async resume (): Promise<void> {
+    this.paused = false
+    // Receivers that waited while the queue was paused get the tasks that came meanwhile.
+    while (this.waiters.size > 0) {
+      const task = this.takeDue()
+      if (task === undefined) break
+      const waiter = this.waiters.shift() as Waiter
+      waiter(task.message)
+    }
+  }
+
+  async isPaused (): Promise<boolean> {
+    return this.paused
+  }
+
+  async get (id: string): Promise<TaskInfo | null> {
+    const task = this.live.get(id)
+    if (task !== undefined) return infoOf(task.message, task.state as TaskState)
+    const letter = this.deadById.get(id)
+    return letter === undefined ? null : infoOf(letter.task as TaskMessage, 'dead')
+  }
+
+  async cancel (id: string): Promise<boolean> {
+    const task = this.live.get(id)
+    return task !== undefined && this.drop(task)
+  }
+
+  async waiting ({ offset = 0, limit = 100 }: TaskPage = {}): Promise<TaskInfo[]> {
+    const page: TaskInfo[] = []
+    let skipped = 0
+    for (const task of this.due.values()) {
+      if (page.length >= limit) break
+      if (task.state !== 'waiting') continue
+      if (skipped++ < offset) continue
+      page.push(infoOf(task.message, 'waiting'))
+    }
+    return page
   }
 
   async dead ({ offset = 0, limit = 100 }: DeadLetterPage = {}): Promise<DeadLetter[]> {
@@ -167,16 +307,17 @@ export class LocalQueue implements QueueBackend {
   async requeue (id?: string): Promise<number> {
     // A named task whose id is live (or put back just before, oldest first) stays dead, as on
     // Redis: it was removed from the dead letters, counted, and then dropped by put().
-    const live = new Set(this.liveNames)
+    const live = new Set<string>()
     const chosen = this.deadLetters.filter((letter) => {
       if (id !== undefined && letter.id !== id) return false
       if ((letter.task as TaskMessage).named !== true) return true
-      if (live.has(letter.id as string)) return false
+      if (this.live.has(letter.id as string) || live.has(letter.id as string)) return false
       live.add(letter.id as string)
       return true
     })
     if (chosen.length === 0) return 0
     this.deadLetters = this.deadLetters.filter((letter) => !chosen.includes(letter))
+    for (const letter of chosen) if (this.deadById.get(letter.id as string) === letter) this.deadById.delete(letter.id as string)
     const now = Date.now()
     await this.put(chosen.map(({ task }) => ({ ...task as TaskMessage, retries: 0, eta: now })))
     return chosen.length
@@ -185,11 +326,12 @@ export class LocalQueue implements QueueBackend {
   async purge (): Promise<number> {
     const count = this.deadLetters.length
     this.deadLetters = []
+    this.deadById.clear()
     return count
   }
 
   async close (): Promise<void> {
-    for (const timer of this.delayed.keys()) clearTimeout(timer)
+    for (const task of this.live.values()) if (task.state === 'delayed') clearTimeout(task.timer)
   }
 }
 
@@ -205,21 +347,21 @@ class LocalReceiver implements TaskReceiver {
   }
 
   async ack (task: ReservedTask): Promise<void> {
-    this.queue.settled(task.message, true)
+    this.queue.settled(task.message)
   }
 
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
-    this.queue.settled(task.message, false)
+    this.queue.settled(task.message)
     this.queue.later({ ...task.message, retries: task.message.retries + 1, eta: Date.now() + delayMs }, delayMs)
   }
 
   async release (task: ReservedTask): Promise<void> {
-    this.queue.settled(task.message, false)
+    this.queue.settled(task.message)
     this.queue.release(task.message)
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
-    this.queue.settled(task.message, true)
+    this.queue.settled(task.message)
     this.queue.bury(task.message, cause)
   }
 
