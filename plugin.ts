@@ -58,6 +58,7 @@ declare namespace fastifyTaskqueue {
   export import EnqueueFailedError = errors.EnqueueFailedError
   export import RedisUnavailableError = errors.RedisUnavailableError
   export import QueueFailedError = errors.QueueFailedError
+  export import UnsupportedError = errors.UnsupportedError
   export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
@@ -80,6 +81,11 @@ declare namespace fastifyTaskqueue {
   export import QueueBackendContext = types.QueueBackendContext
   export import QueueBackendFactory = types.QueueBackendFactory
   export import DispatchedTask = types.DispatchedTask
+  export import QueueType = types.QueueType
+  export import QueueStats = types.QueueStats
+  export import TaskState = types.TaskState
+  export import TaskInfo = types.TaskInfo
+  export import TaskPage = types.TaskPage
 }
 
 // Node's ESM loader finds the named exports of a CommonJS module by reading its source for
@@ -98,6 +104,7 @@ module.exports.ClosedError = errors.ClosedError
 module.exports.EnqueueFailedError = errors.EnqueueFailedError
 module.exports.RedisUnavailableError = errors.RedisUnavailableError
 module.exports.QueueFailedError = errors.QueueFailedError
+module.exports.UnsupportedError = errors.UnsupportedError
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
 
 export = fastifyTaskqueue

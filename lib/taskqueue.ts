@@ -1,6 +1,6 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { AddOptions, QueueBackend, QueueHandle, TaskMessage, TaskPage, TaskQueue } from '../types'
+import type { AddOptions, QueueBackend, QueueHandle, QueueType, TaskMessage, TaskPage, TaskQueue } from '../types'
 import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, UnsupportedError, shown } from './errors'
 import { taskMessageFactory, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer/consumer'
@@ -58,6 +58,7 @@ export class TaskQueueService implements TaskQueue {
   private readonly app: FastifyInstance
   private readonly log: FastifyBaseLogger
   private readonly backends = new Map<string, QueueBackend>()
+  private readonly queueTypes = new Map<string, QueueType>()
   private readonly defaultQueue: string
   /** Queues whose tasks are pushed before the response is sent. */
   private readonly earlyQueues = new Set<string>()
@@ -87,7 +88,10 @@ export class TaskQueueService implements TaskQueue {
     for (const backend of backends) this.backends.set(backend.name, backend)
     // As in the original: the default queue is the alphabetically first.
     this.defaultQueue = [...this.backends.keys()].sort()[0]
-    for (const { queue, enqueueMode } of options.queues) if (enqueueMode === 'before-response') this.earlyQueues.add(queue)
+    for (const { queue, enqueueMode, type } of options.queues) {
+      if (enqueueMode === 'before-response') this.earlyQueues.add(queue)
+      this.queueTypes.set(queue, typeof type === 'string' ? type : 'custom')
+    }
     this.consumerOptions = options.consumers
     this.closeTimeout = options.closeTimeout
     this.createTaskMessage = taskMessageFactory(options.headerPolicy, this.resolveQueue)
@@ -139,6 +143,7 @@ export class TaskQueueService implements TaskQueue {
     const backend = this.backend(name)
     return {
       name,
+      type: this.queueTypes.get(name) ?? 'custom',
       length: () => queueCall(name, 'length()', () => backend.length()),
       reset: () => queueCall(name, 'reset()', () => backend.reset()),
       dead: (page) => {

@@ -393,3 +393,13 @@ test('issue 11, point 14: a shared (Redis) queue still takes tasks between preCl
   t.equal(stored.length, 1, 'and held in Redis')
   t.match(stored[0], seen[0])
 })
+
+test('a backend of the user\'s own that leaves out the steering calls: the handle rejects them with FST_TASKQUEUE_UNSUPPORTED', async (t) => {
+  const { app } = await recordingApp(t, { queues: [{ queue: 'default', type: new MemoryQueue('default') }] })
+  const handle = app.taskqueue.queue('default')
+  t.equal(handle.type, 'custom')
+  for (const call of [async () => { await handle.stats() }, () => handle.pause(), () => handle.resume(), async () => { await handle.isPaused() },
+    async () => { await handle.get('x') }, async () => { await handle.cancel('x') }, async () => { await handle.waiting() }]) {
+    await t.rejects(call(), { code: 'FST_TASKQUEUE_UNSUPPORTED', statusCode: 501 })
+  }
+})

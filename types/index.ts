@@ -70,6 +70,8 @@ export interface RequestTaskQueue {
 /** What `app.taskqueue.queue(name)` gives: the queue seen from the app. */
 export interface QueueHandle {
   readonly name: string
+  /** `local`, `redis`, or `custom` for a backend of your own. */
+  readonly type: QueueType
   /** Waiting tasks, not those in flight. */
   length (): Promise<number>
   /** Drops every waiting task. */
@@ -100,6 +102,9 @@ export interface QueueHandle {
   /** The waiting tasks due now, next to run first, a page at a time (default: the first 100). */
   waiting (page?: TaskPage): Promise<TaskInfo[]>
 }
+
+/** The kind of backend behind a queue. */
+export type QueueType = 'local' | 'redis' | 'custom'
 
 /** What `stats()` tells of a queue. */
 export interface QueueStats {
