@@ -6,7 +6,6 @@ import { taskMessageFactory, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer/consumer'
 import { DispatchMarks } from './request/mark'
 import { ResponsePushes } from './request/pushes'
-import { RedisQueue } from './queues/redis'
 import { checkEncodable } from './queues/codec'
 import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
@@ -317,15 +316,16 @@ export class TaskQueueService implements TaskQueue {
   }
 
   /**
-   * Says once, at start, of each Redis queue that nobody consumes (no consumer here, none in its
-   * consumer set) that its tasks wait for another instance: otherwise such a queue fills in silence.
+   * Says once, at start, of each shared queue that nobody consumes (no consumer here, none that its
+   * backend knows of elsewhere) that its tasks wait for another instance: otherwise such a queue
+   * fills in silence. A backend that cannot count its consumers is not asked.
    */
   private async announceUnconsumed (consumed: ReadonlySet<string>): Promise<void> {
     await Promise.all([...this.backends.values()].map(async (backend) => {
-      if (!(backend instanceof RedisQueue) || consumed.has(backend.name)) return
+      if (!backend.shared || backend.consumerCount === undefined || consumed.has(backend.name)) return
       try {
         if (await backend.consumerCount() > 0) return
-        this.log.info({ queue: backend.name }, 'taskqueue: no consumer of this Redis queue runs here or elsewhere now; its tasks wait for another instance to consume them')
+        this.log.info({ queue: backend.name }, 'taskqueue: no consumer of this shared queue runs here or elsewhere now; its tasks wait for another instance to consume them')
       } catch (error) {
         this.log.debug({ err: error, queue: backend.name }, 'taskqueue: could not count the consumers of the queue')
       }

@@ -259,6 +259,11 @@ export interface QueueBackend {
    * task whose id is waiting, delayed or in flight is dropped.
    */
   put (tasks: readonly TaskMessage[]): Promise<void>
+  /**
+   * How many consumers, in any process, take tasks from a shared queue now. Optional: when a
+   * shared queue has none here nor elsewhere at start, the plugin says so in its log.
+   */
+  consumerCount? (): Promise<number>
   /** Opens the consuming side for one consumer name. */
   receive (consumerName: string): TaskReceiver
   /**
