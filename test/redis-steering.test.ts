@@ -6,7 +6,7 @@
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import taskqueue from '../plugin'
-import { startOwnRedis, uniquePrefix } from './helpers/redis'
+import { startOwnRedis, storeRaw, uniquePrefix } from './helpers/redis'
 import { ensureBuilt, list, redisForTest, sleep, startConsumer, waitUntil, within } from './helpers/redis-children'
 import { gate, type Test } from './helpers/harness'
 
@@ -14,9 +14,10 @@ const queue = 'shared'
 
 /**
  * An instance on the shared queue; with `consume`, a consumer of `concurrentLimit` slots whose
- * /tasks/:name records the task ids it starts, each held until `hold` resolves when one is given.
+ * /tasks/:name records the task ids it starts, each held until `hold` resolves when one is given,
+ * and taking `taking` ms when given.
  */
-async function instance (t: Test, connection: object, prefix: string, consume?: { concurrentLimit?: number, hold?: Promise<void> }) {
+async function instance (t: Test, connection: object, prefix: string, consume?: { concurrentLimit?: number, hold?: Promise<void>, taking?: number }) {
   const app: FastifyInstance = Fastify()
   t.teardown(() => app.close())
   await app.register(taskqueue, {
@@ -27,6 +28,7 @@ async function instance (t: Test, connection: object, prefix: string, consume?: 
   app.all('/tasks/:name', async (request) => {
     started.push(request.headers['x-task-id'] as string)
     await consume?.hold
+    if (consume?.taking !== undefined) await sleep(consume.taking)
     return 'ok'
   })
   await app.ready()
@@ -105,9 +107,13 @@ test('issue 13: cancel() from one instance races the reservations of another: ea
   t.setTimeout(60_000)
   const { redis, prefix } = await redisForTest(t)
   const a = await instance(t, redis.connection, prefix)
-  const b = await instance(t, redis.connection, prefix, { concurrentLimit: 8 })
+  // Tasks of a few ms: B is still reserving while A cancels.
+  const b = await instance(t, redis.connection, prefix, { concurrentLimit: 8, taking: 10 })
+  // Paused while the tasks are added, so that B starts on them only when A starts cancelling.
+  await a.handle.pause()
   const ids: string[] = []
-  for (let n = 0; n < 300; n++) ids.push(await a.app.taskqueue.add(`/tasks/t${n}`))
+  for (let n = 0; n < 600; n++) ids.push(await a.app.taskqueue.add(`/tasks/t${n}`))
+  await b.handle.resume()
   // B reserves from the front while A cancels from the back, so that the two meet.
   const cancelled = new Set<string>()
   for (const id of [...ids].reverse()) if (await a.handle.cancel(id)) cancelled.add(id)
@@ -151,6 +157,22 @@ test('issue 13: after a consumer is killed with tasks in flight, stats() and get
   await waitUntil('the figures to settle', async () => (await producer.handle.stats()).inFlight === 0, 5000)
   t.match(await producer.handle.stats(), { waiting: 0, delayed: 0, inFlight: 0, dead: 0 }, 'nothing left')
   t.same(await Promise.all(ids.map((id) => producer.handle.get(id))), [null, null], 'both done')
+})
+
+test('issue 13: get() and waiting() leave out a task whose stored message cannot be read; stats() still count it', async (t) => {
+  t.setTimeout(30_000)
+  const { redis, client, prefix } = await redisForTest(t)
+  const a = await instance(t, redis.connection, prefix)
+  const key = (name: string) => `${prefix}:{${queue}}:v2:${name}`
+  const good = await a.app.taskqueue.add('/tasks/good')
+  // As another program (or a person) could have written them.
+  await storeRaw(client, key, 'garbled-1', 'not a task message')
+  await client.hset(key('dead-index'), 'garbled-2', '{"not": "a dead letter"}')
+  t.equal(await a.handle.get('garbled-1'), null, 'an unreadable live task: null')
+  t.equal(await a.handle.get('garbled-2'), null, 'an unreadable dead letter: null')
+  t.same((await a.handle.waiting()).map(({ id }) => id), [good], 'waiting() lists the readable one')
+  t.match(await a.handle.stats(), { waiting: 2 }, 'stats() count both: a consumer will bury the unreadable one')
+  t.equal(await a.handle.length(), 2)
 })
 
 test('issue 13: after Redis restarted empty, stats() are all zero and the steering calls work', async (t) => {

@@ -33,15 +33,10 @@ export class RedisSteering {
     return { waiting, delayed, inFlight, dead, paused: paused === 1, oldestWaitingAge }
   }
 
-  /** Waiting and delayed tasks, as `length()` counts them. */
+  /** Waiting and delayed tasks, as `length()` counts them: the same figures, not a second count. */
   async length (): Promise<number> {
-    const { keys, connection: { client } } = this.queue
-    const results = await client.multi().llen(keys.waiting).llen(keys.recovered).zcard(keys.delayed).hget(keys.cancelled, '#').exec()
-    const [waiting, recovered, delayed, tombstones] = (results ?? []).map(([error, value]) => {
-      if (error !== null) throw error
-      return Number(value ?? 0)
-    })
-    return waiting + recovered + delayed - tombstones
+    const { waiting, delayed } = await this.stats()
+    return waiting + delayed
   }
 
   /** A key in Redis: every consumer of the queue, in any instance, sees it at its next reservation. */
