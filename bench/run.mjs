@@ -4,7 +4,7 @@
 //
 //   npm run build && npm run bench            short run (under two minutes on 2 cores)
 //   npm run bench -- --full                   bigger N, longer HTTP runs
-//   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6)
+//   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6), steering (7)
 //   npm run bench -- --no-redis               the local queue only
 //
 // Progress goes to stderr; the table (markdown) to stdout and, with every raw figure and the
@@ -24,7 +24,7 @@ const args = process.argv.slice(2)
 const full = args.includes('--full')
 const only = args.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const wanted = (section) => only === undefined || only.includes(section)
-const sections = ['dispatch', 'enqueue', 'http', 'deep']
+const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering']
 const unknown = only?.filter((section) => !sections.includes(section)) ?? []
 if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(', ')}; sections are ${sections.join(', ')}`)
 
@@ -34,6 +34,7 @@ const config = full
       redisEnqueue: { n: 20_000, batch: 100, warmup: 5_000 },
       requestEnqueue: { n: 20_000, reps: 3, warmup: 5_000, concurrency: 8 },
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 21 },
+      steering: { n: 100_000, calls: 5_000, concurrency: 32 },
       http: { duration: 5, rounds: 5, warmup: 3, connections: 100 }
     }
   : {
@@ -41,6 +42,7 @@ const config = full
       redisEnqueue: { n: 5_000, batch: 100, warmup: 2_000 },
       requestEnqueue: { n: 5_000, reps: 2, warmup: 2_000, concurrency: 8 },
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 8 },
+      steering: { n: 20_000, calls: 2_000, concurrency: 32 },
       http: { duration: 2, rounds: 2, warmup: 1, connections: 100 }
     }
 
@@ -222,6 +224,10 @@ try {
       results.redisDeep = await scenario('deep', { ...config.deep, type: 'redis', redis: connection, prefix: prefixOf('deep') }, ['--expose-gc'])
     }
   }
+  if (wanted('steering') && withRedis) {
+    progress('redis calls by task id: get, cancel, stats, waiting')
+    results.redisSteering = await scenario('steering', { ...config.steering, redis: connection, prefix: prefixOf('steering') })
+  }
 } finally {
   if (redis.skipped === undefined) {
     // Whatever a failed scenario left behind under this run's prefixes.
@@ -328,6 +334,18 @@ if (results.redisDeep !== undefined) {
   const memory = results.redisDeep.memory
   row('5', `redis memory per waiting task (${int(memory.n)} waiting)`, 'INFO used_memory', `${int(memory.perTask)} B`,
     `url + headers + payload: ${int(memory.taskBytes)} B (stored message: ${int(memory.messageBytes)} B)`, ratio(memory.ratio))
+  // Layout v2: the message once in \`tasks\`, the id in the list and as the hash's field.
+  if (memory.indexPerTask !== undefined) {
+    row('5', 'redis memory per waiting task beside its message: its id in `waiting` and in `tasks` (what finds it by id)', 'INFO used_memory - message',
+      `${int(memory.indexPerTask)} B`, `list: ${int(memory.listPerTask)} B, tasks hash: ${int(memory.tasksPerTask)} B per task (MEMORY USAGE)`)
+  }
+}
+if (results.redisSteering !== undefined) {
+  const { sequential, concurrent } = results.redisSteering
+  for (const call of ['get', 'cancel', 'stats', 'waiting']) {
+    row('7', `redis \`${call === 'waiting' ? 'waiting({ limit: 100 })' : `${call}()`}\` with ${int(config.steering.n)} tasks waiting`, `one after another; ${config.steering.concurrency} at a time`,
+      `${int(sequential[call])} calls/s; ${int(concurrent[call])} calls/s`)
+  }
 }
 for (const type of ['local', 'redis']) {
   const depth = results[`${type}Deep`]?.depth

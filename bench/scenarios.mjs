@@ -146,7 +146,7 @@ async function redisRun (redis, prefix, n, concurrency, slim = false) {
   await fillRedis(redis, prefix, n, slim)
   const counter = new Counter(n)
   const serverCpu = await redisConsume(redis, prefix, concurrency, counter, client)
-  const left = await client.llen(`${prefix}:{default}:waiting`)
+  const left = await client.llen(`${prefix}:{default}:v2:waiting`)
   await deletePrefix(client, prefix)
   client.disconnect()
   if (left !== 0) throw new Error(`redis dispatch: ${left} tasks left waiting`)
@@ -156,9 +156,10 @@ async function redisRun (redis, prefix, n, concurrency, slim = false) {
 
 /**
  * The least a Redis queue can do, as a reference: `concurrency` workers on one plain client,
- * each moving a stored message into a processing list (LMOVE), parsing it, injecting it into a
- * plain app, and removing it (LREM), with no checks, retries, batching or recovery. The messages
- * are those the plugin stores, so the work per task is the same size.
+ * each moving a task id into a processing list (LMOVE), reading its stored message (HGET),
+ * parsing it, injecting it into a plain app, and removing both (LREM and HDEL in one MULTI), with
+ * no checks, retries, batching or recovery. The messages are those the plugin stores (layout v2:
+ * ids in the lists, messages in `tasks`), so the work per task is the same size.
  */
 async function redisLoopRun (redis, prefix, n, concurrency) {
   const client = redisClient(redis)
@@ -167,18 +168,19 @@ async function redisLoopRun (redis, prefix, n, concurrency) {
   const app = Fastify({ logger: false })
   taskRoute(app, counter)
   await app.ready()
-  const waiting = `${prefix}:{default}:waiting`
-  const processing = `${prefix}:{default}:processing:loop`
+  const waiting = `${prefix}:{default}:v2:waiting`
+  const processing = `${prefix}:{default}:v2:processing:loop`
+  const tasks = `${prefix}:{default}:v2:tasks`
   const cpuBefore = await redisCpu(client)
   collect()
   await pool(concurrency, concurrency, async () => {
     for (;;) {
-      const raw = await client.lmove(waiting, processing, 'RIGHT', 'LEFT')
-      if (raw === null) return
-      const message = JSON.parse(raw)
+      const id = await client.lmove(waiting, processing, 'RIGHT', 'LEFT')
+      if (id === null) return
+      const message = JSON.parse(await client.hget(tasks, id))
       const response = await app.inject(withDispatchHeaders({ method: message.method, url: message.url, headers: message.headers, payload: message.payload }))
       if (response.statusCode !== 204) throw new Error(`redis loop: answered ${response.statusCode}`)
-      await client.lrem(processing, -1, raw)
+      await client.multi().lrem(processing, -1, id).hdel(tasks, id).exec()
     }
   })
   const serverCpu = await redisCpu(client) - cpuBefore
@@ -381,10 +383,22 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
       await producer.close()
       if (withMemory) {
         const perTask = (await usedMemory() - before) / waiting
-        const list = `${key}:{default}:waiting`
+        const list = `${key}:{default}:v2:waiting`
+        const tasks = `${key}:{default}:v2:tasks`
         const listBytes = Number(await client.call('MEMORY', 'USAGE', list, 'SAMPLES', '0'))
-        const messageBytes = Buffer.byteLength(await client.lindex(list, 0))
-        figures = { n: waiting, perTask, listPerTask: listBytes / waiting, messageBytes, taskBytes, ratio: perTask / taskBytes }
+        const tasksBytes = Number(await client.call('MEMORY', 'USAGE', tasks, 'SAMPLES', '0'))
+        const messageBytes = Buffer.byteLength(await client.hget(tasks, await client.lindex(list, 0)))
+        figures = {
+          n: waiting,
+          perTask,
+          listPerTask: listBytes / waiting,
+          tasksPerTask: tasksBytes / waiting,
+          // What a task takes beside its message: its id in the list and in the hash, and their overhead.
+          indexPerTask: perTask - messageBytes,
+          messageBytes,
+          taskBytes,
+          ratio: perTask / taskBytes
+        }
       }
       await redisConsume(redis, key, concurrency, counter)
       await deletePrefix(client, key)
@@ -416,7 +430,56 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
   }
 }
 
-const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep }
+/**
+ * 7. The calls by task id (issue 13) on a Redis queue of `n` waiting tasks, half of them with an id
+ * of the caller's choosing: `get()`, `cancel()`, `stats()` and a page of `waiting()`, each `calls`
+ * times, one after another (each a round trip) and `concurrency` at a time. What the index by id
+ * costs per task in memory is row 5.
+ */
+async function steering ({ n, calls, concurrency, redis, prefix }) {
+  const client = redisClient(redis)
+  const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: [] })
+  await app.ready()
+  const options = makeTasks(n).map((task, i) => i % 2 === 0 ? { ...task, id: `chosen-${i}` } : task)
+  const ids = []
+  for (let i = 0; i < n; i += 500) {
+    ids.push(...await Promise.all(options.slice(i, i + 500).map((task) => app.taskqueue.add(taskUrl, task))))
+  }
+  const queue = app.taskqueue.queue('default')
+  const pick = (i) => ids[(i * 7919) % ids.length]
+  const rate = async (what, at, fn) => {
+    const started = performance.now()
+    await pool(calls, at, fn)
+    return calls / (performance.now() - started) * 1000
+  }
+  const result = {}
+  for (const at of [1, concurrency]) {
+    const key = at === 1 ? 'sequential' : 'concurrent'
+    result[key] = {
+      get: await rate('get', at, async (i) => { if ((await queue.get(pick(i)))?.state !== 'waiting') throw new Error('get: not waiting') }),
+      stats: await rate('stats', at, () => queue.stats()),
+      waiting: await rate('waiting', at, async () => { if ((await queue.waiting({ limit: 100 })).length !== 100) throw new Error('waiting: short page') })
+    }
+  }
+  // Each cancel takes a distinct task, one after another, then `concurrency` at a time.
+  const cancelled = new Set()
+  for (const at of [1, concurrency]) {
+    const base = cancelled.size
+    result[at === 1 ? 'sequential' : 'concurrent'].cancel = await rate('cancel', at, async (i) => {
+      const id = ids[base + i]
+      if (!await queue.cancel(id)) throw new Error('cancel: not cancelled')
+      cancelled.add(id)
+    })
+  }
+  const stats = await queue.stats()
+  if (stats.waiting !== n - cancelled.size) throw new Error(`steering: ${stats.waiting} waiting, expected ${n - cancelled.size}`)
+  await app.close()
+  await deletePrefix(client, prefix)
+  client.disconnect()
+  return result
+}
+
+const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering }
 
 async function main () {
   const [name, json = '{}'] = process.argv.slice(2)

@@ -7,7 +7,7 @@
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, ReservedTask, TaskMessage, TaskReceiver } from '../types'
-import { testRedis, uniquePrefix } from './helpers/redis'
+import { storedMessages, testRedis, uniquePrefix } from './helpers/redis'
 import { gate, levels, pluginLines, settlesWithin, sleep, waitFor } from './helpers/harness'
 import { namesOf, recordingApp, type RecordingSetup } from './helpers/app'
 
@@ -389,7 +389,7 @@ test('issue 11, point 14: a shared (Redis) queue still takes tasks between preCl
   }))
   await app.close()
   t.equal(seen.length, 1, 'accepted')
-  const stored = await redis.client().lrange(`${prefix}:{shared}:waiting`, 0, -1)
+  const stored = await storedMessages(redis.client(), `${prefix}:{shared}:v2:waiting`)
   t.equal(stored.length, 1, 'and held in Redis')
   t.match(stored[0], seen[0])
 })

@@ -5,7 +5,7 @@ import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { QueueOptions } from '../lib/options'
 import type { DeadLetter } from '../types'
-import { backendFor, codeOf, queueTypes, sleep, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { backendFor, codeOf, queueTypes, sleep, startApp, storeRaw, waitFor, type Backend, type Test } from './helpers/both-queues'
 
 interface Harness {
   app: FastifyInstance
@@ -161,7 +161,7 @@ test('redis: unreadable dead letters are listed with their raw message and never
   const queue = harness.app.taskqueue.queue('default')
   const client = backend.redis()
   const [id] = await killInOrder(harness, 1)
-  await client.lpush(backend.key('waiting'), 'not a task')
+  await storeRaw(client, backend.key, 'raw-1', 'not a task')
   await waitFor('the unreadable message to die', async () => (await queue.dead()).length === 2)
   // Something else wrote into the dead list itself.
   await client.lpush(backend.key('dead'), '{"reason": "unreadable", "task": 7')

@@ -138,7 +138,7 @@ for (const type of queueTypes) {
     t.equal(await queue.length(), 2, 'one waiting, one delayed: the second adds were dropped')
     if (type === 'redis') {
       const client = backend.redis()
-      t.same((await client.smembers(backend.key('names'))).sort(), ['flight', 'later', 'wait'], 'the live names')
+      t.same((await client.hkeys(backend.key('tasks'))).sort(), ['flight', 'later', 'wait'], 'the live ids')
       t.equal(await client.llen(backend.key('waiting')), 1)
       t.equal(await client.zcard(backend.key('delayed')), 1)
     }
@@ -154,7 +154,7 @@ for (const type of queueTypes) {
     await clock.pass(200)
     t.same(['flight', 'wait', 'later', 'req'].map((id) => harness.runsOf(id).length), [1, 1, 1, 1], 'each ran once')
     t.equal(await queue.length(), 0)
-    if (type === 'redis') t.same(await backend.redis().smembers(backend.key('names')), [], 'no live name left')
+    if (type === 'redis') t.same(await backend.redis().hkeys(backend.key('tasks')), [], 'no live id left')
   })
 
   test(`${type}: { id } while its retry waits is a no-op too`, async (t) => {

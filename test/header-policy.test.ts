@@ -6,6 +6,7 @@ import Fastify from 'fastify'
 import taskqueue from '../plugin'
 import type { TaskQueuePluginOptions } from '../lib/options'
 import { backendFor, queueTypes, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { storedMessages } from './helpers/redis'
 
 type Headers = Record<string, string | string[] | undefined>
 
@@ -92,7 +93,7 @@ for (const type of queueTypes) {
       })
       await app.inject({ url: '/src', headers: sourceHeaders })
       await waitFor('the task in Redis', async () => await client.llen(backend.key('waiting')) === 1)
-      const [stored] = await client.lrange(backend.key('waiting'), 0, -1)
+      const [stored] = await storedMessages(client, backend.key('waiting'))
       t.notMatch(stored, /session=secret/, 'the cookie is not in Redis')
       t.match(stored, /Bearer token/, 'the authorization is')
     })

@@ -3,7 +3,7 @@
 // consumer to read, and one buried as unreadable frees its id.
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { backendFor, codeOf, gate, queueTypes, startApp, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { backendFor, codeOf, gate, queueTypes, startApp, storeRaw, waitFor, type Backend, type Test } from './helpers/both-queues'
 
 interface Harness {
   app: FastifyInstance
@@ -53,7 +53,7 @@ for (const type of queueTypes) {
     t.equal(await queue.length(), 0, 'reset() dropped the waiting and the delayed task')
     if (type === 'redis') {
       t.same(await backend.redis().hgetall(backend.key('recoveries')), { 'in-flight': '1' }, 'only the task in flight keeps its recovery count')
-      t.same(await backend.redis().smembers(backend.key('names')), ['in-flight'], 'and its name')
+      t.same(await backend.redis().hkeys(backend.key('tasks')), ['in-flight'], 'and its message: its id stays live')
     }
 
     t.equal(await app.taskqueue.add('/tasks/hold', { id: 'in-flight' }), 'in-flight', 'adding the id of the task in flight again')
@@ -82,7 +82,7 @@ test('redis: reset() drops a queue longer than one chunk, with the names of its 
   t.equal(await queue.length(), ids.length, 'every task waits')
   await queue.reset()
   t.equal(await queue.length(), 0, 'none after reset()')
-  t.equal(await backend.redis().scard(backend.key('names')), 0, 'nor any name')
+  t.equal(await backend.redis().hlen(backend.key('tasks')), 0, 'nor any message')
 })
 
 for (const type of queueTypes) {
@@ -119,11 +119,12 @@ test('redis: an oversized message buried as unreadable frees its name and recove
   const now = Date.now()
   // As another producer (or an older version) could have stored it: valid, named, and too large.
   const big = JSON.stringify({ v: 1, id: 'big-1', queue: 'default', url: '/tasks/big', method: 'POST', headers: {}, payload: 'x'.repeat(16 * 1024 * 1024), retries: 0, createdAt: now, eta: now, named: true })
-  await client.multi().sadd(backend.key('names'), 'big-1').hset(backend.key('recoveries'), 'big-1', '1').lpush(backend.key('waiting'), big).exec()
+  await client.hset(backend.key('recoveries'), 'big-1', '1')
+  await storeRaw(client, backend.key, 'big-1', big)
   await waitFor('the message to be buried', async () => (await client.llen(backend.key('dead'))) === 1, 10_000)
   const [letter] = await app.taskqueue.queue('default').dead()
   t.equal(letter.reason, 'unreadable', 'as unreadable')
-  t.equal(await client.sismember(backend.key('names'), 'big-1'), 0, 'its name is free')
+  t.equal(await client.hexists(backend.key('tasks'), 'big-1'), 0, 'its id is free')
   t.equal(await client.hexists(backend.key('recoveries'), 'big-1'), 0, 'its recovery count is gone')
   await app.taskqueue.add('/tasks/small', { id: 'big-1' })
   await waitFor('the id to run again', () => ran.includes('big-1'), 5000)

@@ -51,7 +51,7 @@ async function consumeWhileSampling (t: Test, tasks: number): Promise<{ most: nu
   const sampling = { on: true }
   const sampler = (async () => {
     while (sampling.on) {
-      for (const key of await scanKeys(client, `${prefix}:{default}:processing:*`)) {
+      for (const key of await scanKeys(client, `${prefix}:{default}:v2:processing:*`)) {
         most = Math.max(most, await client.llen(key))
       }
       await sleep(5)
@@ -61,7 +61,7 @@ async function consumeWhileSampling (t: Test, tasks: number): Promise<{ most: nu
   sampling.on = false
   await sampler
   await consumer.close()
-  t.equal(await client.llen(`${prefix}:{default}:waiting`), 0, 'nothing left waiting')
+  t.equal(await client.llen(`${prefix}:{default}:v2:waiting`), 0, 'nothing left waiting')
   return { most, ran }
 }
 
@@ -82,7 +82,7 @@ test('a retry comes back while a consumer works through a backlog that never run
   })
   consumer.post('/tasks/fails-once', async (request, reply) => {
     if (retried.tries++ === 0) return reply.code(503).send({})
-    retried.ranAgainWithBacklog = await client.llen(`${prefix}:{default}:waiting`)
+    retried.ranAgainWithBacklog = await client.llen(`${prefix}:{default}:v2:waiting`)
     return {}
   })
   // A backlog first, so that the consumer reserves in batches from its first round trips on.
@@ -94,7 +94,7 @@ test('a retry comes back while a consumer works through a backlog that never run
   // joins its back and is reached however slow the machine.
   const started = Date.now()
   while (retried.ranAgainWithBacklog < 0 && Date.now() - started < 30_000) {
-    if (await client.llen(`${prefix}:{default}:waiting`) < 300) await addMany(producer, '/tasks/quick', 50)
+    if (await client.llen(`${prefix}:{default}:v2:waiting`) < 300) await addMany(producer, '/tasks/quick', 50)
     await sleep(2)
   }
   t.equal(retried.tries, 2, 'the task that failed once ran again')

@@ -64,7 +64,7 @@ test('consumers killed with SIGKILL again and again: every task runs, only those
   const live = children.filter((child) => !child.isGone)
   // A consumer killed with nothing left undone may not be recovered yet: give the live ones time.
   await waitUntil('the killed consumers to be recovered', async () =>
-    await client.scard(`${prefix}:{${queue}}:consumers`) === live.length, 10_000, 50)
+    await client.scard(`${prefix}:{${queue}}:v2:consumers`) === live.length, 10_000, 50)
   await Promise.all(live.map((child) => child.stop('SIGTERM')))
   for (const child of live) {
     const { code, signal } = await child.exited
@@ -90,8 +90,8 @@ test('consumers killed with SIGKILL again and again: every task runs, only those
   t.ok(twice <= kills * concurrentLimit, `duplicates (${twice}) <= kills x concurrentLimit (${kills * concurrentLimit})`)
 
   // Nothing is left behind: no waiting or reserved task, no dead letter, no expired consumer.
-  t.equal(await client.llen(`${prefix}:{${queue}}:waiting`), 0, 'the queue is empty')
-  t.equal(await client.llen(`${prefix}:{${queue}}:dead`), 0, 'no task was buried')
-  t.same(await scanKeys(client, `${prefix}:{${queue}}:processing:*`), [], 'no processing list is left')
-  t.equal(await client.scard(`${prefix}:{${queue}}:consumers`), 0, 'the killed consumers were recovered and the others left')
+  t.equal(await client.llen(`${prefix}:{${queue}}:v2:waiting`), 0, 'the queue is empty')
+  t.equal(await client.llen(`${prefix}:{${queue}}:v2:dead`), 0, 'no task was buried')
+  t.same(await scanKeys(client, `${prefix}:{${queue}}:v2:processing:*`), [], 'no processing list is left')
+  t.equal(await client.scard(`${prefix}:{${queue}}:v2:consumers`), 0, 'the killed consumers were recovered and the others left')
 })

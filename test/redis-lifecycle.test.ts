@@ -25,9 +25,8 @@ async function freePort (): Promise<number> {
 
 /** Every task in the queue's lists (waiting or a processing list), as ids. */
 async function idsInQueue (client: Redis, prefix: string, queue: string): Promise<string[]> {
-  const keys = [`${prefix}:{${queue}}:waiting`, ...await scanKeys(client, `${prefix}:{${queue}}:processing:*`)]
-  const raws = (await Promise.all(keys.map((key) => client.lrange(key, 0, -1)))).flat()
-  return raws.map((raw) => JSON.parse(raw).id)
+  const keys = [`${prefix}:{${queue}}:v2:waiting`, ...await scanKeys(client, `${prefix}:{${queue}}:v2:processing:*`)]
+  return (await Promise.all(keys.map((key) => client.lrange(key, 0, -1)))).flat()
 }
 
 /** A Redis queue app whose task route holds every task until the test ends. */
@@ -131,9 +130,9 @@ test('issue 11, point 6: an idle consumer starts a task pushed right after a Red
   const client = redis.client()
   // A task another instance pushes: the message format of the queue, written as it would.
   const pushedAt = Date.now()
-  await client.lpush(`${prefix}:{jobs}:waiting`, JSON.stringify({
+  await client.multi().hset(`${prefix}:{jobs}:v2:tasks`, 'after-restart', JSON.stringify({
     v: 1, id: 'after-restart', queue: 'jobs', url: '/tasks/work', method: 'POST', headers: {}, retries: 0, createdAt: pushedAt, eta: pushedAt
-  }))
+  })).lpush(`${prefix}:{jobs}:v2:waiting`, 'after-restart').exec()
   await waitUntil('the task pushed after the restart to start', () => startedAt.length === 2, 10_000)
   const delay = startedAt[1] - pushedAt
   t.ok(delay < 1500, `it started ${delay} ms after it was pushed (within about a second)`)
@@ -309,7 +308,7 @@ test('issue 11, point 18: a Redis queue nobody consumes is announced once at sta
   })
   await consumer.ready()
   const client = redis.client()
-  await waitUntil('the consumer to join the consumer set', async () => await client.scard(`${prefix}:{served}:consumers`) === 1, 5000)
+  await waitUntil('the consumer to join the consumer set', async () => await client.scard(`${prefix}:{served}:v2:consumers`) === 1, 5000)
   const producer = loggedApp()
   t.teardown(() => producer.app.close())
   await producer.app.register(taskqueue, { queues: [{ queue: 'served', type: 'redis', prefix, ...redis.connection }] })

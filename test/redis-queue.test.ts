@@ -4,7 +4,7 @@ import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
 import taskqueue from '../plugin'
-import { startOwnRedis, testRedis, uniquePrefix, type RedisConnection } from './helpers/redis'
+import { startOwnRedis, storedMessages, testRedis, uniquePrefix, type RedisConnection } from './helpers/redis'
 import { connectionNames, dropPrefixAtEnd, loggedApp, redisForTest, scanKeys, sleep, waitUntil, within } from './helpers/redis-children'
 
 /** A client of the test's own for `connection`, closed when the test ends. */
@@ -15,9 +15,9 @@ function clientFor (t: { teardown: (fn: () => unknown) => void }, connection: Re
   return client
 }
 
-/** The ids of the messages of a waiting list, oldest first (producers LPUSH). */
+/** The ids of the tasks of a waiting list, oldest first (producers LPUSH). */
 async function waitingIds (client: Redis, key: string): Promise<string[]> {
-  return (await client.lrange(key, 0, -1)).reverse().map((raw) => JSON.parse(raw).id)
+  return (await client.lrange(key, 0, -1)).reverse()
 }
 
 test('length() and reset() touch only their own queue\'s keys; every key carries the queue\'s hash tag', async (t) => {
@@ -38,15 +38,15 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
   t.equal(await producer.taskqueue.queue('mail').length(), 4, 'waiting and delayed tasks of mail')
   t.equal(await producer.taskqueue.queue('mail2').length(), 3, 'waiting and delayed tasks of mail2')
 
-  const keyOf = (queue: string, name: string): string => `${prefix}:{${queue}}:${name}`
+  const keyOf = (queue: string, name: string): string => `${prefix}:{${queue}}:v2:${name}`
   t.same(await scanKeys(client, `${prefix}*`), [
-    keyOf('mail', 'delayed'), keyOf('mail', 'names'), keyOf('mail', 'waiting'),
-    keyOf('mail2', 'delayed'), keyOf('mail2', 'names'), keyOf('mail2', 'waiting')
+    keyOf('mail', 'delayed'), keyOf('mail', 'tasks'), keyOf('mail', 'waiting'),
+    keyOf('mail2', 'delayed'), keyOf('mail2', 'tasks'), keyOf('mail2', 'waiting')
   ].sort(), 'the keys of each queue, under its hash tag')
   const mail2Before = {
     waiting: await client.lrange(keyOf('mail2', 'waiting'), 0, -1),
     delayed: await client.zrange(keyOf('mail2', 'delayed'), '0', '-1', 'WITHSCORES'),
-    names: await client.smembers(keyOf('mail2', 'names'))
+    tasks: await client.hgetall(keyOf('mail2', 'tasks'))
   }
 
   await producer.taskqueue.queue('mail').reset()
@@ -55,7 +55,7 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
   t.same({
     waiting: await client.lrange(keyOf('mail2', 'waiting'), 0, -1),
     delayed: await client.zrange(keyOf('mail2', 'delayed'), '0', '-1', 'WITHSCORES'),
-    names: await client.smembers(keyOf('mail2', 'names'))
+    tasks: await client.hgetall(keyOf('mail2', 'tasks'))
   }, mail2Before, 'every key of mail2 is untouched')
   t.same(await scanKeys(client, `${prefix}:{mail}:*`), [], 'no key of mail is left')
   // The name of a task of a reset queue is free again.
@@ -83,15 +83,15 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
   await waitUntil('the two due tasks to be held', () => started === 2, 10_000)
   await waitUntil('the refused task to be buried', async () => await client.llen(keyOf('mail2', 'dead')) === 1, 10_000)
   const keys = await scanKeys(client, `${prefix}*`)
-  const tagged = /^tq-test-[0-9a-f]+:\{(mail|mail2)\}:(waiting|delayed|names|dead|consumers|lease|recoveries|processing:.+|heartbeat:.+)$/
+  const tagged = /^tq-test-[0-9a-f]+:\{(mail|mail2)\}:v2:(tasks|waiting|delayed|inflight|dead|dead-index|consumers|lease|recoveries|processing:.+|heartbeat:.+)$/
   t.same(keys.filter((key) => !tagged.test(key)), [], 'every key is `prefix:{queue}:...`')
   for (const kind of ['processing:', 'heartbeat:', 'consumers', 'dead']) {
     t.ok(keys.some((key) => key.startsWith(keyOf('mail2', kind))), `a ${kind} key exists while a task runs`)
   }
   release()
   await consumer.close()
-  t.same(await scanKeys(client, `${prefix}:{mail2}:processing:*`), [], 'the processing list is gone once its tasks are done')
-  t.same(await scanKeys(client, `${prefix}:{mail2}:heartbeat:*`), [], 'a closed consumer leaves no heartbeat')
+  t.same(await scanKeys(client, `${prefix}:{mail2}:v2:processing:*`), [], 'the processing list is gone once its tasks are done')
+  t.same(await scanKeys(client, `${prefix}:{mail2}:v2:heartbeat:*`), [], 'a closed consumer leaves no heartbeat')
   t.equal(await client.scard(keyOf('mail2', 'consumers')), 0, 'nor its entry in the consumer set')
 })
 
@@ -113,9 +113,9 @@ test('a binary payload survives the round trip through Redis byte for byte', asy
   const response = await producer.inject({ method: 'POST', url: '/upload', headers: { 'content-type': 'application/octet-stream' }, payload: bytes })
   t.equal(response.statusCode, 200, 'the uploading request succeeded')
   const addedId = await producer.taskqueue.add('/tasks/store', { method: 'POST', payload: bytes })
-  await waitUntil('both tasks in Redis', async () => await client.llen(`${prefix}:{bin}:waiting`) === 2, 5000)
+  await waitUntil('both tasks in Redis', async () => await client.llen(`${prefix}:{bin}:v2:waiting`) === 2, 5000)
 
-  const stored = (await client.lrange(`${prefix}:{bin}:waiting`, 0, -1)).map((raw) => JSON.parse(raw))
+  const stored = (await storedMessages(client, `${prefix}:{bin}:v2:waiting`)).map((raw) => JSON.parse(raw))
   for (const message of stored) {
     t.equal(message.v, 1, 'a versioned message')
     t.equal(message.binary, true, 'marked as binary')
@@ -242,7 +242,7 @@ test('before-response: the tasks are in Redis before the response; Redis down ma
   t.teardown(() => redis.close())
   const client = redis.client()
   const prefix = uniquePrefix()
-  const waiting = `${prefix}:{early}:waiting`
+  const waiting = `${prefix}:{early}:v2:waiting`
   const app = Fastify()
   t.teardown(() => app.close())
   await app.register(taskqueue, { queues: [{ queue: 'early', type: 'redis', prefix, ...redis.connection, enqueueMode: 'before-response' }] })
@@ -277,7 +277,7 @@ test('after-response with Redis down: the push is logged, retried, and lands onc
   t.teardown(() => redis.close())
   const client = redis.client()
   const prefix = uniquePrefix()
-  const waiting = `${prefix}:{late}:waiting`
+  const waiting = `${prefix}:{late}:v2:waiting`
   const { app, lines } = loggedApp()
   t.teardown(() => app.close())
   await app.register(taskqueue, { queues: [{ queue: 'late', type: 'redis', prefix, ...redis.connection }] })
@@ -327,7 +327,7 @@ test('after-response: a push waiting to be tried again goes at once when another
   t.teardown(() => redis.close())
   const client = redis.client()
   const prefix = uniquePrefix()
-  const waiting = `${prefix}:{late}:waiting`
+  const waiting = `${prefix}:{late}:v2:waiting`
   const { app, lines, pushing } = await appWithFastFailingClient(t, redis, prefix)
   t.teardown(() => app.close())
 
@@ -366,7 +366,7 @@ test('closing while a push waits to be tried again: it is tried once more, now, 
   await waitUntil('the client to reconnect', () => pushing.status === 'ready', 5000)
 
   await within('app.close()', app.close(), 5000)
-  t.same(await waitingIds(client, `${prefix}:{late}:waiting`), [id], 'the task landed before close() resolved, not at its retry')
+  t.same(await waitingIds(client, `${prefix}:{late}:v2:waiting`), [id], 'the task landed before close() resolved, not at its retry')
   t.notOk(lines.some(({ msg }) => msg === 'taskqueue: queuing tasks failed as the app closed, they are lost'), 'nothing was lost')
 })
 
@@ -421,7 +421,7 @@ test('two apps given the same consumer name share a queue and never run the same
   for (let burst = 0; burst < 4; burst++) {
     for (let n = 0; n < 100; n++) ids.push(await apps[n % 2].taskqueue.add('/tasks/count', { method: 'POST', payload: { n } }))
     if (burst === 0) {
-      await waitUntil('both consumers to register', async () => (members = await client.smembers(`${prefix}:{shared}:consumers`)).length === 2, 5000)
+      await waitUntil('both consumers to register', async () => (members = await client.smembers(`${prefix}:{shared}:v2:consumers`)).length === 2, 5000)
     }
     await sleep(300)
   }

@@ -10,6 +10,7 @@ import taskqueue from '../plugin'
 import { encodeMessage } from '../lib/queues/codec'
 import { type ConsumerChild, ensureBuilt, list, loggedApp, redisForTest, scanKeys, sleep, startConsumer, waitUntil } from './helpers/redis-children'
 import { cuttingProxy } from './helpers/cutting-proxy'
+import { storeRaw } from './helpers/redis'
 
 /** A stored task message of `queue`: a POST of `body` as JSON to `url`, due now. */
 function storedTask (queue: string, url: string, body: unknown, id: string = randomUUID()): string {
@@ -21,7 +22,7 @@ function storedTask (queue: string, url: string, body: unknown, id: string = ran
 
 /** The ids of the tasks a list holds, sorted. */
 async function idsIn (client: { lrange: (key: string, start: number, stop: number) => Promise<string[]> }, key: string): Promise<string[]> {
-  return (await client.lrange(key, 0, -1)).map((message) => JSON.parse(message).id).sort()
+  return (await client.lrange(key, 0, -1)).sort()
 }
 
 /**
@@ -60,9 +61,9 @@ test('a consumer with a new name recovers the processing list of a killed consum
   t.teardown(() => a.stop('SIGKILL'))
   await a.ready
   await waitUntil('consumer a to start the task', async () => (await list(client, `${prefix}:started`)).includes(`1:${a.pid}`), 10_000)
-  const processingOfA = await scanKeys(client, `${prefix}:{${queue}}:processing:a:*`)
+  const processingOfA = await scanKeys(client, `${prefix}:{${queue}}:v2:processing:a:*`)
   t.equal(processingOfA.length, 1, 'consumer a has a processing list')
-  t.same((await client.lrange(processingOfA[0], 0, -1)).map((raw) => JSON.parse(raw).id), [id], 'holding the task')
+  t.same(await client.lrange(processingOfA[0], 0, -1), [id], 'holding the task')
   await a.stop('SIGKILL')
   t.equal((await a.exited).signal, 'SIGKILL', 'consumer a was killed')
 
@@ -82,10 +83,10 @@ test('a consumer with a new name recovers the processing list of a killed consum
   await waitUntil('the recovery to be logged', () => recovered().length > 0, 5000)
   t.same(recovered().map((line) => line.recovered), [1], 'b recovered one task, and logged it')
   await sleep(300)
-  t.same(await scanKeys(client, `${prefix}:{${queue}}:processing:a:*`), [], 'the processing list of a is gone')
-  const members = await client.smembers(`${prefix}:{${queue}}:consumers`)
+  t.same(await scanKeys(client, `${prefix}:{${queue}}:v2:processing:a:*`), [], 'the processing list of a is gone')
+  const members = await client.smembers(`${prefix}:{${queue}}:v2:consumers`)
   t.ok(members.length === 1 && members[0].startsWith('b:'), 'a left the consumer set; b is in it')
-  t.equal(await client.hlen(`${prefix}:{${queue}}:recoveries`), 0, 'the recovery count is forgotten once the task is done')
+  t.equal(await client.hlen(`${prefix}:{${queue}}:v2:recoveries`), 0, 'the recovery count is forgotten once the task is done')
   t.same(ran, [id], 'the task ran once in b')
 })
 
@@ -125,7 +126,7 @@ test('a poison pill is buried in the dead list after recoveryMaxCount recoveries
       t.equal(signal, 'SIGKILL', 'a consumer died of the poison')
       spawnOne()
     }
-    if (await client.llen(`${prefix}:{${queue}}:dead`) === 1 && await doneCount() === normal) break
+    if (await client.llen(`${prefix}:{${queue}}:v2:dead`) === 1 && await doneCount() === normal) break
     await sleep(50)
   }
   const poisonStarts = (await list(client, `${prefix}:started`)).filter((entry) => entry.startsWith('poison:')).length
@@ -138,14 +139,14 @@ test('a poison pill is buried in the dead list after recoveryMaxCount recoveries
   t.equal(letters[0]?.id, poisonId, 'the poison pill')
   t.equal(letters[0]?.reason, 'recovered too often')
   t.same(letters[0]?.task?.payload !== undefined && JSON.parse(letters[0].task.payload.toString()), { n: 'poison', poison: true }, 'with its message intact')
-  t.equal(JSON.parse((await client.lindex(`${prefix}:{${queue}}:dead`, 0)) as string).reason, 'recovered too often', 'as stored in `<prefix>:{queue}:dead`')
-  t.equal(await client.hlen(`${prefix}:{${queue}}:recoveries`), 0, 'its recovery count is dropped')
+  t.equal(JSON.parse((await client.lindex(`${prefix}:{${queue}}:v2:dead`, 0)) as string).reason, 'recovered too often', 'as stored in `<prefix>:{queue}:v2:dead`')
+  t.equal(await client.hlen(`${prefix}:{${queue}}:v2:recoveries`), 0, 'its recovery count is dropped')
 
   const live = children.filter((child) => !child.isGone)
   await Promise.all(live.map((child) => child.stop('SIGTERM')))
   await sleep(200)
-  t.equal(await client.llen(`${prefix}:{${queue}}:waiting`), 0, 'nothing is left in the queue')
-  t.same(await scanKeys(client, `${prefix}:{${queue}}:processing:*`), [], 'nor reserved')
+  t.equal(await client.llen(`${prefix}:{${queue}}:v2:waiting`), 0, 'nothing is left in the queue')
+  t.same(await scanKeys(client, `${prefix}:{${queue}}:v2:processing:*`), [], 'nor reserved')
 })
 
 // "On start-up", a consumer's own leftover list cannot be shown: consumer ids are random per
@@ -173,24 +174,23 @@ test('an idle consumer releases what its own processing list holds unknown to it
 
   let consumerId = ''
   await waitUntil('the consumer to register', async () => {
-    consumerId = (await client.smembers(`${prefix}:{${queue}}:consumers`))[0] ?? ''
+    consumerId = (await client.smembers(`${prefix}:{${queue}}:v2:consumers`))[0] ?? ''
     return consumerId !== ''
   }, 5000)
   t.match(consumerId, /^c:/, 'the consumer named c')
   // Let it settle into its blocking read on an empty queue; it has looked at its own list by then.
   await sleep(300)
 
-  const raw = storedTask(queue, '/tasks/work', { n: 7 })
   // A task moved into the list behind the consumer's back, while its connections stay up, as a
   // reservation that a client library sent after it had given up on it.
-  const processing = `${prefix}:{${queue}}:processing:${consumerId}`
-  await client.lpush(processing, raw)
+  const processing = `${prefix}:{${queue}}:v2:processing:${consumerId}`
+  await storeRaw(client, (name) => `${prefix}:{${queue}}:v2:${name}`, 'unknown-7', storedTask(queue, '/tasks/work', { n: 7 }, 'unknown-7'), `processing:${consumerId}`)
 
   await waitUntil('the task in the consumer\'s own list to run', () => ran.length === 1, 15_000)
   t.same(ran, [7], 'it ran')
   await sleep(300)
   t.equal(await client.llen(processing), 0, 'its processing list is empty')
-  t.equal(await client.exists(`${prefix}:{${queue}}:heartbeat:${consumerId}`), 1, 'the consumer stayed alive throughout')
+  t.equal(await client.exists(`${prefix}:{${queue}}:v2:heartbeat:${consumerId}`), 1, 'the consumer stayed alive throughout')
   t.ok(lines.some(({ msg, released }) => msg === 'taskqueue: orphans in this consumer\'s own list released' && released === 1), 'it says so')
   t.notOk(lines.some(({ msg }) => msg === 'taskqueue: tasks of an expired consumer recovered'), 'no recovery of an expired consumer was involved')
 })
@@ -205,7 +205,7 @@ test('a busy consumer whose connection was lost releases what its own processing
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
   const queue = `busy-${prefix.slice(-6)}`
-  const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
+  const keyOf = (name: string) => `${prefix}:{${queue}}:v2:${name}`
   const { app, lines } = loggedApp()
   await app.register(taskqueue, {
     queues: [{ queue, type: 'redis', prefix, ...redis.connection, heartbeatInterval: 200 }],
@@ -229,8 +229,7 @@ test('a busy consumer whose connection was lost releases what its own processing
   const consumerId = (await client.smembers(keyOf('consumers')))[0]
   const processing = keyOf(`processing:${consumerId}`)
 
-  const raw = storedTask(queue, '/tasks/work', { n: 7 })
-  await client.lpush(processing, raw)
+  await storeRaw(client, keyOf, 'unknown-7', storedTask(queue, '/tasks/work', { n: 7 }, 'unknown-7'), `processing:${consumerId}`)
   await sleep(1000)
   t.equal(await client.llen(keyOf('waiting')), 0, 'while its connection stays up, a busy consumer leaves its list alone')
 
@@ -239,7 +238,7 @@ test('a busy consumer whose connection was lost releases what its own processing
   t.ok(connectionId, 'the queue\'s connection is found')
   await client.client('KILL', 'ID', connectionId as string)
 
-  await waitUntil('the unknown task to be back in the queue', async () => (await client.lrange(keyOf('waiting'), 0, -1)).includes(raw), 10_000)
+  await waitUntil('the unknown task to be back in the queue', async () => (await client.lrange(keyOf('waiting'), 0, -1)).includes('unknown-7'), 10_000)
   t.same(await idsIn(client, processing), [...slowIds].sort(), 'the processing list still holds the two tasks running, and only them')
   t.same(ran, [], 'nothing finished meanwhile: the consumer was busy throughout')
   t.ok(lines.some(({ msg, released }) => msg === 'taskqueue: orphans in this consumer\'s own list released' && released === 1), 'it says so')
@@ -261,12 +260,12 @@ test('a reservation that runs twice across a broken link leaves no task behind i
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
   const queue = `twice-${prefix.slice(-6)}`
-  const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
+  const keyOf = (name: string) => `${prefix}:{${queue}}:v2:${name}`
   // The first reply that carries task messages: a reservation's (a blocking read answers with a
   // single message, not an array).
   const proxy = await cuttingProxy(redis, { reply: (chunk) => chunk[0] === 0x2a && chunk.includes('/tasks/slow') })
   const { app, lines } = loggedApp()
-  await client.lpush(keyOf('waiting'), ...[1, 2, 3, 4].map((n) => storedTask(queue, '/tasks/slow', { n }, `slow-${n}`)))
+  for (const n of [1, 2, 3, 4]) await storeRaw(client, keyOf, `slow-${n}`, storedTask(queue, '/tasks/slow', { n }, `slow-${n}`))
 
   await app.register(taskqueue, {
     queues: [{ queue, type: 'redis', prefix, host: '127.0.0.1', port: proxy.port, heartbeatInterval: 200 }],
@@ -303,7 +302,7 @@ test('a dead letter whose command runs twice across a broken link is written onc
   t.setTimeout(60_000)
   const { redis, client, prefix } = await redisForTest(t)
   const queue = `bury-${prefix.slice(-6)}`
-  const keyOf = (name: string) => `${prefix}:{${queue}}:${name}`
+  const keyOf = (name: string) => `${prefix}:{${queue}}:v2:${name}`
   const proxy = await cuttingProxy(redis, { request: (chunk) => chunk.includes('"reason":"final status"') })
   const app = Fastify()
   t.teardown(async () => {
@@ -320,7 +319,7 @@ test('a dead letter whose command runs twice across a broken link is written onc
     return reply.code(400).send('no')
   })
   await app.ready()
-  await client.lpush(keyOf('waiting'), storedTask(queue, '/tasks/refused', {}, 'refused-1'))
+  await storeRaw(client, keyOf, 'refused-1', storedTask(queue, '/tasks/refused', {}, 'refused-1'))
 
   await waitUntil('the link to break under the reply of the dead letter', () => proxy.cuts === 1, 15_000)
   await waitUntil('the dead letter to be written', async () => (await client.llen(keyOf('dead'))) > 0, 10_000)

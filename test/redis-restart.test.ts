@@ -73,8 +73,8 @@ test('Redis restarted in the middle of a run: no task whose request returned 200
 
   await app.close()
   const client = redis.client()
-  t.comment(`tasks released to the queue at close: ${await client.llen(`${prefix}:{jobs}:waiting`)}`)
-  t.same(await scanKeys(client, `${prefix}:{jobs}:processing:*`), [], 'no processing list is left after close')
+  t.comment(`tasks released to the queue at close: ${await client.llen(`${prefix}:{jobs}:v2:waiting`)}`)
+  t.same(await scanKeys(client, `${prefix}:{jobs}:v2:processing:*`), [], 'no processing list is left after close')
 })
 
 test('tasks pushed while the consumer was cut off from Redis are picked up once it reconnects', async (t) => {
@@ -126,19 +126,19 @@ test('tasks pushed while the consumer was cut off from Redis are picked up once 
   // failed reads and reconnection attempts (this stranded a task in the processing list).
   await sleep(8000)
   t.same(ran, [0], 'nothing ran while the consumer was cut off')
-  t.equal(await client.llen(`${prefix}:{${queue}}:waiting`), 20, 'the tasks wait in Redis')
+  t.equal(await client.llen(`${prefix}:{${queue}}:v2:waiting`), 20, 'the tasks wait in Redis')
   t.same(await queueConnections(), producerOnly, 'the consumer was still cut off when the tasks were pushed')
 
   await proxy.restore()
   await waitUntil('the tasks pushed meanwhile to run', () => ran.length >= 21, 20_000).catch(async (error) => {
-    const stuck = await scanKeys(client, `${prefix}:{${queue}}:processing:*`)
-    t.comment(`ran: ${ran.join(',')}; waiting: ${await client.llen(`${prefix}:{${queue}}:waiting`)}; processing: ${(await Promise.all(stuck.map((key) => client.llen(key)))).join(',')}`)
+    const stuck = await scanKeys(client, `${prefix}:{${queue}}:v2:processing:*`)
+    t.comment(`ran: ${ran.join(',')}; waiting: ${await client.llen(`${prefix}:{${queue}}:v2:waiting`)}; processing: ${(await Promise.all(stuck.map((key) => client.llen(key)))).join(',')}`)
     throw error
   })
   await sleep(300)
   t.same(ran, Array.from({ length: 21 }, (_, n) => n), 'each ran once, in order, after the consumer reconnected')
-  t.equal(await client.llen(`${prefix}:{${queue}}:waiting`), 0, 'the queue is empty')
-  const processing = await scanKeys(client, `${prefix}:{${queue}}:processing:*`)
+  t.equal(await client.llen(`${prefix}:{${queue}}:v2:waiting`), 0, 'the queue is empty')
+  const processing = await scanKeys(client, `${prefix}:{${queue}}:v2:processing:*`)
   const leftover = (await Promise.all(processing.map((key) => list(client, key)))).flat()
   t.same(leftover, [], 'no task is stuck in the consumer\'s processing list')
 })

@@ -12,41 +12,92 @@ import { redisForTest } from './helpers/redis-children'
 const ackAndReserveScript = scripts.taskqueueAckAndReserve.lua
 const buryScript = scripts.taskqueueBury.lua
 
-test('acknowledging a task no longer in the processing list leaves its name and recovery count to the copy that went back', async (t) => {
+test('acknowledging a task no longer in the processing list leaves its message and recovery count to the copy that went back', async (t) => {
   const { client, prefix } = await redisForTest(t)
-  const key = (name: string) => `${prefix}:{q}:${name}`
-  await client.sadd(key('names'), 'named-1')
+  const key = (name: string) => `${prefix}:{q}:v2:${name}`
+  await client.hset(key('tasks'), 'named-1', 'its message')
   await client.hset(key('recoveries'), 'named-1', '1')
-  await client.lpush(key('waiting'), 'the copy that went back')
+  await client.lpush(key('waiting'), 'named-1')
+  const ackAndReserve = () => client.eval(ackAndReserveScript, 10, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), 0, 'c', 600, 'named-1')
 
-  const taken = await client.eval(ackAndReserveScript, 7, key('processing:c'), key('waiting'), key('recoveries'), key('names'), key('consumers'), key('heartbeat:c'), key('recovered'), 0, 'c', 600, 'the reserved string', 'named-1')
-  t.same(taken, ['batch'], 'nothing reserved (none asked for)')
-  t.equal(await client.sismember(key('names'), 'named-1'), 1, 'the name is still live')
+  t.same(await ackAndReserve(), ['batch'], 'nothing reserved (none asked for)')
+  t.equal(await client.hget(key('tasks'), 'named-1'), 'its message', 'the message is kept: the id is still live')
   t.equal(await client.hget(key('recoveries'), 'named-1'), '1', 'the recovery count is kept')
-  t.same(await client.lrange(key('waiting'), 0, -1), ['the copy that went back'], 'the queue is untouched')
+  t.same(await client.lrange(key('waiting'), 0, -1), ['named-1'], 'the queue is untouched')
 
-  await client.lpush(key('processing:c'), 'the reserved string')
-  await client.eval(ackAndReserveScript, 7, key('processing:c'), key('waiting'), key('recoveries'), key('names'), key('consumers'), key('heartbeat:c'), key('recovered'), 0, 'c', 600, 'the reserved string', 'named-1')
+  await client.multi().lrem(key('waiting'), 1, 'named-1').lpush(key('processing:c'), 'named-1').hset(key('inflight'), 'named-1', 'c').exec()
+  await ackAndReserve()
   t.equal(await client.llen(key('processing:c')), 0, 'a task still in the list is acknowledged')
-  t.equal(await client.sismember(key('names'), 'named-1'), 0, 'and its name is freed')
+  t.equal(await client.hexists(key('tasks'), 'named-1'), 0, 'its message is gone, and its id free')
+  t.equal(await client.hlen(key('inflight')), 0, 'it is no longer counted in flight')
   t.equal(await client.hexists(key('recoveries'), 'named-1'), 0, 'and its recovery count dropped')
 })
 
 test('burying a task no longer in the processing list writes no dead letter', async (t) => {
   const { client, prefix } = await redisForTest(t)
-  const key = (name: string) => `${prefix}:{q}:${name}`
-  await client.sadd(key('names'), 'named-1')
-  const bury = () => client.eval(buryScript, 4, key('processing:c'), key('dead'), key('names'), key('recoveries'), 'the reserved string', '{"reason":"final status"}', 'named-1', 10)
+  const key = (name: string) => `${prefix}:{q}:v2:${name}`
+  await client.hset(key('tasks'), 'named-1', 'its message')
+  const entry = '{"reason":"final status","at":1,"task":"{\\"v\\":1,\\"id\\":\\"named-1\\"}"}'
+  const bury = () => client.eval(buryScript, 6, key('processing:c'), key('dead'), key('tasks'), key('inflight'), key('recoveries'), key('dead-index'),
+    'named-1', entry, 'named-1', 10)
 
   t.equal(await bury(), 0, 'nothing to bury')
   t.equal(await client.llen(key('dead')), 0, 'no dead letter')
-  t.equal(await client.sismember(key('names'), 'named-1'), 1, 'the name is still live')
+  t.equal(await client.hexists(key('tasks'), 'named-1'), 1, 'the task is still live')
 
-  await client.lpush(key('processing:c'), 'the reserved string')
+  await client.multi().lpush(key('processing:c'), 'named-1').hset(key('inflight'), 'named-1', 'c').exec()
   t.equal(await bury(), 1, 'a task still in the list is buried')
   t.equal(await bury(), 0, 'once')
   t.equal(await client.llen(key('dead')), 1, 'one dead letter')
-  t.equal(await client.sismember(key('names'), 'named-1'), 0, 'its name freed')
+  t.equal(await client.hexists(key('tasks'), 'named-1'), 0, 'its id freed')
+  t.equal(await client.hlen(key('inflight')), 0, 'no longer in flight')
+  t.equal(await client.hget(key('dead-index'), 'named-1'), entry, 'the dead letter is found by its id')
+})
+
+test('a dead letter trimmed off by deadLetterMax takes its index entry with it, unless a newer letter of the id holds it', async (t) => {
+  const { client, prefix } = await redisForTest(t)
+  const key = (name: string) => `${prefix}:{q}:v2:${name}`
+  const letter = (id: string, at: number) => JSON.stringify({ reason: 'final status', at, task: JSON.stringify({ v: 1, id }) })
+  const bury = async (id: string, at: number, max: number) => {
+    await client.multi().lpush(key('processing:c'), id).hset(key('tasks'), id, 'message').exec()
+    return await client.eval(buryScript, 6, key('processing:c'), key('dead'), key('tasks'), key('inflight'), key('recoveries'), key('dead-index'),
+      id, letter(id, at), id, max)
+  }
+  await bury('a', 1, 2)
+  await bury('b', 2, 2)
+  await bury('a', 3, 2)
+  t.same(await client.hgetall(key('dead-index')), { a: letter('a', 3), b: letter('b', 2) }, 'the oldest letter of a left; its index holds the newest')
+  await bury('c', 4, 2)
+  t.same(await client.hgetall(key('dead-index')), { a: letter('a', 3), c: letter('c', 4) }, 'b left with its index entry')
+  await bury('d', 5, 0)
+  t.equal(await client.exists(key('dead'), key('dead-index')), 0, 'deadLetterMax 0 keeps no letter and no index')
+})
+
+test('issue 13: a cancelled waiting task leaves a tombstone that reservations skip, also when its id is added again', async (t) => {
+  const { client, prefix } = await redisForTest(t)
+  const key = (name: string) => `${prefix}:{q}:v2:${name}`
+  const add = (id: string, message: string) => client.eval(scripts.taskqueueAdd.lua, 3, key('tasks'), key('waiting'), key('delayed'), id, message, 0)
+  const cancel = (id: string) => client.eval(scripts.taskqueueCancel.lua, 5, key('tasks'), key('delayed'), key('inflight'), key('cancelled'), key('recoveries'), id)
+  const reserve = (count: number) => client.eval(ackAndReserveScript, 10, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), count, 'c', 600)
+  const waitingCount = async () => (await client.eval(scripts.taskqueueStats.lua, 8, key('waiting'), key('recovered'), key('delayed'), key('inflight'),
+    key('dead'), key('paused'), key('cancelled'), key('tasks')) as number[])[0]
+
+  t.equal(await add('x', 'first'), 1, 'x added')
+  t.equal(await add('x', 'again'), 0, 'a live id is added once')
+  await add('y', 'y')
+  t.equal(await cancel('x'), 1, 'x cancelled')
+  t.equal(await cancel('x'), 0, 'once')
+  t.equal(await add('x', 'second'), 1, 'its id is free: x added again')
+  t.equal(await cancel('x'), 1, 'and cancelled again')
+  t.equal(await add('x', 'third'), 1, 'and added a third time')
+  t.same(await client.lrange(key('waiting'), 0, -1), ['x', 'x', 'y', 'x'], 'two tombstones of x stay in the list')
+  t.equal(await waitingCount(), 2, 'stats count the tasks, not the tombstones')
+  t.same(await reserve(1), ['batch', 'y', 'y'], 'the tombstone at the head is skipped: y is next')
+  t.same(await reserve(5), ['batch', 'x', 'third'], 'x runs once, with its last message')
+  t.equal(await client.exists(key('cancelled')), 0, 'no tombstone is left')
+  t.equal(await waitingCount(), 0, 'nothing waits')
 })
 
 const scriptsFolder = join(__dirname, '..', 'lib', 'queues', 'redis', 'scripts')
@@ -70,7 +121,7 @@ test('the shared snippets are written once and included where a script asks for 
     const source = readFileSync(join(scriptsFolder, `${file}.lua`), 'utf8')
     const lua = scripts[name as keyof typeof scripts].lua
     t.notMatch(lua, /@include/, `${file}: no include marker is left`)
-    for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['task-id', 'local function taskIdOf (']]) {
+    for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['tombstones', 'local function takeTombstone (']]) {
       t.equal(lua.split(definition).length - 1, source.includes(`-- @include ${snippet}\n`) ? 1 : 0, `${file}: ${snippet} is defined there only if included`)
     }
     t.notMatch(source, /redis\.call\('TIME'\)/, `${file}: reads the Redis clock through now-ms`)
@@ -80,11 +131,12 @@ test('the shared snippets are written once and included where a script asks for 
 test('the scripts that score by the Redis clock agree with it', async (t) => {
   // retry through now-ms: the task is scored at Redis time + delay, whatever this process's clock says.
   const { client, prefix } = await redisForTest(t)
-  const key = (name: string) => `${prefix}:{q}:${name}`
+  const key = (name: string) => `${prefix}:{q}:v2:${name}`
   await client.lpush(key('processing:c'), 'reserved')
   const [seconds, micros] = await client.time()
-  t.equal(await client.eval(scripts.taskqueueRetry.lua, 2, key('processing:c'), key('delayed'), 'reserved', 'next', 60_000), 1, 'retried')
-  const score = Number(await client.zscore(key('delayed'), 'next'))
+  t.equal(await client.eval(scripts.taskqueueRetry.lua, 4, key('processing:c'), key('delayed'), key('tasks'), key('inflight'), 'reserved', 'next', 60_000), 1, 'retried')
+  t.equal(await client.hget(key('tasks'), 'reserved'), 'next', 'its message is that of the next try')
+  const score = Number(await client.zscore(key('delayed'), 'reserved'))
   const before = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) + 60_000
   t.ok(score >= before && score < before + 5_000, `scored at Redis time + delay (${score - before} ms after the time read before)`)
 })

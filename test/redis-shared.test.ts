@@ -54,7 +54,7 @@ test('two instances share a queue: 1000 tasks queued through requests on one run
   t.equal(ranOnProducer, 0, 'nothing ran on the producer')
 
   t.equal(await consumer.taskqueue.queue('shared').length(), 0, 'the queue is empty')
-  const processing = await scanKeys(client, `${prefix}:{shared}:processing:*`)
+  const processing = await scanKeys(client, `${prefix}:{shared}:v2:processing:*`)
   t.same(processing, [], 'no task is left reserved')
-  t.equal(await client.llen(`${prefix}:{shared}:dead`), 0, 'no task was buried')
+  t.equal(await client.llen(`${prefix}:{shared}:v2:dead`), 0, 'no task was buried')
 })

@@ -17,7 +17,7 @@ test('a consumer that reserves while missing from the consumer set is recovered 
   t.teardown(() => redis.close())
   const prefix = uniquePrefix()
   const queue = 'work'
-  const keyOf = (name: string): string => `${prefix}:{${queue}}:${name}`
+  const keyOf = (name: string): string => `${prefix}:{${queue}}:v2:${name}`
   // Long enough for the restart and the reservation to come between two beats: a blocking read
   // caught by the restart may take its timeout and grace (6 s) to give up.
   const heartbeatInterval = 8000
@@ -78,7 +78,7 @@ test('a poison pill reserved with two ordinary tasks takes only itself into the 
   ensureBuilt()
   const { redis, client, prefix } = await redisForTest(t)
   const queue = 'work'
-  const keyOf = (name: string): string => `${prefix}:{${queue}}:${name}`
+  const keyOf = (name: string): string => `${prefix}:{${queue}}:v2:${name}`
   const recoveryMaxCount = 2
   const env = { connection: redis.connection, prefix, queue, heartbeatInterval: 200, recoveryMaxCount, concurrentLimit: 3 }
 

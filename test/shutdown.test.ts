@@ -8,6 +8,7 @@ import { decodeMessage } from '../lib/queues/codec'
 import { recordingApp } from './helpers/app'
 import { backendFor, gate, queueTypes, scanKeys, sleep, waitFor, type Backend, type Test } from './helpers/both-queues'
 import type { LogLine } from './helpers/harness'
+import { storedMessages } from './helpers/redis'
 
 interface Started {
   app: FastifyInstance
@@ -96,7 +97,7 @@ for (const type of queueTypes) {
     }
     const client = backend.redis()
     t.same(await processingLists(backend), [], 'no processing list of the stopped instance holds anything')
-    const stored = (await client.lrange(backend.key('waiting'), 0, -1)).map((raw) => decodeMessage(raw).message)
+    const stored = (await storedMessages(client, backend.key('waiting'))).map((raw) => decodeMessage(raw).message)
     t.same(stored.map((message) => message?.id).sort(), [...running, ...waiting].sort(), 'every task is back in the waiting list')
     t.ok(stored.every((message) => message?.retries === 0), 'none counted as a retry')
     hold.open()
@@ -156,7 +157,7 @@ for (const type of queueTypes) {
       t.equal(await client.llen(backend.key('dead')), 0, 'not in the dead letters')
       t.same(await processingLists(backend), [], 'no processing list is left')
       t.equal(await client.zcard(backend.key('delayed')), 0, 'no retry waits')
-      const [stored] = await client.lrange(backend.key('waiting'), 0, -1)
+      const [stored] = await storedMessages(client, backend.key('waiting'))
       t.match(decodeMessage(stored).message, { id, retries: 0 }, 'the task is back in the queue, its retries still 0')
       const next = await start(t, backend, 5000)
       await waitFor('the next app to run it', () => next.runs.has(id))

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { QueueOptions, TaskQueuePluginOptions } from '../../lib/options'
 import { testRedis, uniquePrefix, type RedisConnection } from './redis'
+export { storeRaw } from './redis'
 import { recordingApp } from './app'
 
 import type { Test } from './harness'
@@ -58,7 +59,7 @@ export async function backendFor (type: QueueType, prefix = uniquePrefix()): Pro
     prefix,
     queue: (queue = 'default', extra = {}) => ({ queue, type: 'redis', prefix, ...redis.connection, ...extra }),
     redis: () => (client ??= redis.client()),
-    key: (name, queue = 'default') => `${prefix}:{${queue}}:${name}`
+    key: (name, queue = 'default') => `${prefix}:{${queue}}:v2:${name}`
   }
 }
 
@@ -80,7 +81,6 @@ export async function codeOf (action: () => unknown): Promise<string> {
   return 'no error'
 }
 
-/** A promise with its resolve function, to hold a task handler until a test lets it go. */
 export async function scanKeys (client: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = []
   let cursor = '0'

@@ -117,3 +117,22 @@ export async function testRedis (): Promise<RedisConnection & { close: () => Pro
   }
   return await startOwnRedis()
 }
+
+/**
+ * The messages of the tasks whose ids a list of a Redis queue holds (v2 layout: `waiting`,
+ * `processing:<id>`...), in the list's order; each read from the queue's `tasks` hash.
+ */
+export async function storedMessages (client: Redis, listKey: string): Promise<string[]> {
+  const ids = await client.lrange(listKey, 0, -1)
+  if (ids.length === 0) return []
+  const tasks = `${listKey.slice(0, listKey.lastIndexOf(':v2:') + 4)}tasks`
+  return (await client.hmget(tasks, ...ids)).map((message) => message ?? '')
+}
+
+/**
+ * Stores a message as the Redis queue stores an added task (v2 layout): the message under its id
+ * in `tasks`, the id pushed onto `list` (default `waiting`). For messages a client could not write.
+ */
+export async function storeRaw (client: Redis, key: (name: string) => string, id: string, message: string | Buffer, list = 'waiting'): Promise<void> {
+  await client.multi().hset(key('tasks'), id, message).lpush(key(list), id).exec()
+}

@@ -1,29 +1,41 @@
 // The keys of one queue. They all carry the hash tag `{queue}`, so that a Redis Cluster keeps a
 // queue in one slot and its scripts may touch any of them; the keys a script derives itself
 // (`base .. 'processing:' .. id`) carry the same tag. Their names are the stored layout: renaming
-// one would strand the tasks of a running system.
+// one would strand the tasks of a running system, so a change of layout takes a new version
+// segment (`v2`), and an instance of another layout never reads these keys.
+
+/** The version of the stored layout, a segment of every key. */
+export const layoutVersion = 'v2'
 
 export function keysOf (prefix: string, queue: string) {
-  const base = `${prefix}:{${queue}}:`
+  const base = `${prefix}:{${queue}}:${layoutVersion}:`
   return {
     base,
-    /** Messages waiting: added on the left, reserved from the right. */
+    /** Task id to its message, for every task waiting, delayed or in flight: also the live ids. */
+    tasks: `${base}tasks`,
+    /** Ids of the tasks waiting: added on the left, reserved from the right. */
     waiting: `${base}waiting`,
-    /** Tasks recovered from expired consumers, each to be reserved alone. */
+    /** Ids of the tasks recovered from expired consumers, each to be reserved alone. */
     recovered: `${base}recovered`,
-    /** Retries and delayed tasks, scored by the Redis time (ms) they are due. */
+    /** Ids of the retries and delayed tasks, scored by the Redis time (ms) they are due. */
     delayed: `${base}delayed`,
+    /** Task id to the consumer that reserved it, for every task in flight. */
+    inflight: `${base}inflight`,
+    /** Task id to how many of its entries in `waiting` or `recovered` are cancelled; `#` the total. */
+    cancelled: `${base}cancelled`,
     /** Dead letters, newest first. */
     dead: `${base}dead`,
+    /** Task id to its newest dead letter, as `dead` holds it. */
+    deadIndex: `${base}dead-index`,
+    /** Present while the queue is paused. */
+    paused: `${base}paused`,
     /** Consumers that may own a processing list. */
     consumers: `${base}consumers`,
     /** Task id to how often it was recovered. */
     recoveries: `${base}recoveries`,
-    /** Caller-chosen ids of live tasks. */
-    names: `${base}names`,
     /** Who recovers expired consumers now. */
     lease: `${base}lease`,
-    /** A consumer's own list: the tasks it reserved and has not settled. */
+    /** A consumer's own list: the ids of the tasks it reserved and has not settled. */
     processing: (consumerId: string) => `${base}processing:${consumerId}`,
     /** Present while the consumer lives. */
     heartbeat: (consumerId: string) => `${base}heartbeat:${consumerId}`

@@ -11,7 +11,7 @@ import type { QueueContext } from './connection'
 
 /** What liveness needs to know of the consumer it keeps alive. */
 export interface LivenessHost {
-  /** The reserved strings the consumer knows it holds (reserved, not yet settled). */
+  /** The ids of the tasks the consumer knows it holds (reserved, not yet settled). */
   known (): string[]
   /** True while a reservation is on its way: the tasks it moved are not known yet, yet no orphans. */
   reserving (): boolean
@@ -70,7 +70,7 @@ export class Liveness {
     if (recoveredWaiting > 0) this.host.workMayWait()
     if (this.ownListSuspect || this.host.known().length === 0) await this.releaseOrphans()
     const [recovered, buried] = await client.taskqueueRecover(keys.consumers, keys.recovered, keys.dead, keys.recoveries,
-      keys.lease, keys.names, keys.base, this.consumerId, this.heartbeatInterval, options.recoveryMaxCount as number,
+      keys.lease, keys.tasks, keys.inflight, keys.deadIndex, keys.base, this.consumerId, this.heartbeatInterval, options.recoveryMaxCount as number,
       this.consumerId, options.deadLetterMax as number)
     if (recovered > 0) {
       this.host.workMayWait()
@@ -87,8 +87,8 @@ export class Liveness {
    * blocking reads it had settled once a node came back): such tasks would sit there, not running,
    * until the consumer stopped or expired. Skipped while a reservation is on its way. The known
    * tasks are read and the script is sent in one go, on the connection that carries the
-   * reservations, so a reservation sent after it runs after it. The known tasks travel whole,
-   * which is why a busy consumer does this only when its list is suspect.
+   * reservations, so a reservation sent after it runs after it. The ids of all known tasks
+   * travel, which is why a busy consumer does this only when its list is suspect.
    */
   async releaseOrphans (): Promise<void> {
     if (this.host.reserving()) return
@@ -97,7 +97,7 @@ export class Liveness {
     this.ownListSuspect = false
     let released: number
     try {
-      released = await client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, ...known)
+      released = await client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, keys.inflight, ...known)
     } catch (error) {
       this.ownListSuspect = true
       throw error
@@ -116,7 +116,7 @@ export class Liveness {
     try {
       // Acknowledgements still on their way go first: what is released must not include finished tasks.
       await byDeadline(settling, deadline, 'acknowledgements on their way')
-      await byDeadline(client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered), deadline, 'releasing the tasks left')
+      await byDeadline(client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, keys.inflight), deadline, 'releasing the tasks left')
       await byDeadline(client.multi().del(this.heartbeatKey).srem(keys.consumers, this.consumerId).exec(), deadline, 'leaving the consumer set')
     } catch (error) {
       log.error({ err: error, queue: name, consumer: this.consumerId },

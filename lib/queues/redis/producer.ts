@@ -1,16 +1,18 @@
-// The queue side of a Redis queue: adding tasks (the plain pushes of many responses batched into
-// one LPUSH), its length, reset, and the dead letters (list, requeue, purge). The consumer side is
-// the receiver (receiver.ts), made by `receive()`; the connection is shared by both.
+// The queue side of a Redis queue: adding tasks (the adds of many responses batched into one
+// script call), its length, reset, and the dead letters (list, requeue, purge); the figures, the
+// pause and the calls by task id are steering.ts'. The consumer side is the receiver
+// (receiver.ts), made by `receive()`; the connection is shared by both.
 import type { FastifyBaseLogger } from 'fastify'
-import type { DeadLetter, DeadLetterPage, QueueBackend, TaskMessage, TaskReceiver } from '../../../types'
+import type { DeadLetter, DeadLetterPage, QueueBackend, QueueStats, TaskInfo, TaskMessage, TaskPage, TaskReceiver } from '../../../types'
 import type { ResolvedQueueOptions } from '../../options'
 import { decodeDeadLetter, decodeTaskOf, encodeMessage } from '../codec'
 import { BatchSender } from '../batch'
 import { keysOf, type QueueKeys } from './keys'
 import { RedisConnection, type ScriptedClient } from './connection'
 import { RedisReceiver } from './receiver'
+import { RedisSteering } from './steering'
 
-/** Most responses whose tasks go in one LPUSH. */
+/** Most responses whose tasks go in one add. */
 const pushBatch = 500
 /** Most tasks reset() drops per script call. */
 const resetBatch = 500
@@ -26,13 +28,17 @@ export class RedisQueue implements QueueBackend {
   /** Where the server is, for messages (without a password). */
   readonly address: string
   /**
-   * Adds of tasks that are due and unnamed (the common case), gathered: the responses of many
-   * requests go out in one LPUSH while the previous one is on its way.
+   * Adds of tasks, gathered: the responses of many requests go out in one call of the add script
+   * while the previous one is on its way. Each task is three arguments: id, message, delay in ms.
    */
-  private readonly pusher = new BatchSender<string[], void>(async (batches) => {
-    await this.client.lpush(this.keys.waiting, ...batches.flat())
+  private readonly pusher = new BatchSender<Array<string | number>, void>(async (batches) => {
+    await this.client.taskqueueAdd(this.keys.tasks, this.keys.waiting, this.keys.delayed, ...batches.flat())
     return []
   }, pushBatch)
+
+  private readonly steering: RedisSteering
+  /** The receivers of this queue here: told when it is resumed. */
+  private readonly receivers = new Set<RedisReceiver>()
 
   constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger) {
     this.options = options
@@ -42,6 +48,11 @@ export class RedisQueue implements QueueBackend {
     this.connection = new RedisConnection(options, log)
     this.client = this.connection.client
     this.address = this.connection.address
+    this.steering = new RedisSteering(this.context(), () => { for (const receiver of this.receivers) receiver.resumed() })
+  }
+
+  private context () {
+    return { name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log }
   }
 
   /** Connects within `connectTimeout`; fails with FST_TASKQUEUE_REDIS_UNAVAILABLE, naming the queue and the server. */
@@ -55,39 +66,38 @@ export class RedisQueue implements QueueBackend {
   }
 
   async put (tasks: readonly TaskMessage[]): Promise<void> {
-    // The tasks of one response go in one command, in order: a plain LPUSH of several values
-    // when every task is due and unnamed, else a script that sorts them out.
+    // The tasks of one response go in one script call, in order, with those of other responses.
     const now = Date.now()
-    if (tasks.every((task) => task.eta <= now && task.named !== true)) {
-      await this.pusher.send(tasks.map(encodeMessage))
-      return
-    }
-    const triples = tasks.flatMap((task) => [encodeMessage(task), Math.max(0, task.eta - now), task.named === true ? task.id : ''])
-    await this.client.taskqueueAdd(this.keys.waiting, this.keys.delayed, this.keys.names, ...triples)
+    await this.pusher.send(tasks.flatMap((task) => [task.id, encodeMessage(task), Math.max(0, task.eta - now)]))
   }
 
   receive (consumerName: string): TaskReceiver {
-    return new RedisReceiver({ name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log }, consumerName)
+    const receiver = new RedisReceiver(this.context(), consumerName)
+    this.receivers.add(receiver)
+    return receiver
   }
 
   async length (): Promise<number> {
-    const [waiting, recovered, delayed] = await Promise.all([
-      this.client.llen(this.keys.waiting),
-      this.client.llen(this.keys.recovered),
-      this.client.zcard(this.keys.delayed)
-    ])
-    return waiting + recovered + delayed
+    return await this.steering.length()
   }
 
-  /** Drops the waiting, recovered and delayed tasks, with only their own names and recovery counts. */
+  /** Drops the waiting, recovered and delayed tasks, with only their own messages and recovery counts. */
   async reset (): Promise<void> {
-    const { waiting, recovered, delayed, names, recoveries } = this.keys
+    const { waiting, recovered, delayed, tasks, recoveries, cancelled } = this.keys
     // Until a call comes back short: the queue was empty at that moment.
     let dropped: number
     do {
-      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, names, recoveries, resetBatch)
+      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, tasks, recoveries, cancelled, resetBatch)
     } while (dropped === resetBatch)
   }
+
+  stats (): Promise<QueueStats> { return this.steering.stats() }
+  pause (): Promise<void> { return this.steering.pause() }
+  resume (): Promise<void> { return this.steering.resume() }
+  isPaused (): Promise<boolean> { return this.steering.isPaused() }
+  get (id: string): Promise<TaskInfo | null> { return this.steering.get(id) }
+  cancel (id: string): Promise<boolean> { return this.steering.cancel(id) }
+  waiting (page?: TaskPage): Promise<TaskInfo[]> { return this.steering.waiting(page) }
 
   /** A stored dead letter; a malformed entry is shown whole as unreadable, none of its fields trusted. */
   private readDeadLetter (entry: string): DeadLetter {
@@ -123,14 +133,13 @@ export class RedisQueue implements QueueBackend {
       const { task } = this.readDeadLetter(entry)
       if (task === null || (id !== undefined && task.id !== id)) continue
       const raw = encodeMessage({ ...task, retries: 0, eta: now })
-      requeued += await this.client.taskqueueRequeue(this.keys.dead, this.keys.waiting, this.keys.names, entry, raw,
-        task.named === true ? task.id : '')
+      requeued += await this.client.taskqueueRequeue(this.keys.dead, this.keys.waiting, this.keys.tasks, this.keys.deadIndex, entry, task.id, raw)
     }
     return requeued
   }
 
   async purge (): Promise<number> {
-    const results = await this.client.multi().llen(this.keys.dead).del(this.keys.dead).exec()
+    const results = await this.client.multi().llen(this.keys.dead).del(this.keys.dead, this.keys.deadIndex).exec()
     return Number(results?.[0]?.[1] ?? 0)
   }
 

@@ -10,15 +10,18 @@
 // - `recovered`: it got a recovered task, which runs alone: nothing else is reserved until it settles.
 // - `finishing`: recovered tasks wait, and this consumer still holds tasks: it finishes them, reserving
 //   nothing, and then takes a recovered one.
+// - `paused`: the queue is paused: the consumer reserves nothing, and asks again after a second, or
+//   at once when the queue is resumed in this process.
 import { randomBytes } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
 import type { DeadLetterCause, ReservedTask, TaskReceiver } from '../../../types'
-import { decodeTaskOf, encodeDeadLetter, encodeMessage, idAtHead } from '../codec'
+import { decodeTaskOf, encodeDeadLetter, encodeMessage } from '../codec'
 import { BatchSender } from '../batch'
-import { blockingGrace, connect, type QueueContext, type RedisClient } from './connection'
+import type { QueueContext } from './connection'
+import { BlockingRead } from './blocking-read'
 import { Liveness } from './liveness'
 
-export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'finishing'
+export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'finishing' | 'paused'
 
 /**
  * How long a consumer blocks on an empty queue before it looks again (s): the bound on how late a
@@ -31,17 +34,20 @@ const promoteBatch = 100
 const reserveBatch = 100
 
 /** What a consumer's round trip carries: a task to acknowledge, or how many to reserve. */
-type Exchange = { raw: string, id: string } | { count: number }
+type Exchange = { id: string } | { count: number }
 
 /**
  * What a reservation got, as the ack-and-reserve script names it: `batch`, tasks of the queue;
  * `recovered`, one recovered task, to run alone; `finishing`, nothing, as recovered tasks wait for a
- * consumer that holds none; `held` (never sent), nothing asked, as this consumer runs a recovered task.
+ * consumer that holds none; `paused`, nothing, as the queue is paused; `held` (never sent), nothing
+ * asked, as this consumer runs a recovered task. `tasks` holds each task's id, then its message.
  */
-interface Reservation { kind: 'batch' | 'recovered' | 'finishing' | 'held', tasks: Buffer[] }
+interface Reservation { kind: 'batch' | 'recovered' | 'finishing' | 'paused' | 'held', tasks: Buffer[] }
 
 interface RedisReservedTask extends ReservedTask {
-  /** The exact string that was reserved: settling the task removes it and nothing else. */
+  /** The id under which the queue holds the task: what the processing list holds. */
+  readonly id: string
+  /** The message as it was stored, which a dead letter keeps (not a re-serialised copy). */
   readonly raw: string
 }
 
@@ -52,7 +58,7 @@ export class RedisReceiver implements TaskReceiver {
   private readonly queue: QueueContext
   private readonly processing: string
   private readonly liveness: Liveness
-  private blocking: RedisClient
+  private readonly blocking: BlockingRead
   private started: Promise<void> | undefined
   /** Reserved tasks not yet settled: those the processing list may hold. */
   private readonly reserved = new Set<RedisReservedTask>()
@@ -79,13 +85,16 @@ export class RedisReceiver implements TaskReceiver {
   /** The queue's connection was lost: the processing list may hold orphans. */
   private readonly connectionLost = (): void => { this.liveness.ownListSuspect = true }
 
+  /** Resolves the wait of a consumer of a paused queue (see untilResumed). */
+  private wakePaused: (() => void) | undefined
+
   constructor (queue: QueueContext, consumerName: string) {
     this.queue = queue
     this.id = `${consumerName}:${randomBytes(4).toString('hex')}`
     this.processing = queue.keys.processing(this.id)
-    this.blocking = queue.connection.blockingConnection()
+    this.blocking = new BlockingRead(queue)
     this.liveness = new Liveness(queue, this.id, this.processing, {
-      known: () => Array.from(this.reserved, (task) => task.raw),
+      known: () => Array.from(this.reserved, (task) => task.id),
       reserving: () => this.fills.length > 0,
       workMayWait: () => { if (this.mode === 'blocking') this.mode = 'batch' }
     })
@@ -94,13 +103,7 @@ export class RedisReceiver implements TaskReceiver {
 
   private start (): Promise<void> {
     this.started ??= (async () => {
-      await connect(this.blocking, true, this.queue.options.connectTimeout as number).catch((error: unknown) => {
-        // connect() gives up on a connection that failed (it disconnects it, which leaves ioredis
-        // in 'reconnecting' with no reconnection to come): waiting on that one again would hang
-        // for ever. Next time, a new one.
-        this.blocking = this.queue.connection.blockingConnection()
-        throw error
-      })
+      await this.blocking.connect()
       await this.liveness.start()
     })().catch((error: unknown) => {
       // Started again on the next reserve, once Redis can be reached.
@@ -128,6 +131,11 @@ export class RedisReceiver implements TaskReceiver {
         await this.fills[0].catch(() => {})
         continue
       }
+      if (this.mode === 'paused') {
+        await this.untilResumed(signal)
+        this.mode = 'batch'
+        continue
+      }
       if (this.mode === 'recovered' || (this.mode === 'finishing' && this.reserved.size > 0)) {
         await this.untilSettled(signal)
         continue
@@ -144,7 +152,7 @@ export class RedisReceiver implements TaskReceiver {
       }
       // Block no longer than until the next delayed task known to be due.
       const waitSeconds = Math.max(0.01, Math.min(blockSeconds, (this.nextPromoteAt - now) / 1000))
-      if (await this.waitForWork(waitSeconds, signal) && this.mode === 'blocking') this.mode = 'batch'
+      if (await this.blocking.waitForWork(waitSeconds, signal) && this.mode === 'blocking') this.mode = 'batch'
     }
     return null
   }
@@ -173,9 +181,9 @@ export class RedisReceiver implements TaskReceiver {
       // A batch that came back short means the queue ran out. After a recovered task, or once
       // finished, the consumer asks again at once.
       if (kind === 'batch' && (this.mode === 'batch' || this.mode === 'blocking')) this.mode = tasks.length < count ? 'blocking' : 'batch'
-      if (kind === 'finishing') this.mode = 'finishing'
-      for (const bytes of tasks) {
-        const task = await this.accept(bytes)
+      if (kind === 'finishing' || kind === 'paused') this.mode = kind
+      for (let index = 0; index < tasks.length; index += 2) {
+        const task = await this.accept(tasks[index].toString(), tasks[index + 1])
         if (task === undefined) continue
         if (kind === 'recovered') this.soloTask = task
         this.prefetched.push(task)
@@ -188,6 +196,26 @@ export class RedisReceiver implements TaskReceiver {
       // A recovered task that was buried as unreadable, or not accepted, holds nothing up.
       if (reservation?.kind === 'recovered' && reservation.tasks.length > 0 && this.soloTask === undefined && this.mode === 'recovered') this.mode = 'batch'
     }
+  }
+
+  /** The queue was resumed in this process: a consumer waiting on the pause asks again at once. */
+  resumed (): void {
+    this.wakePaused?.()
+  }
+
+  /** Resolves after a second (another instance may resume the queue), on abort, or on resumed(). */
+  private untilResumed (signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.wakePaused = undefined
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, blockSeconds * 1000)
+      this.wakePaused = done
+      signal.addEventListener('abort', done, { once: true })
+    })
   }
 
   /** Resolves when a reserved task settles, on abort, or after a second at most. */
@@ -206,19 +234,18 @@ export class RedisReceiver implements TaskReceiver {
   }
 
   /** A reserved message as a task; an unreadable one is buried instead. */
-  private async accept (bytes: Buffer): Promise<RedisReservedTask | undefined> {
+  private async accept (id: string, bytes: Buffer): Promise<RedisReservedTask | undefined> {
     const raw = bytes.toString()
-    // Read as bytes: a message that is not valid UTF-8 decodes to a different string, which LREM
-    // would never match, so it would stay in the processing list. Such a message is buried by its
-    // exact bytes.
-    const decoded = isUtf8(bytes) ? decodeTaskOf(this.queue.name, raw) : { problem: 'not a task message: not valid UTF-8', id: idAtHead(raw) }
+    // A message that is not valid UTF-8 would decode to a different text: it is unreadable.
+    const decoded = isUtf8(bytes) ? decodeTaskOf(this.queue.name, raw) : { problem: 'not a task message: not valid UTF-8' }
     if (decoded.problem !== undefined) {
-      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: decoded.id }, 'taskqueue: unreadable message buried')
-      // Whatever id can be read gives up its name and recovery count: else it stayed live for ever.
-      await this.buryStored(bytes, decoded.id ?? '', { reason: 'unreadable', detail: decoded.problem })
+      this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: id }, 'taskqueue: unreadable message buried')
+      // Buried by the id it is stored under, which gives up its message and recovery count; not
+      // indexed for get(), which could not read it.
+      await this.buryStored(id, raw, '', { reason: 'unreadable', detail: decoded.problem })
       return undefined
     }
-    const task: RedisReservedTask = { message: decoded.message, raw }
+    const task: RedisReservedTask = { message: decoded.message, id, raw }
     this.reserved.add(task)
     return task
   }
@@ -230,95 +257,22 @@ export class RedisReceiver implements TaskReceiver {
     const acks: string[] = []
     for (const item of items) {
       if ('count' in item) count += item.count
-      else acks.push(item.raw, item.id)
+      else acks.push(item.id)
     }
     // Read when the batch leaves: a reservation asked for before a recovered task came gets nothing.
     const held = this.mode === 'recovered'
-    const reply = await client.taskqueueAckAndReserveBuffer(this.processing, keys.waiting, keys.recoveries, keys.names, keys.consumers,
-      this.liveness.heartbeatKey, keys.recovered, held ? 0 : count, this.id, this.liveness.lifetime, ...acks)
+    const reply = await client.taskqueueAckAndReserveBuffer(this.processing, keys.waiting, keys.tasks, keys.inflight, keys.cancelled, keys.recoveries,
+      keys.consumers, this.liveness.heartbeatKey, keys.recovered, keys.paused, held ? 0 : count, this.id, this.liveness.lifetime, ...acks)
     const kind: Reservation['kind'] = held ? 'held' : reply[0].toString() as Reservation['kind']
     // Set before the reply is handed out: the next batch may leave before its callers resume.
     if (kind === 'recovered') this.mode = 'recovered'
-    // Handed out in the order asked.
+    // Handed out in the order asked, two entries (id, message) a task.
     let next = 1
     return items.map((item) => {
       if (!('count' in item)) return undefined
-      const share = reply.slice(next, next + item.count)
-      next += item.count
+      const share = reply.slice(next, next + item.count * 2)
+      next += item.count * 2
       return { kind, tasks: share }
-    })
-  }
-
-  /**
-   * Waits until the queue holds a task, or `waitSeconds`, or abort; false only when a blocking
-   * read ran out, true when there may be work: a task came, or the read could not be made (the
-   * consumer then looks with its script, on the other connection, rather than rely on this one
-   * to come back).
-   *
-   * The read moves nothing: BLMOVE from the consuming end of the queue back onto that same end
-   * leaves the list as it was, and the tasks are then reserved by the consumer's own script. So a
-   * read whose reply is lost, or one that a client library sends after it gave up on it, can take
-   * no task away from the consumers (a read that moved tasks into the processing list did, after
-   * a Cluster node came back).
-   */
-  private async waitForWork (waitSeconds: number, signal: AbortSignal): Promise<boolean> {
-    if (this.blocking.status !== 'ready') {
-      // Not queued offline (see blockingConnection): wait for the connection, a while at most.
-      await this.untilReady(waitSeconds * 1000, signal)
-      return true
-    }
-    const { waiting } = this.queue.keys
-    const blocking = this.blocking
-    let onAbort: (() => void) | undefined
-    const aborted = new Promise<null>((resolve) => {
-      onAbort = () => resolve(null)
-      signal.addEventListener('abort', onAbort, { once: true })
-    })
-    // A read in flight when its connection drops is never answered, and ioredis settles it only
-    // once its blocking timeout and grace ran out (6 s): the consumer would be deaf that long
-    // after Redis came back. It is settled as soon as the connection closes, as "look again".
-    let onClose: (() => void) | undefined
-    const closed = new Promise<Buffer>((resolve) => {
-      onClose = () => resolve(Buffer.alloc(0))
-      blocking.once('close', onClose)
-      blocking.once('end', onClose)
-    })
-    const sentAt = Date.now()
-    try {
-      const seen = await Promise.race([blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted, closed])
-      if (seen === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
-        // ioredis gave up waiting (blockingTimeout) and settled the read with null: the server did
-        // not answer in time. The connection is taken for stuck and started afresh.
-        this.queue.log.warn({ queue: this.queue.name }, 'taskqueue: blocking read unanswered, reconnecting')
-        this.blocking.disconnect(true)
-        return true
-      }
-      return seen !== null
-    } catch (error) {
-      // Start over on a fresh connection in case this one is stuck.
-      this.queue.log.warn({ err: error, queue: this.queue.name }, 'taskqueue: blocking read failed, reconnecting')
-      this.blocking.disconnect(true)
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      return true
-    } finally {
-      signal.removeEventListener('abort', onAbort as () => void)
-      blocking.off('close', onClose as () => void)
-      blocking.off('end', onClose as () => void)
-    }
-  }
-
-  /** Resolves once the blocking connection is ready, on abort, or after `ms`. */
-  private untilReady (ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        this.blocking.off('ready', done)
-        signal.removeEventListener('abort', done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.blocking.once('ready', done)
-      signal.addEventListener('abort', done, { once: true })
     })
   }
 
@@ -335,7 +289,7 @@ export class RedisReceiver implements TaskReceiver {
   }
 
   async ack (task: ReservedTask): Promise<void> {
-    const { raw, message } = task as RedisReservedTask
+    const { id } = task as RedisReservedTask
     // The consumer gave up this task's slot before acknowledging it. While a reservation is on its
     // way, the consumer waits for it and asks for no more: the freed slot's next task is asked for
     // here, in the same round trip as this acknowledgement, rather than a round trip later. Never
@@ -343,33 +297,38 @@ export class RedisReceiver implements TaskReceiver {
     if (this.fills.length > 0 && this.mode === 'batch' && this.consumerSignal?.aborted === false) {
       this.fill(1).catch(() => {})
     }
-    await this.settle(task, this.exchange.send({ raw, id: message.id }))
+    await this.settle(task, this.exchange.send({ id }))
   }
 
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
-    const { raw, message } = task as RedisReservedTask
+    const { id, message } = task as RedisReservedTask
     const next = encodeMessage({ ...message, retries: message.retries + 1, eta: Date.now() + delayMs })
-    await this.settle(task, this.queue.connection.client.taskqueueRetry(this.processing, this.queue.keys.delayed, raw, next, delayMs))
+    const { delayed, tasks, inflight } = this.queue.keys
+    await this.settle(task, this.queue.connection.client.taskqueueRetry(this.processing, delayed, tasks, inflight, id, next, delayMs))
     this.nextPromoteAt = Math.min(this.nextPromoteAt, Date.now() + delayMs)
   }
 
   async release (task: ReservedTask): Promise<void> {
-    const { raw } = task as RedisReservedTask
+    const { id } = task as RedisReservedTask
     // A recovered task released still runs alone next time.
-    const { waiting, recovered } = this.queue.keys
-    await this.settle(task, this.queue.connection.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, raw))
+    const { waiting, recovered, inflight } = this.queue.keys
+    await this.settle(task, this.queue.connection.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, inflight, id))
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
-    const { raw, message } = task as RedisReservedTask
-    await this.settle(task, this.buryStored(raw, message.id, cause))
+    const { id, raw } = task as RedisReservedTask
+    await this.settle(task, this.buryStored(id, raw, id, cause))
   }
 
-  /** Moves a message from the processing list to the dead letters; `raw` as reserved, bytes or text. */
-  private async buryStored (raw: string | Buffer, id: string, cause: DeadLetterCause): Promise<void> {
+  /**
+   * Moves a task from the processing list to the dead letters, with `raw` as its message; indexed
+   * by `indexId` for get() (or '' for none).
+   */
+  private async buryStored (id: string, raw: string, indexId: string, cause: DeadLetterCause): Promise<void> {
     const { keys, connection: { client }, options } = this.queue
-    const entry = encodeDeadLetter(cause, Date.now(), raw.toString())
-    await client.taskqueueBury(this.processing, keys.dead, keys.names, keys.recoveries, raw, entry, id, options.deadLetterMax as number)
+    const entry = encodeDeadLetter(cause, Date.now(), raw)
+    await client.taskqueueBury(this.processing, keys.dead, keys.tasks, keys.inflight, keys.recoveries, keys.deadIndex,
+      id, entry, indexId, options.deadLetterMax as number)
   }
 
   /**
@@ -380,7 +339,7 @@ export class RedisReceiver implements TaskReceiver {
     this.liveness.stop()
     this.queue.connection.offLost(this.connectionLost)
     // A blocking read still waiting on the server moves nothing (see waitForWork): it is dropped.
-    this.blocking.disconnect()
+    this.blocking.close()
     if (this.started === undefined) return
     await this.liveness.leave(deadline, this.exchange.idle())
   }

@@ -30,35 +30,45 @@ export function loadScript (name: string): string {
 
 /** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
 export interface ScriptCommands {
-  taskqueueAdd (waiting: string, delayed: string, names: string, ...triples: Array<string | number>): Promise<number>
+  taskqueueAdd (tasks: string, waiting: string, delayed: string, ...triples: Array<string | number>): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
-  taskqueueAckAndReserveBuffer (processing: string, waiting: string, recoveries: string, names: string, consumers: string, heartbeat: string,
-    recovered: string, count: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
-  taskqueueBury (processing: string, dead: string, names: string, recoveries: string, raw: string | Buffer, entry: string, id: string, deadMax: number): Promise<number>
-  taskqueueRequeue (dead: string, waiting: string, names: string, entry: string, raw: string, name: string): Promise<number>
-  taskqueueRelease (processing: string, to: string, raw: string): Promise<number>
-  taskqueueReset (waiting: string, recovered: string, delayed: string, names: string, recoveries: string, limit: number): Promise<number>
-  taskqueueRetry (processing: string, delayed: string, raw: string, next: string, delayMs: number): Promise<number>
+  taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
+    consumers: string, heartbeat: string, recovered: string, paused: string, count: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
+  taskqueueBury (processing: string, dead: string, tasks: string, inflight: string, recoveries: string, deadIndex: string,
+    id: string, entry: string, indexId: string, deadMax: number): Promise<number>
+  taskqueueRequeue (dead: string, waiting: string, tasks: string, deadIndex: string, entry: string, id: string, message: string): Promise<number>
+  taskqueueRelease (processing: string, to: string, inflight: string, id: string): Promise<number>
+  taskqueueReset (waiting: string, recovered: string, delayed: string, tasks: string, recoveries: string, cancelled: string, limit: number): Promise<number>
+  taskqueueRetry (processing: string, delayed: string, tasks: string, inflight: string, id: string, next: string, delayMs: number): Promise<number>
   taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
   taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
-  taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, ...known: string[]): Promise<number>
-  taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, names: string,
-    base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
+  taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, inflight: string, ...known: string[]): Promise<number>
+  taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, tasks: string, inflight: string,
+    deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
+  taskqueueStats (waiting: string, recovered: string, delayed: string, inflight: string, dead: string, paused: string, cancelled: string,
+    tasks: string): Promise<[number, number, number, number, number, string]>
+  taskqueueGet (tasks: string, delayed: string, inflight: string, deadIndex: string, id: string): Promise<[] | [string, string]>
+  taskqueueCancel (tasks: string, delayed: string, inflight: string, cancelled: string, recoveries: string, id: string): Promise<number>
+  taskqueueWaiting (recovered: string, waiting: string, tasks: string, cancelled: string, offset: number, limit: number): Promise<string[]>
 }
 
 /** Each script: its file under scripts/, and how many of its arguments are keys. */
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
-  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 7 },
-  taskqueueBury: { file: 'bury', numberOfKeys: 4 },
-  taskqueueRequeue: { file: 'requeue', numberOfKeys: 3 },
-  taskqueueRelease: { file: 'release', numberOfKeys: 2 },
-  taskqueueReset: { file: 'reset', numberOfKeys: 5 },
-  taskqueueRetry: { file: 'retry', numberOfKeys: 2 },
+  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 10 },
+  taskqueueBury: { file: 'bury', numberOfKeys: 6 },
+  taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },
+  taskqueueRelease: { file: 'release', numberOfKeys: 3 },
+  taskqueueReset: { file: 'reset', numberOfKeys: 6 },
+  taskqueueRetry: { file: 'retry', numberOfKeys: 4 },
   taskqueuePromote: { file: 'promote', numberOfKeys: 2 },
   taskqueueHeartbeat: { file: 'heartbeat', numberOfKeys: 3 },
-  taskqueueReleaseOrphans: { file: 'release-orphans', numberOfKeys: 4 },
-  taskqueueRecover: { file: 'recover', numberOfKeys: 6 }
+  taskqueueReleaseOrphans: { file: 'release-orphans', numberOfKeys: 5 },
+  taskqueueRecover: { file: 'recover', numberOfKeys: 8 },
+  taskqueueStats: { file: 'stats', numberOfKeys: 8 },
+  taskqueueGet: { file: 'get', numberOfKeys: 4 },
+  taskqueueCancel: { file: 'cancel', numberOfKeys: 5 },
+  taskqueueWaiting: { file: 'waiting', numberOfKeys: 4 }
 } satisfies Record<Exclude<keyof ScriptCommands, `${string}Buffer`> | 'taskqueueAckAndReserve', { file: string, numberOfKeys: number }>
 
 export type ScriptName = keyof typeof scriptFiles

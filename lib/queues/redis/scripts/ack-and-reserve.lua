@@ -5,6 +5,7 @@
 -- expired consumer, so it runs alone, in a consumer that holds nothing else once the
 -- acknowledgements of this call are done, and a crash then counts against it alone. A consumer
 -- that still holds tasks gets none while recovered tasks wait: it finishes them first, then takes one.
+-- While the queue is paused, nothing is reserved (the acknowledgements still are).
 --
 -- A consumer that reserves registers itself, as its heartbeat does: recovery looks only at
 -- registered consumers, and a consumer may reserve while missing from the set (Redis restarted
@@ -12,41 +13,65 @@
 --
 -- KEYS[1] processing list of the consumer
 -- KEYS[2] waiting list
--- KEYS[3] recovery counts (hash)
--- KEYS[4] live task names (set)
--- KEYS[5] consumer set
--- KEYS[6] heartbeat key of the consumer
--- KEYS[7] recovered list
+-- KEYS[3] tasks (hash)
+-- KEYS[4] tasks in flight (hash)
+-- KEYS[5] cancelled entries (hash)
+-- KEYS[6] recovery counts (hash)
+-- KEYS[7] consumer set
+-- KEYS[8] heartbeat key of the consumer
+-- KEYS[9] recovered list
+-- KEYS[10] paused flag
 -- ARGV[1] how many tasks to reserve
 -- ARGV[2] consumer id
 -- ARGV[3] heartbeat lifetime in ms
--- ARGV[4...] pairs of (reserved string, task id) to acknowledge
--- Returns the kind of reservation, then the reserved messages, oldest first: 'batch' and up to the
--- count asked (fewer when the queue ran out), 'recovered' and one recovered task, or 'finishing' and
--- none.
-for i = 4, #ARGV, 2 do
+-- ARGV[4...] ids of the tasks to acknowledge
+-- Returns the kind of reservation, then for each reserved task its id and its message, oldest
+-- first: 'batch' and up to the count asked (fewer when the queue ran out), 'recovered' and one
+-- recovered task, 'finishing' and none, or 'paused' and none.
+-- @include tombstones
+for i = 4, #ARGV do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
-  -- its recovery count and its name still belong to it.
+  -- its message and recovery count still belong to it.
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
-    redis.call('HDEL', KEYS[3], ARGV[i + 1])
-    redis.call('SREM', KEYS[4], ARGV[i + 1])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+    redis.call('HDEL', KEYS[4], ARGV[i])
+    redis.call('HDEL', KEYS[6], ARGV[i])
   end
 end
 local count = tonumber(ARGV[1])
 if count == 0 then return { 'batch' } end
+if redis.call('EXISTS', KEYS[10]) == 1 then return { 'paused' } end
 local reply = { 'batch' }
-if redis.call('LLEN', KEYS[7]) > 0 then
+-- Read once: with no tombstone at all (the common case), no entry needs looking up.
+local tombstones = tombstoneCount(KEYS[5]) > 0
+-- Moves one task of `list` into the processing list, skipping tombstones; false when none is left.
+local function reserveFrom (list)
+  while true do
+    local id = redis.call('RPOP', list)
+    if not id then return false end
+    local message = redis.call('HGET', KEYS[3], id)
+    -- Checked first: the id may be live again, added after its cancel, behind its tombstone.
+    if not (tombstones and takeTombstone(KEYS[5], id)) and message then
+      redis.call('LPUSH', KEYS[1], id)
+      redis.call('HSET', KEYS[4], id, ARGV[2])
+      reply[#reply + 1] = id
+      reply[#reply + 1] = message
+      return true
+    end
+  end
+end
+dropLeadingTombstones(KEYS[9], KEYS[5])
+if redis.call('LLEN', KEYS[9]) > 0 then
   if redis.call('LLEN', KEYS[1]) > 0 then return { 'finishing' } end
-  reply = { 'recovered', redis.call('LMOVE', KEYS[7], KEYS[1], 'RIGHT', 'LEFT') }
+  -- Only a stray id (a task of no message) would leave none: then nothing is held up.
+  reply[1] = reserveFrom(KEYS[9]) and 'recovered' or 'batch'
 else
-  for i = 1, count do
-    local message = redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
-    if not message then break end
-    reply[i + 1] = message
+  for _ = 1, count do
+    if not reserveFrom(KEYS[2]) then break end
   end
 end
 -- Registered by its heartbeat as a rule: the set and the key are written here only when missing.
-if #reply > 1 and (redis.call('SADD', KEYS[5], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[6]) == 0) then
-  redis.call('SET', KEYS[6], '1', 'PX', tonumber(ARGV[3]))
+if #reply > 1 and (redis.call('SADD', KEYS[7], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[8]) == 0) then
+  redis.call('SET', KEYS[8], '1', 'PX', tonumber(ARGV[3]))
 end
 return reply

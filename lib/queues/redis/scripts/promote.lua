@@ -1,4 +1,4 @@
--- promote: moves the due tasks of the delayed set to the back of the waiting list, oldest due
+-- promote: moves the ids of the due tasks of the delayed set to the back of the waiting list, oldest due
 -- first.
 --
 -- KEYS[1] delayed set

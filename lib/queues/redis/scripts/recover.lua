@@ -8,8 +8,10 @@
 -- KEYS[3] dead list
 -- KEYS[4] recovery counts (hash)
 -- KEYS[5] lease key
--- KEYS[6] live task names (set)
--- ARGV[1] key base (`prefix:{queue}:`), for the processing list and heartbeat of each consumer
+-- KEYS[6] tasks (hash)
+-- KEYS[7] tasks in flight (hash)
+-- KEYS[8] dead letters by task id (hash)
+-- ARGV[1] key base (`prefix:{queue}:v2:`), for the processing list and heartbeat of each consumer
 -- ARGV[2] lease holder
 -- ARGV[3] lease ms
 -- ARGV[4] most recoveries of a task
@@ -17,7 +19,6 @@
 -- ARGV[6] most dead letters kept
 -- Returns { recovered, buried }, or { -1, 0 } when another instance holds the lease.
 -- @include now-ms
--- @include task-id
 -- @include push-dead-letter
 if not redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return { -1, 0 } end
 local recovered, buried = 0, 0
@@ -27,18 +28,23 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local processing = ARGV[1] .. 'processing:' .. consumer
     while true do
       -- Oldest first: reservations enter at the head.
-      local task = redis.call('RPOP', processing)
-      if not task then break end
-      local id = taskIdOf(task) or task
-      local count = redis.call('HINCRBY', KEYS[4], id, 1)
-      if count > tonumber(ARGV[4]) then
-        redis.call('HDEL', KEYS[4], id)
-        redis.call('SREM', KEYS[6], id)
-        pushDeadLetter(KEYS[3], cjson.encode({ reason = 'recovered too often', detail = 'its consumer expired ' .. count .. ' times while running it', at = now, task = task }), tonumber(ARGV[6]))
-        buried = buried + 1
-      else
-        redis.call('LPUSH', KEYS[2], task)
-        recovered = recovered + 1
+      local id = redis.call('RPOP', processing)
+      if not id then break end
+      redis.call('HDEL', KEYS[7], id)
+      local message = redis.call('HGET', KEYS[6], id)
+      -- An id without a message holds no task: there is nothing to run or bury.
+      if message then
+        local count = redis.call('HINCRBY', KEYS[4], id, 1)
+        if count > tonumber(ARGV[4]) then
+          redis.call('HDEL', KEYS[4], id)
+          redis.call('HDEL', KEYS[6], id)
+          local entry = cjson.encode({ reason = 'recovered too often', detail = 'its consumer expired ' .. count .. ' times while running it', at = now, task = message })
+          pushDeadLetter(KEYS[3], KEYS[8], entry, id, tonumber(ARGV[6]))
+          buried = buried + 1
+        else
+          redis.call('LPUSH', KEYS[2], id)
+          recovered = recovered + 1
+        end
       end
     end
     redis.call('SREM', KEYS[1], consumer)

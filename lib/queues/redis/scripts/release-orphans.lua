@@ -1,16 +1,16 @@
 -- release-orphans: releases the orphans of a processing list, the tasks its consumer does not
 -- know it holds, to the consuming end of the waiting list, in the order they were reserved; the
--- known ones stay. A task known twice (two identical messages) keeps two copies. With none known
--- (a consumer that stops), every task is released. A recovered task (one with a recovery count)
--- goes back to the recovered list instead, so that it still runs alone.
+-- known ones stay. With none known (a consumer that stops), every task is released. A recovered
+-- task (one with a recovery count) goes back to the recovered list instead, so that it still runs
+-- alone.
 --
 -- KEYS[1] processing list of the consumer
 -- KEYS[2] waiting list
 -- KEYS[3] recovery counts (hash)
 -- KEYS[4] recovered list
--- ARGV    the reserved strings the consumer knows it holds
+-- KEYS[5] tasks in flight (hash)
+-- ARGV    the ids of the tasks the consumer knows it holds
 -- Returns how many tasks were released.
--- @include task-id
 local known = {}
 for i = 1, #ARGV do known[ARGV[i]] = (known[ARGV[i]] or 0) + 1 end
 local held = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -18,15 +18,15 @@ local released = 0
 -- Newest first (reservations enter at the head), each pushed onto the consuming end: the oldest
 -- ends up first in line.
 for i = 1, #held do
-  local task = held[i]
-  local count = known[task]
+  local id = held[i]
+  local count = known[id]
   if count ~= nil and count > 0 then
-    known[task] = count - 1
+    known[id] = count - 1
   else
-    redis.call('LREM', KEYS[1], 1, task)
-    local id = taskIdOf(task)
-    local recovered = id ~= nil and redis.call('HEXISTS', KEYS[3], id) == 1
-    redis.call('RPUSH', recovered and KEYS[4] or KEYS[2], task)
+    redis.call('LREM', KEYS[1], 1, id)
+    redis.call('HDEL', KEYS[5], id)
+    local recovered = redis.call('HEXISTS', KEYS[3], id) == 1
+    redis.call('RPUSH', recovered and KEYS[4] or KEYS[2], id)
     released = released + 1
   end
 end

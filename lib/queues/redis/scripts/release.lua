@@ -3,9 +3,11 @@
 --
 -- KEYS[1] processing list of the consumer
 -- KEYS[2] the list it goes back to (waiting or recovered)
--- ARGV[1] the reserved string
+-- KEYS[3] tasks in flight (hash)
+-- ARGV[1] the task id
 -- Returns 1, or 0 when the task was no longer in the processing list.
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('RPUSH', KEYS[2], ARGV[1])
   return 1
 end

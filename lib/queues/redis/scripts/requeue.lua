@@ -1,16 +1,17 @@
 -- requeue: puts one dead letter's task back into the waiting list, unless another client took it
--- first or it is a named task whose name is live (then it stays dead: two live tasks never share
--- a name).
+-- first or its id is live (then it stays dead: two live tasks never share an id).
 --
 -- KEYS[1] dead list
 -- KEYS[2] waiting list
--- KEYS[3] live task names (set)
+-- KEYS[3] tasks (hash)
+-- KEYS[4] dead letters by task id (hash)
 -- ARGV[1] the dead letter, exactly as stored
--- ARGV[2] the message to run
--- ARGV[3] its name, or ''
+-- ARGV[2] the task id
+-- ARGV[3] the message to run
 -- Returns 1, or 0 when it stayed where it was.
-if ARGV[3] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
+if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[4], ARGV[2]) end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 return 1
