@@ -11,16 +11,20 @@ import { TaskQueueService } from './lib/taskqueue'
 import { requestTasks } from './lib/request/tasks'
 import { onErrorHook, onRequestHook, onResponseHook, onSendHook } from './lib/request/hooks'
 import { hideTaskOnlyRoute } from './lib/request/hidden-routes'
+import { TaskEvents, taskqueueChannels } from './lib/instrumentation/channels'
+import { bindTaskLogFields } from './lib/instrumentation/log-bindings'
 
 async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(pluginOptions)
-  const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log))
-  const service = new TaskQueueService(app, backends, resolved)
+  const events = new TaskEvents()
+  const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log, events))
+  const service = new TaskQueueService(app, backends, resolved, events)
 
   app.decorate('taskqueue', service)
   app.decorateRequest('taskqueue', {
     getter (this: FastifyRequest) { return requestTasks(service, this) }
   })
+  bindTaskLogFields(app, service.dispatchMarks)
   app.addHook('onRequest', onRequestHook(service))
   app.addHook('onError', onErrorHook())
   if (resolved.queues.some(({ enqueueMode }) => enqueueMode === 'before-response')) app.addHook('onSend', onSendHook(service))
@@ -86,6 +90,19 @@ declare namespace fastifyTaskqueue {
   export import TaskState = types.TaskState
   export import TaskInfo = types.TaskInfo
   export import TaskPage = types.TaskPage
+  // The diagnostics channels of the task lifecycle: their names, and the message of each.
+  export import TaskQueueChannelNames = types.TaskQueueChannelNames
+  export import TaskEventBase = types.TaskEventBase
+  export import TaskEnqueuedEvent = types.TaskEnqueuedEvent
+  export import TaskStartedEvent = types.TaskStartedEvent
+  export import TaskOutcome = types.TaskOutcome
+  export import TaskNextStep = types.TaskNextStep
+  export import TaskFinishedEvent = types.TaskFinishedEvent
+  export import TaskRetriedEvent = types.TaskRetriedEvent
+  export import TaskDeadEvent = types.TaskDeadEvent
+  export import TaskRecoveredEvent = types.TaskRecoveredEvent
+  export import TaskCancelledEvent = types.TaskCancelledEvent
+  export const taskqueueChannels: Readonly<types.TaskQueueChannelNames>
 }
 
 // Node's ESM loader finds the named exports of a CommonJS module by reading its source for
@@ -106,5 +123,6 @@ module.exports.RedisUnavailableError = errors.RedisUnavailableError
 module.exports.QueueFailedError = errors.QueueFailedError
 module.exports.UnsupportedError = errors.UnsupportedError
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
+module.exports.taskqueueChannels = taskqueueChannels
 
 export = fastifyTaskqueue

@@ -9,6 +9,7 @@ import { BatchSender } from '../batch'
 import { keysOf, type QueueKeys } from './keys'
 import { RedisConnection, type ScriptedClient } from './connection'
 import { RedisReceiver } from './receiver'
+import { TaskEvents } from '../../instrumentation/channels'
 
 /** Most responses whose tasks go in one LPUSH. */
 const pushBatch = 500
@@ -20,6 +21,7 @@ export class RedisQueue implements QueueBackend {
   readonly name: string
   readonly options: ResolvedQueueOptions
   readonly log: FastifyBaseLogger
+  readonly events: TaskEvents
   readonly keys: QueueKeys
   readonly connection: RedisConnection
   readonly client: ScriptedClient
@@ -34,9 +36,10 @@ export class RedisQueue implements QueueBackend {
     return []
   }, pushBatch)
 
-  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger) {
+  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger, events = new TaskEvents()) {
     this.options = options
     this.log = log
+    this.events = events
     this.name = options.queue
     this.keys = keysOf(options.prefix as string, options.queue)
     this.connection = new RedisConnection(options, log)
@@ -67,7 +70,7 @@ export class RedisQueue implements QueueBackend {
   }
 
   receive (consumerName: string): TaskReceiver {
-    return new RedisReceiver({ name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log }, consumerName)
+    return new RedisReceiver({ name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log, events: this.events }, consumerName)
   }
 
   async length (): Promise<number> {
@@ -104,6 +107,7 @@ export class RedisQueue implements QueueBackend {
     }
     if (stored.detail !== undefined) letter.detail = stored.detail
     if (stored.statusCode !== undefined) letter.statusCode = stored.statusCode
+    if (stored.body !== undefined) letter.body = stored.body
     if (decoded.message === undefined) letter.raw = raw
     return letter
   }

@@ -215,7 +215,9 @@ export class RedisReceiver implements TaskReceiver {
     if (decoded.problem !== undefined) {
       this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: decoded.id }, 'taskqueue: unreadable message buried')
       // Whatever id can be read gives up its name and recovery count: else it stayed live for ever.
-      await this.buryStored(bytes, decoded.id ?? '', { reason: 'unreadable', detail: decoded.problem })
+      const cause: DeadLetterCause = { reason: 'unreadable', detail: decoded.problem }
+      await this.buryStored(bytes, decoded.id ?? '', cause)
+      this.queue.events.dead(this.queue.name, decoded.id ?? null, cause)
       return undefined
     }
     const task: RedisReservedTask = { message: decoded.message, raw }
