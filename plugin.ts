@@ -13,6 +13,7 @@ import { onErrorHook, onRequestHook, onResponseHook, onSendHook } from './lib/re
 import { hideTaskOnlyRoute } from './lib/request/hidden-routes'
 import { TaskEvents, taskqueueChannels } from './lib/instrumentation/channels'
 import { bindTaskLogFields } from './lib/instrumentation/log-bindings'
+import { registerMetrics } from './lib/instrumentation/metrics'
 
 async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(pluginOptions)
@@ -31,6 +32,11 @@ async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueueP
   app.addHook('onResponse', onResponseHook(service))
   // Sees only the routes added after it: the plugin is registered before its task routes.
   app.addHook('onRoute', hideTaskOnlyRoute)
+
+  if (resolved.metrics !== undefined) {
+    const unregister = registerMetrics(service, resolved.metrics.registry, app.log)
+    app.addHook('onClose', async () => { unregister() })
+  }
 
   // Ready only once every backend is: a Redis that cannot be reached fails `ready()`.
   await service.open()
@@ -63,10 +69,12 @@ declare namespace fastifyTaskqueue {
   export import RedisUnavailableError = errors.RedisUnavailableError
   export import QueueFailedError = errors.QueueFailedError
   export import UnsupportedError = errors.UnsupportedError
+  export import MetricsConflictError = errors.MetricsConflictError
   export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
   export import ConsumerOptions = options.ConsumerOptions
+  export import MetricsRegistryLike = options.MetricsRegistryLike
   // What `app.taskqueue`, `request.taskqueue` and a queue handle offer: interfaces, which the
   // classes in lib/ implement; the classes themselves are not public.
   export import TaskQueue = types.TaskQueue
@@ -122,6 +130,7 @@ module.exports.EnqueueFailedError = errors.EnqueueFailedError
 module.exports.RedisUnavailableError = errors.RedisUnavailableError
 module.exports.QueueFailedError = errors.QueueFailedError
 module.exports.UnsupportedError = errors.UnsupportedError
+module.exports.MetricsConflictError = errors.MetricsConflictError
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
 module.exports.taskqueueChannels = taskqueueChannels
 
