@@ -11,22 +11,32 @@ import { TaskQueueService } from './lib/taskqueue'
 import { requestTasks } from './lib/request/tasks'
 import { onErrorHook, onRequestHook, onResponseHook, onSendHook } from './lib/request/hooks'
 import { hideTaskOnlyRoute } from './lib/request/hidden-routes'
+import { TaskEvents, taskqueueChannels } from './lib/instrumentation/channels'
+import { bindTaskLogFields } from './lib/instrumentation/log-bindings'
+import { registerMetrics } from './lib/instrumentation/metrics'
 
 async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(pluginOptions)
-  const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log))
-  const service = new TaskQueueService(app, backends, resolved)
+  const events = new TaskEvents()
+  const backends = resolved.queues.map((queueOptions, index) => createBackend(queueOptions, index, app.log, events))
+  const service = new TaskQueueService(app, backends, resolved, events)
 
   app.decorate('taskqueue', service)
   app.decorateRequest('taskqueue', {
     getter (this: FastifyRequest) { return requestTasks(service, this) }
   })
+  bindTaskLogFields(app, service.dispatchMarks)
   app.addHook('onRequest', onRequestHook(service))
   app.addHook('onError', onErrorHook())
   if (resolved.queues.some(({ enqueueMode }) => enqueueMode === 'before-response')) app.addHook('onSend', onSendHook(service))
   app.addHook('onResponse', onResponseHook(service))
   // Sees only the routes added after it: the plugin is registered before its task routes.
   app.addHook('onRoute', hideTaskOnlyRoute)
+
+  if (resolved.metrics !== undefined) {
+    const unregister = registerMetrics(service, resolved.metrics.registry, app.log)
+    app.addHook('onClose', async () => { unregister() })
+  }
 
   // Ready only once every backend is: a Redis that cannot be reached fails `ready()`.
   await service.open()
@@ -59,10 +69,12 @@ declare namespace fastifyTaskqueue {
   export import RedisUnavailableError = errors.RedisUnavailableError
   export import QueueFailedError = errors.QueueFailedError
   export import UnsupportedError = errors.UnsupportedError
+  export import MetricsConflictError = errors.MetricsConflictError
   export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
   export import ConsumerOptions = options.ConsumerOptions
+  export import MetricsRegistryLike = options.MetricsRegistryLike
   // What `app.taskqueue`, `request.taskqueue` and a queue handle offer: interfaces, which the
   // classes in lib/ implement; the classes themselves are not public.
   export import TaskQueue = types.TaskQueue
@@ -86,6 +98,19 @@ declare namespace fastifyTaskqueue {
   export import TaskState = types.TaskState
   export import TaskInfo = types.TaskInfo
   export import TaskPage = types.TaskPage
+  // The diagnostics channels of the task lifecycle: their names, and the message of each.
+  export import TaskQueueChannelNames = types.TaskQueueChannelNames
+  export import TaskEventBase = types.TaskEventBase
+  export import TaskEnqueuedEvent = types.TaskEnqueuedEvent
+  export import TaskStartedEvent = types.TaskStartedEvent
+  export import TaskOutcome = types.TaskOutcome
+  export import TaskNextStep = types.TaskNextStep
+  export import TaskFinishedEvent = types.TaskFinishedEvent
+  export import TaskRetriedEvent = types.TaskRetriedEvent
+  export import TaskDeadEvent = types.TaskDeadEvent
+  export import TaskRecoveredEvent = types.TaskRecoveredEvent
+  export import TaskCancelledEvent = types.TaskCancelledEvent
+  export const taskqueueChannels: Readonly<types.TaskQueueChannelNames>
 }
 
 // Node's ESM loader finds the named exports of a CommonJS module by reading its source for
@@ -105,6 +130,8 @@ module.exports.EnqueueFailedError = errors.EnqueueFailedError
 module.exports.RedisUnavailableError = errors.RedisUnavailableError
 module.exports.QueueFailedError = errors.QueueFailedError
 module.exports.UnsupportedError = errors.UnsupportedError
+module.exports.MetricsConflictError = errors.MetricsConflictError
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
+module.exports.taskqueueChannels = taskqueueChannels
 
 export = fastifyTaskqueue

@@ -146,9 +146,9 @@ export function taskRoute (app, counter, taskOnly = true) {
 }
 
 /** An app with the plugin: `queue` is `{ type: 'local' }` or the options of a Redis queue. */
-export async function queueApp ({ queue, consumers, counter }) {
+export async function queueApp ({ queue, consumers, counter, options = {} }) {
   const app = Fastify({ logger: false })
-  await app.register(taskqueue, { queues: [{ queue: 'default', ...queue }], consumers })
+  await app.register(taskqueue, { queues: [{ queue: 'default', ...queue }], consumers, ...options })
   taskRoute(app, counter)
   return app
 }

@@ -24,7 +24,7 @@ const args = process.argv.slice(2)
 const full = args.includes('--full')
 const only = args.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const wanted = (section) => only === undefined || only.includes(section)
-const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering']
+const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed']
 const unknown = only?.filter((section) => !sections.includes(section)) ?? []
 if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(', ')}; sections are ${sections.join(', ')}`)
 
@@ -35,7 +35,8 @@ const config = full
       requestEnqueue: { n: 20_000, reps: 3, warmup: 5_000, concurrency: 8 },
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 21 },
       steering: { n: 100_000, calls: 5_000, concurrency: 32 },
-      http: { duration: 5, rounds: 5, warmup: 3, connections: 100 }
+      http: { duration: 5, rounds: 5, warmup: 3, connections: 100 },
+      observed: { n: 50_000, redisN: 50_000, concurrency: 8, reps: 5, warmup: 10_000 }
     }
   : {
       dispatch: { n: 8_000, n1: 4_000, redisN: 8_000, redisN1: 4_000, reps: 3, warmup: 2_000 },
@@ -43,7 +44,8 @@ const config = full
       requestEnqueue: { n: 5_000, reps: 2, warmup: 2_000, concurrency: 8 },
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 8 },
       steering: { n: 20_000, calls: 2_000, concurrency: 32 },
-      http: { duration: 2, rounds: 2, warmup: 1, connections: 100 }
+      http: { duration: 2, rounds: 2, warmup: 1, connections: 100 },
+      observed: { n: 8_000, redisN: 8_000, concurrency: 8, reps: 3, warmup: 2_000 }
     }
 
 const runId = randomBytes(4).toString('hex')
@@ -228,6 +230,10 @@ try {
     progress('redis calls by task id: get, cancel, stats, waiting')
     results.redisSteering = await scenario('steering', { ...config.steering, redis: connection, prefix: prefixOf('steering') })
   }
+  if (wanted('observed')) {
+    progress(`local${withRedis ? ' and redis' : ''} dispatch with metrics and tracing on and off, runs interleaved`)
+    results.observed = await scenario('observed', { ...config.observed, ...(withRedis ? { redis: connection, prefix: prefixOf('observed') } : {}) }, ['--expose-gc'])
+  }
 } finally {
   if (redis.skipped === undefined) {
     // Whatever a failed scenario left behind under this run's prefixes.
@@ -354,6 +360,18 @@ for (const type of ['local', 'redis']) {
   row('6', `${type} depth: dispatch with ${int(config.deep.small)} waiting`, 'concurrentLimit 8', `${int(depth.small)} tasks/s${cpu(depth.cpu.small)}`)
   row('6', `${type} depth: dispatch with ${int(config.deep.large)} waiting`, 'concurrentLimit 8', `${int(depth.large)} tasks/s${cpu(depth.cpu.large)}`,
     `${int(config.deep.small)} waiting`, `${ratio(depth.ratio)} (CPU: ${ratio(depth.cpuRatio)})`, check(`${type} depth ratio >= 0.9`, depth.ratio >= 0.9, '>= 0.90'))
+}
+
+for (const type of ['local', 'redis']) {
+  const off = results.observed?.[`${type}Off`]
+  const on = results.observed?.[`${type}On`]
+  if (off === undefined || on === undefined) continue
+  const n = type === 'local' ? config.observed.n : config.observed.redisN
+  const setting = `concurrentLimit ${config.observed.concurrency}, N ${int(n)}`
+  row('8', `${type} dispatch, metrics and tracing off`, setting, `${int(off.rate)} tasks/s; CPU ${int(off.cpu)} µs each`)
+  row('8', `${type} dispatch, metrics and tracing on (prom-client registry; OpenTelemetry SDK, spans dropped)`, setting,
+    `${int(on.rate)} tasks/s; CPU ${int(on.cpu)} µs each`, `${type} dispatch, both off`, ratio(on.ratio),
+    check(`${type} dispatch with metrics and tracing >= 0.95 of off`, on.ratio >= 0.95, '>= 0.95'))
 }
 
 const cpus = os.cpus()

@@ -7,6 +7,11 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
+import { Registry } from 'prom-client'
+import { context, propagation, trace } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import {
   Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisQueue,
   sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl
@@ -43,6 +48,7 @@ function withDispatchHeaders (request, key = foreignKey) {
   headers['x-task-queue'] = 'default'
   headers['x-task-retries'] = '0'
   headers['x-task-eta'] = new Date().toISOString()
+  headers['x-task-created-at'] = new Date().toISOString()
   headers['user-agent'] = 'fastify-taskqueue'
   headers['x-taskqueue-dispatch'] = key
   request.headers = headers
@@ -68,7 +74,7 @@ async function ceilingRun (n, concurrency, dispatched = false) {
   }
   await app.ready()
   // A dispatch token of its own for each request, as a consumer issues one per dispatch.
-  const token = () => app.taskqueue.dispatchMarks.issue({ id: randomUUID(), queue: 'default', retries: 0, eta: Date.now() })
+  const token = () => app.taskqueue.dispatchMarks.issue({ id: randomUUID(), queue: 'default', retries: 0, eta: Date.now(), createdAt: Date.now() }).token
   const requests = Array.from({ length: n }, (_, i) => dispatched ? withDispatchHeaders(ceilingRequest(i), token()) : ceilingRequest(i))
   collect()
   const started = performance.now()
@@ -89,10 +95,10 @@ async function ceiling ({ n, concurrency, reps, warmup }) {
   return { rate: median(runs.map(({ rate }) => rate)), runs: runs.map(({ rate }) => Math.round(rate)) }
 }
 
-/** N tasks queued in a local queue before ready(); its consumer starts with ready(). */
-async function localRun (n, concurrency) {
+/** N tasks queued in a local queue before ready(); its consumer starts with ready(). `options`: more plugin options. */
+async function localRun (n, concurrency, options) {
   const counter = new Counter(n)
-  const app = await queueApp({ queue: { type: 'local' }, consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter })
+  const app = await queueApp({ queue: { type: 'local' }, consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter, options })
   await addBatched(app, makeTasks(n))
   collect()
   await app.ready()
@@ -130,8 +136,8 @@ async function redisCpu (client) {
  * closes it once `counter` reached its target (the tasks in flight then are awaited). Resolves
  * with the CPU time (µs) redis-server used meanwhile.
  */
-async function redisConsume (redis, prefix, concurrency, counter, client) {
-  const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter })
+async function redisConsume (redis, prefix, concurrency, counter, client, options) {
+  const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter, options })
   const cpuBefore = client === undefined ? 0 : await redisCpu(client)
   collect()
   await app.ready()
@@ -141,11 +147,11 @@ async function redisConsume (redis, prefix, concurrency, counter, client) {
   return cpu
 }
 
-async function redisRun (redis, prefix, n, concurrency, slim = false) {
+async function redisRun (redis, prefix, n, concurrency, slim = false, options) {
   const client = redisClient(redis)
   await fillRedis(redis, prefix, n, slim)
   const counter = new Counter(n)
-  const serverCpu = await redisConsume(redis, prefix, concurrency, counter, client)
+  const serverCpu = await redisConsume(redis, prefix, concurrency, counter, client, options)
   const left = await client.llen(`${prefix}:{default}:v2:waiting`)
   await deletePrefix(client, prefix)
   client.disconnect()
@@ -479,7 +485,68 @@ async function steering ({ n, calls, concurrency, redis, prefix }) {
   return result
 }
 
-const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering }
+/** An exporter that drops what it gets: the spans are made, recorded and ended, and go nowhere. */
+const droppingExporter = { export (spans, done) { done({ code: 0 }) }, async shutdown () {} }
+
+/**
+ * Tracing on: an SDK registered (a BasicTracerProvider whose spans go to an exporter that drops
+ * them, the AsyncLocalStorage context manager, the W3C propagator); off: none, as in an app
+ * without OpenTelemetry. The plugin reads them through @opentelemetry/api at each try.
+ */
+function setTracing (on) {
+  trace.disable()
+  context.disable()
+  propagation.disable()
+  if (!on) return
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(droppingExporter)] }))
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator())
+}
+
+/** Runs `work` with metrics (a registry of its own) and tracing on, or with both off. */
+async function observedRun (on, work) {
+  setTracing(on)
+  try {
+    return await work(on ? { metrics: { registry: new Registry() } } : {})
+  } finally {
+    setTracing(false)
+  }
+}
+
+/**
+ * 8. Issue 13: what metrics and tracing cost a dispatch. The local and Redis dispatch of rows 2-3
+ * with both on and with both off, runs interleaved; each ratio (on / off) is the median of the
+ * ratios of runs made one after the other.
+ */
+async function observed ({ n, redisN, concurrency, reps, warmup, redis, prefix }) {
+  const kinds = {
+    localOff: () => observedRun(false, (options) => localRun(n, concurrency, options)),
+    localOn: () => observedRun(true, (options) => localRun(n, concurrency, options))
+  }
+  if (redis !== undefined) {
+    kinds.redisOff = (r) => observedRun(false, (options) => redisRun(redis, `${prefix}-off-${r}`, redisN, concurrency, false, options))
+    kinds.redisOn = (r) => observedRun(true, (options) => redisRun(redis, `${prefix}-on-${r}`, redisN, concurrency, false, options))
+  }
+  for (const [kind, run] of Object.entries(kinds)) {
+    if (kind.startsWith('local')) await observedRun(kind.endsWith('On'), (options) => localRun(warmup, concurrency, options))
+    else await run('warmup')
+  }
+  const runs = Object.fromEntries(Object.keys(kinds).map((kind) => [kind, []]))
+  for (let r = 0; r < reps; r++) {
+    for (const [kind, run] of Object.entries(kinds)) runs[kind].push(await run(r))
+  }
+  const result = {}
+  for (const [kind, measured] of Object.entries(runs)) {
+    result[kind] = { rate: median(measured.map(({ rate }) => rate)), cpu: median(measured.map(({ cpu }) => cpu)), runs: measured.map(({ rate }) => Math.round(rate)) }
+  }
+  for (const type of ['local', 'redis']) {
+    if (runs[`${type}On`] === undefined) continue
+    result[`${type}On`].ratio = median(runs[`${type}On`].map(({ rate }, r) => rate / runs[`${type}Off`][r].rate))
+  }
+  return result
+}
+
+const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering, observed }
 
 async function main () {
   const [name, json = '{}'] = process.argv.slice(2)

@@ -73,3 +73,10 @@ export const QueueFailedError = createError<'FST_TASKQUEUE_QUEUE_FAILED', [strin
 /** A queue call that the queue's backend (one of your own) does not implement. */
 export const UnsupportedError = createError<'FST_TASKQUEUE_UNSUPPORTED', [string, string]>(
   'FST_TASKQUEUE_UNSUPPORTED', 'Queue "%s": its backend does not implement %s', 501)
+
+/**
+ * `metrics`: the registry already holds a metric of one of the plugin's names that this copy of
+ * the plugin did not make (the app's own, or another copy's): the plugin would not share it.
+ */
+export const MetricsConflictError = createError<'FST_TASKQUEUE_METRICS_CONFLICT', [string]>(
+  'FST_TASKQUEUE_METRICS_CONFLICT', 'The metrics registry already holds a metric named %s that fastify-taskqueue did not register: remove it, or pass another registry', 500)

@@ -128,6 +128,26 @@ export const HeaderPolicySchema = Type.Object({
   exclude: Type.Optional(Type.Array(HeaderName))
 }, { additionalProperties: false })
 
+/**
+ * A prom-client Registry (of any copy of prom-client), by the members the metrics use: they are on
+ * its prototype, which a schema of own properties cannot see, so resolveOptions checks them.
+ */
+export interface MetricsRegistryLike {
+  registerMetric (metric: never): void
+  getSingleMetric (name: string): unknown
+  removeSingleMetric (name: string): void
+}
+
+const MetricsRegistrySchema = Type.Unsafe<MetricsRegistryLike>(Type.Object({}, { description: 'a prom-client Registry' }))
+
+export const MetricsOptionsSchema = Type.Union([
+  Type.Boolean(),
+  Type.Object({
+    /** The registry to register on; left out, prom-client's default one. */
+    registry: Type.Optional(MetricsRegistrySchema)
+  }, { additionalProperties: false })
+], { description: 'true, false, or { registry }' })
+
 export const TaskQueuePluginOptionsSchema = Type.Object({
   queues: Type.Optional(Type.Array(QueueOptionsSchema, { minItems: 1 })),
   consumers: Type.Optional(Type.Array(ConsumerOptionsSchema)),
@@ -137,7 +157,12 @@ export const TaskQueuePluginOptionsSchema = Type.Object({
    */
   headerPolicy: Type.Optional(HeaderPolicySchema),
   /** How long `close()` waits for tasks in flight. */
-  closeTimeout: Type.Optional(Type.Integer({ ...Milliseconds, default: 10_000 }))
+  closeTimeout: Type.Optional(Type.Integer({ ...Milliseconds, default: 10_000 })),
+  /**
+   * Prometheus metrics through prom-client: `true` registers them on its default registry,
+   * `{ registry }` on the one given (the app's own /metrics then shows them). Off by default.
+   */
+  metrics: Type.Optional(MetricsOptionsSchema)
 }, { additionalProperties: false })
 
 export type QueueOptions = Static<typeof QueueOptionsSchema>
@@ -158,6 +183,8 @@ export interface ResolvedOptions {
   consumers: ResolvedConsumerOptions[] | undefined
   closeTimeout: number
   headerPolicy: HeaderPolicy
+  /** Set when metrics are on; `registry` undefined means prom-client's default registry. */
+  metrics: { registry: MetricsRegistryLike | undefined } | undefined
 }
 
 /** `/queues/1/concurrentLimit` becomes `queues[1].concurrentLimit`, as a user wrote it. */
@@ -236,5 +263,14 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   }
 
   const { closeTimeout } = Value.Default(TaskQueuePluginOptionsSchema, { closeTimeout: given.closeTimeout }) as { closeTimeout: number }
-  return { queues, consumers, closeTimeout, headerPolicy: given.headerPolicy ?? {} }
+  return { queues, consumers, closeTimeout, headerPolicy: given.headerPolicy ?? {}, metrics: resolveMetrics(given.metrics) }
+}
+
+function resolveMetrics (metrics: TaskQueuePluginOptions['metrics']): ResolvedOptions['metrics'] {
+  if (metrics === undefined || metrics === false) return undefined
+  if (metrics === true || metrics.registry === undefined) return { registry: undefined }
+  const { registry } = metrics
+  const missing = (['registerMetric', 'getSingleMetric', 'removeSingleMetric'] as const).find((method) => typeof registry[method] !== 'function')
+  if (missing !== undefined) throw new InvalidOptionError(`metrics.registry: expected a prom-client Registry, got an object without ${missing}()`)
+  return { registry }
 }

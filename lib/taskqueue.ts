@@ -9,6 +9,8 @@ import { ResponsePushes } from './request/pushes'
 import { checkEncodable } from './queues/codec'
 import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
+import type { TaskEvents } from './instrumentation/channels'
+import { traceCarrier } from './instrumentation/tracing'
 
 function checkPage (call: string, page: TaskPage | undefined): void {
   if (page === undefined) return
@@ -54,6 +56,8 @@ async function optionalCall<K extends Steering, T> (backend: QueueBackend, metho
 export class TaskQueueService implements TaskQueue {
   /** The tokens of the dispatches in flight, that mark their requests as tasks. */
   readonly dispatchMarks = new DispatchMarks()
+  /** Where this app's task lifecycle is published. */
+  readonly events: TaskEvents
   private readonly app: FastifyInstance
   private readonly log: FastifyBaseLogger
   private readonly backends = new Map<string, QueueBackend>()
@@ -81,9 +85,11 @@ export class TaskQueueService implements TaskQueue {
   /** When closing stops waiting for work (ms since the epoch): set as the consumers stop. */
   private closeDeadline: number | undefined
 
-  constructor (app: FastifyInstance, backends: QueueBackend[], options: ResolvedOptions) {
+  constructor (app: FastifyInstance, backends: QueueBackend[], options: ResolvedOptions, events: TaskEvents) {
     this.app = app
     this.log = app.log
+    this.events = events
+    events.taskqueue = this
     for (const backend of backends) this.backends.set(backend.name, backend)
     // As in the original: the default queue is the alphabetically first.
     this.defaultQueue = [...this.backends.keys()].sort()[0]
@@ -94,7 +100,7 @@ export class TaskQueueService implements TaskQueue {
     this.consumerOptions = options.consumers
     this.closeTimeout = options.closeTimeout
     this.createTaskMessage = taskMessageFactory(options.headerPolicy, this.resolveQueue)
-    this.pushes = new ResponsePushes(this.log, this.checkDrained)
+    this.pushes = new ResponsePushes(this.log, this.checkDrained, (batch) => { events.enqueued(batch) })
   }
 
   /**
@@ -134,7 +140,10 @@ export class TaskQueueService implements TaskQueue {
   add (url: string, options?: AddOptions): Promise<string> {
     const message = this.createMessage(url, options, undefined)
     const backend = this.backend(message.queue)
-    return queueCall(message.queue, 'add()', () => backend.put([message])).then(() => message.id)
+    return queueCall(message.queue, 'add()', () => backend.put([message])).then(() => {
+      this.events.enqueued([message])
+      return message.id
+    })
   }
 
   /** A registered queue. Throws FST_TASKQUEUE_UNKNOWN_QUEUE for any other name. */
@@ -162,9 +171,11 @@ export class TaskQueueService implements TaskQueue {
         checkId('get', id)
         return optionalCall(backend, 'get', (get) => get.call(backend, id))
       },
-      cancel: (id) => {
+      cancel: async (id) => {
         checkId('cancel', id)
-        return optionalCall(backend, 'cancel', (cancel) => cancel.call(backend, id))
+        const cancelled = await optionalCall(backend, 'cancel', (cancel) => cancel.call(backend, id))
+        if (cancelled) this.events.cancelled(name, id)
+        return cancelled
       },
       waiting: (page) => {
         checkPage('waiting', page)
@@ -242,6 +253,9 @@ export class TaskQueueService implements TaskQueue {
     if (this.closed) throw new ClosedError()
     const message = this.createTaskMessage(url, options, request)
     if (this.closing && !this.backend(message.queue).shared) throw new ClosedError()
+    // The trace context add() ran in, when the app traces: each try of the task continues it.
+    const trace = traceCarrier()
+    if (trace !== undefined) message.trace = trace
     checkEncodable(message)
     return message
   }
@@ -266,7 +280,10 @@ export class TaskQueueService implements TaskQueue {
   /** Pushes tasks now; a failure rejects with FST_TASKQUEUE_ENQUEUE_FAILED. */
   async pushNow (tasks: TaskMessage[]): Promise<void> {
     try {
-      await Promise.all(groupByQueue(tasks).map(([queue, batch]) => this.backend(queue).put(batch)))
+      await Promise.all(groupByQueue(tasks).map(async ([queue, batch]) => {
+        await this.backend(queue).put(batch)
+        this.events.enqueued(batch)
+      }))
     } catch (error) {
       throw new EnqueueFailedError((error as Error).message)
     }
@@ -308,7 +325,8 @@ export class TaskQueueService implements TaskQueue {
         app: this.app,
         log: this.log,
         marks: this.dispatchMarks,
-        onSettled: this.checkDrained
+        onSettled: this.checkDrained,
+        events: this.events
       })
       this.consumers.push(consumer)
       consumer.start()

@@ -169,6 +169,11 @@ export interface TaskMessage {
   eta: number
   /** Set when the caller chose the id: while such a task lives, adding the same id again is a no-op. */
   named?: true
+  /**
+   * The trace context of the code that added the task, as the app's OpenTelemetry propagator wrote
+   * it (`traceparent`, ...). Only there when a propagator wrote something: without an SDK, none.
+   */
+  trace?: Record<string, string>
 }
 
 /** Why a task ended in the dead letters. */
@@ -194,6 +199,11 @@ export interface DeadLetter {
   detail?: string
   /** Status of the last try, when there was one. */
   statusCode?: number
+  /**
+   * The start of the body of the answer that killed the task: its first 1024 bytes as UTF-8 text
+   * (cut on a character boundary), or `<binary body, N bytes>` when they are not UTF-8.
+   */
+  body?: string
   /** When the task was buried (ms since the epoch). */
   at: number
   /** The task, or null when the message was unreadable. */
@@ -207,6 +217,8 @@ export interface DeadLetterCause {
   reason: DeadLetterReason
   detail?: string
   statusCode?: number
+  /** The start of the answer's body (see `DeadLetter.body`). */
+  body?: string
 }
 
 /** A page of dead letters (newest first): the same shape as a page of tasks. */
@@ -319,6 +331,118 @@ export interface DispatchedTask {
   retries: number
   /** When this try was due to run (`x-task-eta`, ISO 8601). */
   eta: Date
+  /** When the task was added (`x-task-created-at`, ISO 8601). */
+  createdAt: Date
+}
+
+// The task lifecycle on Node's diagnostics_channel: one channel per event, each message one of the
+// interfaces below. Every message names the `app.taskqueue` that published it, so that a
+// subscriber of a process with several apps can keep to its own.
+
+/** The names of the channels (`taskqueueChannels` holds them too). */
+export interface TaskQueueChannelNames {
+  enqueued: 'taskqueue:task:enqueued'
+  started: 'taskqueue:task:started'
+  finished: 'taskqueue:task:finished'
+  retried: 'taskqueue:task:retried'
+  dead: 'taskqueue:task:dead'
+  recovered: 'taskqueue:task:recovered'
+  cancelled: 'taskqueue:task:cancelled'
+}
+
+/** What every message of a task's channels holds. */
+export interface TaskEventBase {
+  /** The `app.taskqueue` whose queue or consumer this happened in. */
+  taskqueue: TaskQueue
+  queue: string
+}
+
+/**
+ * `taskqueue:task:enqueued`: a task added with `add()` is in its queue (once per task, after the
+ * queue took it; a retry or a requeued dead letter is not published again).
+ */
+export interface TaskEnqueuedEvent extends TaskEventBase {
+  id: string
+  /** The task as it was queued (its headers included). */
+  task: TaskMessage
+}
+
+/** `taskqueue:task:started`: a consumer of this process starts a try of the task. */
+export interface TaskStartedEvent extends TaskEventBase {
+  id: string
+  /** Retries before this try. */
+  retries: number
+  /** The consumer's name. */
+  consumer: string
+  /** When the try was due (ms since the epoch). */
+  eta: number
+  /** Milliseconds from the due time to the start of this try (0 when it started early). */
+  waitMs: number
+}
+
+/** How a try ended: `answered` (with its status), `timeout`, or `error` (inject() failed). */
+export type TaskOutcome = 'answered' | 'timeout' | 'error'
+
+/** What the consumer does next with a task whose try ended. */
+export type TaskNextStep = 'done' | 'retry' | 'dead' | 'released'
+
+/** `taskqueue:task:finished`: a try of the task ended. */
+export interface TaskFinishedEvent extends TaskEventBase {
+  id: string
+  retries: number
+  /** The request id of the try, as the request's log lines carry it (unset when it had none). */
+  reqId?: string
+  outcome: TaskOutcome
+  /** The status of the answer, for an `answered` outcome. */
+  statusCode?: number
+  /** What failed, for an `error` outcome. */
+  error?: unknown
+  /** Milliseconds from the dispatch to the answer (to the timeout, for a timeout). */
+  durationMs: number
+  /** Whether the task is done, will be retried, is dead, or goes back unchanged (the app closes). */
+  next: TaskNextStep
+}
+
+/** `taskqueue:task:retried`: the task will run again; its retry is stored. */
+export interface TaskRetriedEvent extends TaskEventBase {
+  id: string
+  /** Retries made, this one included. */
+  retries: number
+  /** Milliseconds until the retry is due. */
+  delayMs: number
+  /** Why, in words. */
+  detail: string
+  statusCode?: number
+  reqId?: string
+}
+
+/**
+ * `taskqueue:task:dead`: a task is buried in the dead letters (once per task). `id` is null when
+ * it is not known: an unreadable message whose id could not be read, or a task that a Redis
+ * recovery buried (the recovery counts those, it does not name them).
+ */
+export interface TaskDeadEvent extends TaskEventBase {
+  id: string | null
+  reason: DeadLetterReason
+  detail?: string
+  statusCode?: number
+  /** The start of the answer's body (see `DeadLetter.body`). */
+  body?: string
+  reqId?: string
+}
+
+/**
+ * `taskqueue:task:recovered`: a Redis recovery in this process gave tasks of expired consumers back
+ * to their queue. It counts them and does not name them, so the message has a count, not ids.
+ */
+export interface TaskRecoveredEvent extends TaskEventBase {
+  /** How many tasks went back to the queue. */
+  count: number
+}
+
+/** `taskqueue:task:cancelled`: `cancel(id)` of a queue handle resolved to true. */
+export interface TaskCancelledEvent extends TaskEventBase {
+  id: string
 }
 
 declare module 'fastify' {

@@ -5,7 +5,9 @@ import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { ReservedTask, TaskMessage, TaskReceiver } from '../../types'
 import type { ResolvedConsumerOptions } from '../options'
-import type { DispatchMarks } from '../request/mark'
+import type { Dispatch, DispatchMarks } from '../request/mark'
+import type { TaskEvents } from '../instrumentation/channels'
+import { endTrySpan, startTrySpan, withTrySpan, type TrySpan } from '../instrumentation/tracing'
 import { byDeadline, closeSlack } from '../deadline'
 import { dispatchHeaders } from './task-headers'
 import { nextStep, type Step, type TryResult } from './retry-policy'
@@ -24,6 +26,8 @@ export interface ConsumerContext {
   marks: DispatchMarks
   /** Called whenever a task settles, so that `drain()` can look again. */
   onSettled: () => void
+  /** Where the task lifecycle is published. */
+  events: TaskEvents
 }
 
 /** One try of a task in flight: when it times out, and how to end its wait when it does. */
@@ -33,6 +37,8 @@ interface Try {
   over: boolean
   /** Ends the wait for the try as timed out; set once the try started. */
   expire: () => void
+  /** The dispatch of the try, once it started: its request id, for the log lines about it. */
+  dispatch?: Dispatch
 }
 
 const timeoutResult: TryResult = { kind: 'timeout' }
@@ -142,26 +148,29 @@ export class Consumer {
   }
 
   /** Sends the task through the app; resolves with how the try ended, never rejects. */
-  private tryTask (message: TaskMessage, attempt: Try): Promise<TryResult> {
+  private tryTask (message: TaskMessage, attempt: Try, traced: TrySpan | undefined): Promise<TryResult> {
     return new Promise<TryResult>((resolve) => {
       // A handler that runs past the deadline cannot be stopped, only no longer waited for.
       attempt.expire = () => resolve(timeoutResult)
       const marks = this.context.marks
-      const token = marks.issue(message)
+      const dispatch = marks.issue(message)
+      attempt.dispatch = dispatch
+      const token = dispatch.token
       try {
         // inject() with a callback: without one it wraps the same work in a chainable promise.
-        this.context.app.inject({
+        // Started inside the try's span, so that the spans of the request nest inside it.
+        withTrySpan(traced, () => this.context.app.inject({
           method: message.method,
           url: message.url,
           payload: message.payload,
-          headers: dispatchHeaders(message, token)
+          headers: dispatchHeaders(message, token, traced?.headers)
         }, (error, response) => {
           // The request is over: its token, spent or not (a hook may have answered before
           // anything asked for the mark), must not mark any later request.
           marks.forget(token)
           if (error != null || response === undefined) resolve({ kind: 'error', error })
-          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'] })
-        })
+          else resolve({ kind: 'answered', statusCode: response.statusCode, retryAfter: response.headers['retry-after'], body: response.rawPayload })
+        }))
       } catch (error) {
         marks.forget(token)
         // An inject() that throws at once (rather than failing through its callback) still makes
@@ -174,9 +183,17 @@ export class Consumer {
   /** Tries the task, then settles it as the retry policy says. */
   private async dispatch (task: ReservedTask, attempt: Try): Promise<void> {
     const { message } = task
-    const result = await this.tryTask(message, attempt)
+    const events = this.context.events
+    events.started(message, this.name)
+    const startedAt = performance.now()
+    const traced = startTrySpan(message)
+    const result = await this.tryTask(message, attempt, traced)
+    const durationMs = performance.now() - startedAt
     if (!attempt.over) this.end(attempt)
+    endTrySpan(traced, result)
     const step = nextStep(result, message.retries, this.options, this.stopping)
+    const reqId = attempt.dispatch?.reqId
+    events.finished(message, reqId, result, durationMs, step)
     // A task that is done gives its slot up before it is acknowledged: a Redis consumer then
     // acknowledges it and reserves the next in one round trip. Any other step keeps the slot
     // until it is written, so that a retry is known before the consumer looks for work again.
@@ -184,8 +201,8 @@ export class Consumer {
     if (freedEarly) this.freeSlot(task)
     this.settling++
     try {
-      this.logStep(message, result, step)
-      await this.settle(task, step)
+      this.logStep(message, result, step, reqId)
+      if (await this.settle(task, step)) events.settled(message, reqId, result, step)
     } finally {
       if (!freedEarly) this.freeSlot(task)
       this.settling--
@@ -194,15 +211,16 @@ export class Consumer {
     }
   }
 
-  private logStep (message: TaskMessage, result: TryResult, step: Step): void {
+  /** Says what becomes of the task, with the request id of the try: its request's lines join these. */
+  private logStep (message: TaskMessage, result: TryResult, step: Step, reqId: string | undefined): void {
     const taskId = message.id
     const queue = message.queue
     const statusCode = result.kind === 'answered' ? result.statusCode : undefined
     const log = this.context.log
-    if (step.step === 'ack') log[step.level]({ taskId, queue, statusCode }, step.message)
-    else if (step.step === 'retry') log[step.level]({ taskId, queue, statusCode, retries: message.retries, delay: step.delay, detail: step.detail }, step.message)
-    else if (step.step === 'bury') log[step.level]({ taskId, queue, statusCode, retries: message.retries, detail: step.cause.detail }, step.message)
-    else log[step.level]({ taskId, queue, statusCode }, step.message)
+    if (step.step === 'ack') log[step.level]({ taskId, queue, reqId, statusCode }, step.message)
+    else if (step.step === 'retry') log[step.level]({ taskId, queue, reqId, statusCode, retries: message.retries, delay: step.delay, detail: step.detail }, step.message)
+    else if (step.step === 'bury') log[step.level]({ taskId, queue, reqId, statusCode, retries: message.retries, detail: step.cause.detail }, step.message)
+    else log[step.level]({ taskId, queue, reqId, statusCode }, step.message)
   }
 
   /** The try is over: answered, failed or out of time. */
@@ -223,16 +241,21 @@ export class Consumer {
     slotFreed?.()
   }
 
-  /** Carries out the step of a task in its queue, unless close released the task already. */
-  private async settle (task: ReservedTask, step: Step): Promise<void> {
-    if (this.releasedAtClose.has(task)) return
+  /**
+   * Carries out the step of a task in its queue, unless close released the task already; true once
+   * the queue holds the step (a retry or a burial is published only then).
+   */
+  private async settle (task: ReservedTask, step: Step): Promise<boolean> {
+    if (this.releasedAtClose.has(task)) return false
     try {
       if (step.step === 'ack') await this.receiver.ack(task)
       else if (step.step === 'retry') await this.receiver.retry(task, step.delay)
       else if (step.step === 'bury') await this.receiver.bury(task, step.cause)
       else await this.receiver.release(task)
+      return true
     } catch (error) {
       this.context.log.error({ taskId: task.message.id, queue: task.message.queue, err: error }, 'taskqueue: settling the task failed')
+      return false
     }
   }
 
@@ -264,7 +287,7 @@ export class Consumer {
       if (attempt.over) continue
       this.releasedAtClose.add(task)
       const { id: taskId, queue } = task.message
-      this.context.log.warn({ taskId, queue }, 'taskqueue: task still running at close, released to its queue')
+      this.context.log.warn({ taskId, queue, reqId: attempt.dispatch?.reqId }, 'taskqueue: task still running at close, released to its queue')
       releases.push(byDeadline(this.receiver.release(task), releaseBy, 'releasing the task').catch((error: unknown) => {
         this.context.log.error({ taskId, queue, err: error }, 'taskqueue: releasing the task at close failed; left to recovery by another instance')
       }))

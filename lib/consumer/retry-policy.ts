@@ -3,12 +3,13 @@
 // consumer only carries out the step it returns. Time and chance come in as arguments, so the
 // table can be tested row by row without a clock or a dispatch.
 import type { OutgoingHttpHeader } from 'node:http'
+import { isUtf8 } from 'node:buffer'
 import type { DeadLetterCause } from '../../types'
 import type { ResolvedConsumerOptions } from '../options'
 
 /** How one try of a task ended. */
 export type TryResult =
-  | { kind: 'answered', statusCode: number, retryAfter: OutgoingHttpHeader | undefined }
+  | { kind: 'answered', statusCode: number, retryAfter: OutgoingHttpHeader | undefined, body?: Buffer }
   | { kind: 'timeout' }
   | { kind: 'error', error: unknown }
 
@@ -63,7 +64,10 @@ export function nextStep (result: TryResult, retries: number, options: RetryOpti
     if (statusCode >= 300 && statusCode < 400) return redirected
     if (statusCode !== 409 && statusCode !== 429 && (statusCode < 500 || statusCode === 501)) {
       // Any other status: no try will do better.
-      return { step: 'bury', cause: { reason: 'final status', statusCode, detail: `answered ${statusCode}` }, level: 'error', message: finalMessage }
+      const cause: DeadLetterCause = { reason: 'final status', statusCode, detail: `answered ${statusCode}` }
+      const body = bodyStart(result.body)
+      if (body !== undefined) cause.body = body
+      return { step: 'bury', cause, level: 'error', message: finalMessage }
     }
   }
   // Worth another try: 409, 429, 5xx but 501, a timeout, or a dispatch that failed.
@@ -76,8 +80,29 @@ export function nextStep (result: TryResult, retries: number, options: RetryOpti
     return { step: 'retry', delay, detail, level: 'info', message: retryMessage }
   }
   const cause: DeadLetterCause = { reason: result.kind === 'timeout' ? 'timeout' : 'retries exhausted', detail }
-  if (result.kind === 'answered') cause.statusCode = result.statusCode
+  if (result.kind === 'answered') {
+    cause.statusCode = result.statusCode
+    const body = bodyStart(result.body)
+    if (body !== undefined) cause.body = body
+  }
   return { step: 'bury', cause, level: 'error', message: exhaustedMessage }
+}
+
+/** How much of the answer's body a dead letter keeps. */
+export const deadBodyBytes = 1024
+
+/**
+ * The start of an answer's body as a dead letter keeps it: its first `deadBodyBytes` bytes as text,
+ * cut before a character that would not fit whole; bytes that are not UTF-8 are not shown, only
+ * counted, since a dead letter is read by people (and a page), not replayed.
+ */
+export function bodyStart (bytes: Buffer | undefined): string | undefined {
+  if (bytes === undefined || bytes.length === 0) return undefined
+  let end = Math.min(bytes.length, deadBodyBytes)
+  // A continuation byte (10xxxxxx) at the cut means a character runs across it: cut before it.
+  if (end < bytes.length) while (end > 0 && (bytes[end] & 0xc0) === 0x80) end--
+  const start = bytes.subarray(0, end)
+  return isUtf8(start) ? start.toString('utf8') : `<binary body, ${bytes.length} bytes>`
 }
 
 /**

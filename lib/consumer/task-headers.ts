@@ -6,7 +6,7 @@ import type { TaskMessage } from '../../types'
 export const taskHeaderPrefix = 'x-task-'
 
 /** The headers a dispatched request carries about its task, in the order they are written. */
-export const taskHeaderNames = ['x-task-id', 'x-task-queue', 'x-task-retries', 'x-task-eta'] as const
+export const taskHeaderNames = ['x-task-id', 'x-task-queue', 'x-task-retries', 'x-task-eta', 'x-task-created-at'] as const
 
 /** The user agent of every dispatched request. */
 export const dispatchUserAgent = 'fastify-taskqueue'
@@ -23,9 +23,10 @@ export const dispatchHeader = 'x-taskqueue-dispatch'
  * add itself (host, content-length): working out the mark deletes it, and V8 deletes the last
  * property an object got without turning it into a slow dictionary, which every later read of
  * the request's headers would pay for. The names are written as literals (the same as
- * `taskHeaderNames`) so that V8 compiles them as plain property stores.
+ * `taskHeaderNames`) so that V8 compiles them as plain property stores. `trace`: the headers that
+ * carry the try's trace context (traceparent...).
  */
-export function dispatchHeaders (message: TaskMessage, token: string): Record<string, string> {
+export function dispatchHeaders (message: TaskMessage, token: string, trace?: Record<string, string>): Record<string, string> {
   const headers: Record<string, string> = {}
   const own = message.headers
   for (const name in own) headers[name] = own[name]
@@ -33,7 +34,10 @@ export function dispatchHeaders (message: TaskMessage, token: string): Record<st
   headers['x-task-queue'] = message.queue
   headers['x-task-retries'] = String(message.retries)
   headers['x-task-eta'] = new Date(message.eta).toISOString()
+  headers['x-task-created-at'] = new Date(message.createdAt).toISOString()
   headers['user-agent'] = dispatchUserAgent
+  // The try's own trace context wins over one the task inherited from the request that added it.
+  if (trace !== undefined) for (const name in trace) headers[name] = trace[name]
   // inject()'s own defaults: a host from its base url, a length for a body that is not empty.
   headers.host ??= 'localhost:80'
   const { payload } = message

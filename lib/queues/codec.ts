@@ -34,7 +34,9 @@ const StoredMessage = Type.Object({
   retries: Type.Integer({ minimum: 0 }),
   createdAt: Time,
   eta: Time,
-  named: Type.Optional(Type.Literal(true))
+  named: Type.Optional(Type.Literal(true)),
+  /** The trace context of the code that added the task; absent from messages made without one. */
+  trace: Type.Optional(Type.Record(Type.String(), Type.String()))
 }, { additionalProperties: false })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)
@@ -49,6 +51,8 @@ const StoredDeadLetterSchema = Type.Object({
   reason: Type.Union(deadLetterReasons.map((reason) => Type.Literal(reason))),
   detail: Type.Optional(Type.String()),
   statusCode: Type.Optional(Type.Integer({ minimum: 100, maximum: 999 })),
+  /** The start of the answer that killed the task (1024 bytes of UTF-8 at most: 1024 characters). */
+  body: Type.Optional(Type.String({ maxLength: 1024 })),
   at: Time,
   task: Type.String()
 }, { additionalProperties: false })

@@ -5,11 +5,13 @@ import type { ResolvedQueueOptions } from '../options'
 import { InvalidOptionError } from '../errors'
 import { LocalQueue } from './local'
 import { RedisQueue } from './redis'
+import type { TaskEvents } from '../instrumentation/channels'
 
-export function createBackend (options: ResolvedQueueOptions, index: number, log: FastifyBaseLogger): QueueBackend {
+/** `events`: where a built-in backend publishes what only it sees (a Redis recovery, an unreadable task). */
+export function createBackend (options: ResolvedQueueOptions, index: number, log: FastifyBaseLogger, events: TaskEvents): QueueBackend {
   const { queue, type } = options
   if (type === 'local') return new LocalQueue(queue, options.deadLetterMax as number, log)
-  if (type === 'redis') return new RedisQueue(options, log)
+  if (type === 'redis') return new RedisQueue(options, log, events)
   const backend = typeof type === 'function' ? type({ queue, log }) : type
   const methods = ['put', 'receive', 'length', 'reset', 'dead', 'requeue', 'purge', 'close'] as const
   if (backend?.name !== queue || typeof backend.shared !== 'boolean' || methods.some((method) => typeof backend[method] !== 'function')) {

@@ -19,16 +19,36 @@ function cameOverNetwork (raw: unknown): boolean {
   return raw instanceof IncomingMessage || raw instanceof Http2ServerRequest
 }
 
+/** One dispatch of a task: its token, the task it runs, and the id its request got. */
+export interface Dispatch {
+  readonly token: string
+  readonly task: DispatchedTask
+  /** Set as the request's logger is made (see lib/instrumentation/log-bindings.ts). */
+  reqId: string | undefined
+}
+
 export class DispatchMarks {
-  /** Token -> the task of a dispatch whose mark was not worked out yet and whose inject() runs. */
-  private readonly live = new Map<string, DispatchedTask>()
+  /** Token -> a dispatch whose mark was not worked out yet and whose inject() runs. */
+  private readonly live = new Map<string, Dispatch>()
 
   /** A single-use token for one dispatch of `message`, valid until `forget()` or its first use. */
-  issue (message: TaskMessage): string {
+  issue (message: Pick<TaskMessage, 'id' | 'queue' | 'retries' | 'eta' | 'createdAt'>): Dispatch {
     // randomUUID draws from a cached pool of random bytes: cheaper per dispatch than randomBytes.
     const token = randomUUID()
-    this.live.set(token, { id: message.id, queue: message.queue, retries: message.retries, eta: new Date(message.eta) })
-    return token
+    const task: DispatchedTask = { id: message.id, queue: message.queue, retries: message.retries, eta: new Date(message.eta), createdAt: new Date(message.createdAt) }
+    const dispatch: Dispatch = { token, task, reqId: undefined }
+    this.live.set(token, dispatch)
+    return dispatch
+  }
+
+  /**
+   * The dispatch a raw request carries the live token of, without spending the token: what the
+   * request's logger is made from, before any hook runs. Null for a request from the network.
+   */
+  peek (raw: { headers: Record<string, unknown> }): Dispatch | undefined {
+    const given = raw.headers[dispatchHeader]
+    if (typeof given !== 'string' || cameOverNetwork(raw)) return undefined
+    return this.live.get(given)
   }
 
   /** The dispatch of `token` ended: its token proves nothing any more. */
@@ -47,10 +67,12 @@ export class DispatchMarks {
     if (given === undefined) return null
     delete headers[dispatchHeader]
     if (typeof given !== 'string' || cameOverNetwork(request.raw)) return null
-    const task = this.live.get(given)
-    if (task === undefined) return null
+    const dispatch = this.live.get(given)
+    if (dispatch === undefined) return null
     this.live.delete(given)
-    return task
+    // Known already when the app logs; else the id of the request is taken here.
+    dispatch.reqId ??= request.id
+    return dispatch.task
   }
 
   /** Tokens issued and not yet spent nor forgotten. */

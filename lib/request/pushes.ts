@@ -22,10 +22,13 @@ export class ResponsePushes {
   private readonly log: FastifyBaseLogger
   /** Called whenever a push ended, done or lost. */
   private readonly onEnded: () => void
+  /** Called with each batch that its queue took. */
+  private readonly onPushed: (batch: TaskMessage[]) => void
 
-  constructor (log: FastifyBaseLogger, onEnded: () => void) {
+  constructor (log: FastifyBaseLogger, onEnded: () => void, onPushed: (batch: TaskMessage[]) => void) {
     this.log = log
     this.onEnded = onEnded
+    this.onPushed = onPushed
   }
 
   /**
@@ -38,6 +41,7 @@ export class ResponsePushes {
     this.pending++
     const attempt = (tries: number): void => {
       backend.put(batch).then(() => {
+        this.onPushed(batch)
         this.ended()
         this.retryWaiting(queue)
       }, (error: unknown) => {

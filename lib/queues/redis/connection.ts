@@ -9,6 +9,7 @@ import { RedisUnavailableError } from '../../errors'
 import { byDeadline, OutOfTimeError } from '../../deadline'
 import { defineScripts, type ScriptCommands } from './scripts'
 import type { QueueKeys } from './keys'
+import type { TaskEvents } from '../../instrumentation/channels'
 
 export type RedisClient = Redis | Cluster
 export type ScriptedClient = RedisClient & ScriptCommands
@@ -20,6 +21,8 @@ export interface QueueContext {
   readonly connection: RedisConnection
   readonly options: ResolvedQueueOptions
   readonly log: FastifyBaseLogger
+  /** Where the queue publishes what only it sees: recoveries, and the tasks it buries itself. */
+  readonly events: TaskEvents
 }
 
 /** How long past its own timeout a blocking read may stay unanswered before it counts as stuck (ms). */

@@ -64,7 +64,7 @@ export class Liveness {
    * or may hold unknown ones), and recovers expired consumers when this one wins the lease.
    */
   private async beat (): Promise<void> {
-    const { keys, connection: { client }, options, log, name } = this.queue
+    const { keys, connection: { client }, options, log, name, events } = this.queue
     const recoveredWaiting = await client.taskqueueHeartbeat(keys.consumers, this.heartbeatKey, keys.recovered, this.consumerId, this.lifetime)
     // An idle consumer blocks on the waiting list, which no recovery wakes: it looks now instead.
     if (recoveredWaiting > 0) this.host.workMayWait()
@@ -75,8 +75,13 @@ export class Liveness {
     if (recovered > 0) {
       this.host.workMayWait()
       log.warn({ queue: name, recovered }, 'taskqueue: tasks of an expired consumer recovered')
+      events.recovered(name, recovered)
     }
-    if (buried > 0) log.error({ queue: name, buried }, 'taskqueue: tasks recovered too often buried in the dead letters')
+    if (buried > 0) {
+      log.error({ queue: name, buried }, 'taskqueue: tasks recovered too often buried in the dead letters')
+      // The script counts the tasks it buries without naming them: one event each, without an id.
+      for (let count = 0; count < buried; count++) events.dead(name, null, { reason: 'recovered too often' })
+    }
   }
 
   /**

@@ -11,6 +11,7 @@ import { keysOf, type QueueKeys } from './keys'
 import { RedisConnection, type ScriptedClient } from './connection'
 import { RedisReceiver } from './receiver'
 import { RedisSteering } from './steering'
+import { TaskEvents } from '../../instrumentation/channels'
 
 /** Most responses whose tasks go in one add. */
 const pushBatch = 500
@@ -22,6 +23,7 @@ export class RedisQueue implements QueueBackend {
   readonly name: string
   readonly options: ResolvedQueueOptions
   readonly log: FastifyBaseLogger
+  readonly events: TaskEvents
   readonly keys: QueueKeys
   readonly connection: RedisConnection
   readonly client: ScriptedClient
@@ -40,9 +42,10 @@ export class RedisQueue implements QueueBackend {
   /** The receivers of this queue here: told when it is resumed. */
   private readonly receivers = new Set<RedisReceiver>()
 
-  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger) {
+  constructor (options: ResolvedQueueOptions, log: FastifyBaseLogger, events = new TaskEvents()) {
     this.options = options
     this.log = log
+    this.events = events
     this.name = options.queue
     this.keys = keysOf(options.prefix as string, options.queue)
     this.connection = new RedisConnection(options, log)
@@ -52,7 +55,7 @@ export class RedisQueue implements QueueBackend {
   }
 
   private context () {
-    return { name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log }
+    return { name: this.name, keys: this.keys, connection: this.connection, options: this.options, log: this.log, events: this.events }
   }
 
   /** Connects within `connectTimeout`; fails with FST_TASKQUEUE_REDIS_UNAVAILABLE, naming the queue and the server. */
@@ -114,6 +117,7 @@ export class RedisQueue implements QueueBackend {
     }
     if (stored.detail !== undefined) letter.detail = stored.detail
     if (stored.statusCode !== undefined) letter.statusCode = stored.statusCode
+    if (stored.body !== undefined) letter.body = stored.body
     if (decoded.message === undefined) letter.raw = raw
     return letter
   }

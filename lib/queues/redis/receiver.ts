@@ -242,7 +242,9 @@ export class RedisReceiver implements TaskReceiver {
       this.queue.log.error({ queue: this.queue.name, problem: decoded.problem, taskId: id }, 'taskqueue: unreadable message buried')
       // Buried by the id it is stored under, which gives up its message and recovery count; not
       // indexed for get(), which could not read it.
-      await this.buryStored(id, raw, '', { reason: 'unreadable', detail: decoded.problem })
+      const cause: DeadLetterCause = { reason: 'unreadable', detail: decoded.problem }
+      await this.buryStored(id, raw, '', cause)
+      this.queue.events.dead(this.queue.name, id, cause)
       return undefined
     }
     const task: RedisReservedTask = { message: decoded.message, id, raw }
