@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import taskqueue from '../plugin'
 import { encodeMessage } from '../lib/queues/codec'
 import type { TaskEventBase, TaskQueueChannelNames } from '../types'
-import { backendFor, codeOf, queueTypes, startApp, waitFor, type Test } from './helpers/both-queues'
+import { backendFor, codeOf, queueTypes, startApp, storeRaw, waitFor, type Test } from './helpers/both-queues'
 
 const names: TaskQueueChannelNames = {
   enqueued: 'taskqueue:task:enqueued',
@@ -132,7 +132,8 @@ test('redis: issue 13, a recovery publishes recovered with its count, and dead f
   const task = (id: string): string => encodeMessage({ v: 1, id, queue: 'default', url: '/tasks/ok', method: 'GET', headers: {}, retries: 0, createdAt: now, eta: now })
   const [returned, poisoned] = [randomUUID(), randomUUID()]
   await client.sadd(backend.key('consumers'), 'ghost')
-  await client.lpush(backend.key('processing:ghost'), task(returned), task(poisoned))
+  // Stored as the v2 layout keeps a reserved task: its message by id, its id in the consumer's list.
+  for (const id of [returned, poisoned]) await storeRaw(client, (name) => backend.key(name), id, task(id), 'processing:ghost')
   await client.hset(backend.key('recoveries'), poisoned, 5)
   owner.app = await startApp(t, {
     queues: [backend.queue('default', { heartbeatInterval: 100, recoveryMaxCount: 5 })],
@@ -144,15 +145,16 @@ test('redis: issue 13, a recovery publishes recovered with its count, and dead f
   t.match(of(events, 'finished'), [{ id: returned, next: 'done' }], 'the recovered task ran')
 })
 
-test('redis: issue 13, an unreadable message is published as dead, with the id that could be read', async (t) => {
+test('redis: issue 13, an unreadable message is published as dead, with the id it was stored under', async (t) => {
   const backend = await backendFor('redis')
   const client = backend.redis()
   const owner: { app?: FastifyInstance } = {}
   const events = listen(t, owner)
-  await client.lpush(backend.key('waiting'), '{"v":1,"id":"readable-id","queue":"default"}', 'not json at all')
+  await storeRaw(client, (name) => backend.key(name), 'readable-id', '{"v":1,"id":"readable-id","queue":"default"}')
+  await storeRaw(client, (name) => backend.key(name), 'junk-id', 'not json at all')
   owner.app = await startApp(t, { queues: [backend.queue('default')], consumers: [{ queue: 'default' }] })
   await waitFor('both to be buried', () => of(events, 'dead').length === 2)
   const dead = of(events, 'dead')
-  t.same(dead.map(({ id }) => id).sort(), [null, 'readable-id'].sort(), 'the id when it could be read, else null')
+  t.same(dead.map(({ id }) => id).sort(), ['junk-id', 'readable-id'], 'each under the id it was stored by, readable or not')
   t.ok(dead.every(({ reason, detail }) => reason === 'unreadable' && typeof detail === 'string'), 'reason unreadable, with the problem')
 })

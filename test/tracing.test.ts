@@ -9,6 +9,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { backendFor, queueTypes, startApp, waitFor } from './helpers/both-queues'
+import { storedMessages } from './helpers/redis'
 
 const exporter = new InMemorySpanExporter()
 trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }))
@@ -102,7 +103,7 @@ test('redis: issue 13, the stored task keeps the trace context of add(), and a m
     span.end()
   })
   await app.taskqueue.add('/tasks/plain')
-  const [plain, traced] = (await backend.redis().lrange(backend.key('waiting'), 0, -1)).map((raw) => JSON.parse(raw))
+  const [plain, traced] = (await storedMessages(backend.redis(), backend.key('waiting'))).map((raw) => JSON.parse(raw))
   const [producer] = spans('producer')
   t.same(traced.trace, { traceparent: `00-${producer.spanContext().traceId}-${producer.spanContext().spanId}-01` }, 'the propagator\'s fields')
   t.notOk('trace' in plain, 'no trace field without an active span')
