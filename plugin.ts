@@ -11,6 +11,7 @@ import { TaskQueueService } from './lib/taskqueue'
 import { requestTasks } from './lib/request/tasks'
 import { onErrorHook, onRequestHook, onResponseHook, onSendHook } from './lib/request/hooks'
 import { hideTaskOnlyRoute } from './lib/request/hidden-routes'
+import * as dashboard from './lib/dashboard/plugin'
 
 async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(pluginOptions)
@@ -59,6 +60,13 @@ declare namespace fastifyTaskqueue {
   export import RedisUnavailableError = errors.RedisUnavailableError
   export import QueueFailedError = errors.QueueFailedError
   export import UnsupportedError = errors.UnsupportedError
+  export import NotRegisteredError = errors.NotRegisteredError
+  export import InvalidRequestError = errors.InvalidRequestError
+  export import UnknownTaskError = errors.UnknownTaskError
+  export import UnsupportedMediaTypeError = errors.UnsupportedMediaTypeError
+  export import CrossSiteError = errors.CrossSiteError
+  // The second plugin: a page and a JSON API to see and steer the queues (lib/dashboard/).
+  export import taskqueueDashboard = dashboard.taskqueueDashboard
   export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
@@ -105,6 +113,12 @@ module.exports.EnqueueFailedError = errors.EnqueueFailedError
 module.exports.RedisUnavailableError = errors.RedisUnavailableError
 module.exports.QueueFailedError = errors.QueueFailedError
 module.exports.UnsupportedError = errors.UnsupportedError
+module.exports.NotRegisteredError = errors.NotRegisteredError
+module.exports.InvalidRequestError = errors.InvalidRequestError
+module.exports.UnknownTaskError = errors.UnknownTaskError
+module.exports.UnsupportedMediaTypeError = errors.UnsupportedMediaTypeError
+module.exports.CrossSiteError = errors.CrossSiteError
+module.exports.taskqueueDashboard = dashboard.taskqueueDashboard
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
 
 export = fastifyTaskqueue
