@@ -66,7 +66,7 @@ test('issue 13: every action refuses Sec-Fetch-Site: cross-site with 403 FST_TAS
 
 test("issue 13: the app's authentication hook answers first: a 401 stops the page, its files and every route", async (t) => {
   const { app } = await dashboardApp(t, options)
-  const paths = ['', '/', '/dashboard.css', '/dashboard.js', '/api/queues', ...reads('default'), ...reads('nope')]
+  const paths = ['', '/', '/dashboard.css', '/dashboard.js', '/favicon.svg', '/api/queues', ...reads('default'), ...reads('nope')]
   for (const path of paths) {
     const response = await app.inject({ method: 'GET', url: `${prefix}${path}` })
     t.equal(response.statusCode, 401, `GET ${prefix}${path}`)
@@ -93,6 +93,7 @@ test('issue 13: the page is served at the prefix with a strict Content-Security-
     t.equal(page.headers['referrer-policy'], 'no-referrer')
     t.match(page.body, `<link rel="stylesheet" href="${prefix}/dashboard.css">`, 'the links are absolute, under the prefix')
     t.match(page.body, `<script src="${prefix}/dashboard.js" defer></script>`)
+    t.match(page.body, `<link rel="icon" href="${prefix}/favicon.svg" type="image/svg+xml">`)
     t.match(page.body, `<body data-api="${prefix}/api">`)
     t.notMatch(page.body, /<script>|style=|https?:\/\//, 'no inline script or style, nothing from another site')
   }
@@ -103,6 +104,9 @@ test('issue 13: the page is served at the prefix with a strict Content-Security-
   t.equal(script.headers['content-type'], 'text/javascript; charset=utf-8')
   t.equal(script.headers['x-content-type-options'], 'nosniff')
   t.notMatch(script.body, /innerHTML|outerHTML|insertAdjacentHTML|document\.write/, 'the script writes no HTML')
+  const icon = await read(app, '/favicon.svg')
+  t.equal(icon.headers['content-type'], 'image/svg+xml')
+  t.match(icon.body, /^<svg /)
 })
 
 test('issue 13: registered without a prefix, the dashboard serves its page at / and its files from /', async (t) => {

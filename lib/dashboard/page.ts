@@ -1,4 +1,4 @@
-// The dashboard's page: three files shipped in the package (./static, copied to dist/ by the
+// The dashboard's page: four files shipped in the package (./static, copied to dist/ by the
 // build), read once when the plugin registers and served from memory. Served here rather than by
 // @fastify/static, whose decorators would clash with an app that registers it too.
 import { readFile } from 'node:fs/promises'
@@ -32,7 +32,7 @@ function send (reply: FastifyReply, type: string, body: string, headers: Record<
 
 export async function dashboardPage (app: FastifyInstance): Promise<void> {
   const folder = join(__dirname, 'static')
-  const [html, css, script] = await Promise.all(['index.html', 'dashboard.css', 'dashboard.js'].map((file) => readFile(join(folder, file), 'utf8')))
+  const [html, css, script, icon] = await Promise.all(['index.html', 'dashboard.css', 'dashboard.js', 'favicon.svg'].map((file) => readFile(join(folder, file), 'utf8')))
   // The page's links are absolute: at `<prefix>` without a trailing slash, relative ones would
   // leave the prefix's last segment out.
   const page = html.replaceAll('{{base}}', escapeAttribute(app.prefix))
@@ -48,4 +48,6 @@ export async function dashboardPage (app: FastifyInstance): Promise<void> {
   })
   app.get('/dashboard.css', hidden, async (request, reply) => send(reply, 'text/css; charset=utf-8', css))
   app.get('/dashboard.js', hidden, async (request, reply) => send(reply, 'text/javascript; charset=utf-8', script))
+  // Else the browser asks for /favicon.ico at the root of the site, and logs its 404.
+  app.get('/favicon.svg', hidden, async (request, reply) => send(reply, 'image/svg+xml', icon))
 }

@@ -75,12 +75,15 @@
   function action (label, question, work, done) {
     return async (event) => {
       if (question && !window.confirm(question)) return
-      event.target.disabled = true
+      const button = event.currentTarget
+      button.disabled = true
       try {
         say(done(await work()), false)
       } catch (error) {
         say(`${label} failed: ${error.message}`, true)
       }
+      // A section whose content did not change is kept (see draw), with this very button.
+      button.disabled = false
       await refresh()
     }
   }
@@ -98,7 +101,7 @@
         el('td', { class: 'id' }, task.id),
         el('td', {}, task.method),
         el('td', { class: 'url' }, task.url),
-        el('td', { class: 'number' }, age(now - task.eta)),
+        el('td', { class: 'number', 'data-since': task.eta }, age(now - task.eta)),
         el('td', { class: 'row-action' }, el('button', {
           type: 'button',
           class: 'danger',
@@ -125,7 +128,7 @@
           : el('button', {
             type: 'button',
             onclick: action('Requeue', null,
-              () => call('POST', `${queuePath(queue)}/dead/${encodeURIComponent(letter.id)}/requeue`),
+              () => call('POST', `${queuePath(queue)}/dead/requeue/${encodeURIComponent(letter.id)}`),
               ({ requeued }) => requeued > 0 ? `Task ${letter.id} requeued.` : `Task ${letter.id} was not requeued (a live task has its id, or it is gone).`)
           }, 'Requeue'))
       ))))
@@ -178,6 +181,39 @@
       dead instanceof Error ? el('p', { class: 'message error' }, dead.message) : deadTable(queue, dead))
   }
 
+  /** What a section shows, but the ages that change at every refresh. */
+  function keyOf ({ line, waiting, dead }) {
+    const shown = (list) => list instanceof Error ? list.message : list
+    return JSON.stringify([{ ...line, oldestWaitingAge: line.oldestWaitingAge === null }, shown(waiting), shown(dead)])
+  }
+
+  /**
+   * Redraws only the sections whose content changed; in the others only the ages are updated. A
+   * button replaced under the pointer between mouse down and up would never receive its click.
+   */
+  function draw (drawn) {
+    const old = new Map([...queuesBox.querySelectorAll('section.queue')].map((section) => [section.dataset.queue, section]))
+    const now = Date.now()
+    const sections = drawn.map((content) => {
+      const key = keyOf(content)
+      const kept = old.get(content.line.queue)
+      if (kept && kept.dataset.key === key) {
+        for (const cell of kept.querySelectorAll('[data-since]')) cell.textContent = age(now - Number(cell.dataset.since))
+        const oldest = kept.querySelector('[data-figure="oldestWaitingAge"] dd')
+        if (oldest) oldest.textContent = age(content.line.oldestWaitingAge)
+        return kept
+      }
+      const section = queueSection(content.line, content.waiting, content.dead)
+      section.dataset.key = key
+      return section
+    })
+    if (sections.length === 0) {
+      queuesBox.replaceChildren(el('p', { class: 'empty' }, 'No queue is registered.'))
+    } else if (sections.length !== queuesBox.children.length || sections.some((section, index) => queuesBox.children[index] !== section)) {
+      queuesBox.replaceChildren(...sections)
+    }
+  }
+
   async function refresh () {
     // One refresh at a time: one asked for meanwhile (by a button) runs as soon as it ends.
     if (refreshing) {
@@ -188,16 +224,16 @@
     clearTimeout(timer)
     try {
       const lines = await call('GET', '/queues')
-      const sections = await Promise.all(lines.map(async (line) => {
-        if (line.error) return queueSection(line, [], [])
-        const path = `${queuePath(line.queue)}`
+      const drawn = await Promise.all(lines.map(async (line) => {
+        if (line.error) return { line, waiting: [], dead: [] }
+        const path = queuePath(line.queue)
         const [waiting, dead] = await Promise.all([
           call('GET', `${path}/waiting?limit=${listed}`).catch((error) => error),
           call('GET', `${path}/dead?limit=${listed}`).catch((error) => error)
         ])
-        return queueSection(line, waiting, dead)
+        return { line, waiting, dead }
       }))
-      queuesBox.replaceChildren(...(sections.length > 0 ? sections : [el('p', { class: 'empty' }, 'No queue is registered.')]))
+      draw(drawn)
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${refreshMs / 1000} s`
       updated.classList.remove('error')
     } catch (error) {
