@@ -2,9 +2,8 @@
 // steers the queue through its handle, answers masked tasks, and answers coded errors for an
 // unknown queue, an unknown task and a malformed request.
 import { test } from 'tap'
-import type { FastifyInstance } from 'fastify'
-import { backendFor, codeOf, queueTypes, sleep, waitFor, type Backend, type Test } from './helpers/both-queues'
-import { act, actions, dashboardApp, read, reads } from './helpers/dashboard'
+import { backendFor, queueTypes, sleep, waitFor, type Backend, type Test } from './helpers/both-queues'
+import { act, actions, dashboardApp, read, reads, steers } from './helpers/dashboard'
 import type { RecordingApp } from './helpers/app'
 import { MASKED } from '../lib/dashboard/mask'
 
@@ -18,20 +17,6 @@ async function start (t: Test, backend: Backend, consumers = true): Promise<Reco
       fail: async (request, reply, tries) => tries === 0 ? await reply.code(400).send({ refused: 'the task was wrong' }) : { ok: true }
     }
   })
-}
-
-/**
- * Whether the queue's backend implements the steering calls (stats, pause, get, cancel, waiting).
- * The Redis queue gains them on another branch: until it is merged, its tests say so and skip.
- */
-async function steers (t: Test, app: FastifyInstance, type: string): Promise<boolean> {
-  const code = await codeOf(() => app.taskqueue.queue('default').stats())
-  if (code === 'FST_TASKQUEUE_UNSUPPORTED') {
-    t.equal(type, 'redis', 'only the Redis queue may lack the steering calls')
-    t.skip('the Redis queue does not implement stats/pause/get/cancel/waiting on this branch yet', async () => {})
-    return false
-  }
-  return true
 }
 
 for (const type of queueTypes) {

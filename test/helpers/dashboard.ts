@@ -5,6 +5,7 @@ import { taskqueueDashboard } from '../../plugin'
 import type { TaskQueuePluginOptions } from '../../lib/options'
 import { recordingApp, type RecordingApp, type RecordingSetup } from './app'
 import type { Test } from './harness'
+import { codeOf } from './both-queues'
 
 export const prefix = '/admin/taskqueue'
 
@@ -73,4 +74,18 @@ export function reads (queue: string, id = 'some-task'): string[] {
     `/api/queues/${queue}/dead`,
     `/api/queues/${queue}/tasks/${id}`
   ]
+}
+
+/**
+ * Whether the queue's backend implements the steering calls (stats, pause, get, cancel, waiting).
+ * The Redis queue gains them on another branch: until it is merged, its tests say so and skip.
+ */
+export async function steers (t: Test, app: FastifyInstance, type: string): Promise<boolean> {
+  const code = await codeOf(() => app.taskqueue.queue('default').stats())
+  if (code === 'FST_TASKQUEUE_UNSUPPORTED') {
+    t.equal(type, 'redis', 'only the Redis queue may lack the steering calls')
+    t.skip('the Redis queue does not implement stats/pause/get/cancel/waiting on this branch yet', async () => {})
+    return false
+  }
+  return true
 }
