@@ -120,7 +120,8 @@
         el('td', { class: 'id' }, letter.id === null ? '(unreadable)' : letter.id),
         el('td', {}, letter.reason),
         el('td', { class: 'number' }, letter.statusCode === undefined ? '–' : letter.statusCode),
-        el('td', { class: 'detail' }, letter.detail || ''),
+        // With the detail, the start of the answer that killed the task, when the letter keeps it.
+        el('td', { class: 'detail' }, letter.detail || '', letter.body ? el('div', { class: 'answer', title: letter.body }, letter.body) : null),
         el('td', {}, when(letter.at)),
         el('td', { class: 'url' }, letter.task ? `${letter.task.method} ${letter.task.url}` : '–'),
         el('td', { class: 'row-action' }, letter.id === null
