@@ -14,6 +14,7 @@ import { hideTaskOnlyRoute } from './lib/request/hidden-routes'
 import { TaskEvents, taskqueueChannels } from './lib/instrumentation/channels'
 import { bindTaskLogFields } from './lib/instrumentation/log-bindings'
 import { registerMetrics } from './lib/instrumentation/metrics'
+import * as dashboard from './lib/dashboard/plugin'
 
 async function fastifyTaskqueue (app: FastifyInstance, pluginOptions: TaskQueuePluginOptions): Promise<void> {
   const resolved = resolveOptions(pluginOptions)
@@ -70,6 +71,13 @@ declare namespace fastifyTaskqueue {
   export import QueueFailedError = errors.QueueFailedError
   export import UnsupportedError = errors.UnsupportedError
   export import MetricsConflictError = errors.MetricsConflictError
+  export import NotRegisteredError = errors.NotRegisteredError
+  export import InvalidRequestError = errors.InvalidRequestError
+  export import UnknownTaskError = errors.UnknownTaskError
+  export import UnsupportedMediaTypeError = errors.UnsupportedMediaTypeError
+  export import CrossSiteError = errors.CrossSiteError
+  // The second plugin: a page and a JSON API to see and steer the queues (lib/dashboard/).
+  export import taskqueueDashboard = dashboard.taskqueueDashboard
   export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
@@ -131,6 +139,12 @@ module.exports.RedisUnavailableError = errors.RedisUnavailableError
 module.exports.QueueFailedError = errors.QueueFailedError
 module.exports.UnsupportedError = errors.UnsupportedError
 module.exports.MetricsConflictError = errors.MetricsConflictError
+module.exports.NotRegisteredError = errors.NotRegisteredError
+module.exports.InvalidRequestError = errors.InvalidRequestError
+module.exports.UnknownTaskError = errors.UnknownTaskError
+module.exports.UnsupportedMediaTypeError = errors.UnsupportedMediaTypeError
+module.exports.CrossSiteError = errors.CrossSiteError
+module.exports.taskqueueDashboard = dashboard.taskqueueDashboard
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
 module.exports.taskqueueChannels = taskqueueChannels
 

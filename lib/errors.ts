@@ -80,3 +80,25 @@ export const UnsupportedError = createError<'FST_TASKQUEUE_UNSUPPORTED', [string
  */
 export const MetricsConflictError = createError<'FST_TASKQUEUE_METRICS_CONFLICT', [string]>(
   'FST_TASKQUEUE_METRICS_CONFLICT', 'The metrics registry already holds a metric named %s that fastify-taskqueue did not register: remove it, or pass another registry', 500)
+
+// The dashboard's errors (lib/dashboard/): answers of its API, each with the status it is sent with.
+
+/** `taskqueueDashboard` was registered where no `app.taskqueue` is: the taskqueue plugin must come first. */
+export const NotRegisteredError = createError<'FST_TASKQUEUE_NOT_REGISTERED', []>(
+  'FST_TASKQUEUE_NOT_REGISTERED', 'taskqueueDashboard needs fastify-taskqueue: register it before the dashboard, in the same app or a parent of its context', 500)
+
+/** A dashboard API request whose params or query string do not match the route's schema. */
+export const InvalidRequestError = createError<'FST_TASKQUEUE_INVALID_REQUEST', [string]>(
+  'FST_TASKQUEUE_INVALID_REQUEST', 'Invalid dashboard request: %s', 400)
+
+/** The dashboard API was asked for a task that the queue does not know (any more). */
+export const UnknownTaskError = createError<'FST_TASKQUEUE_UNKNOWN_TASK', [string, string]>(
+  'FST_TASKQUEUE_UNKNOWN_TASK', 'Queue "%s" has no task "%s"', 404)
+
+/** A mutating dashboard request that is not `application/json`, the one type a cross-site form cannot send. */
+export const UnsupportedMediaTypeError = createError<'FST_TASKQUEUE_UNSUPPORTED_MEDIA_TYPE', [string]>(
+  'FST_TASKQUEUE_UNSUPPORTED_MEDIA_TYPE', 'A dashboard action must be sent as application/json, not %s', 415)
+
+/** A mutating dashboard request that the browser says comes from another site. */
+export const CrossSiteError = createError<'FST_TASKQUEUE_CROSS_SITE', []>(
+  'FST_TASKQUEUE_CROSS_SITE', 'A dashboard action was refused: the browser says it comes from another site (Sec-Fetch-Site: cross-site)', 403)

@@ -39,7 +39,10 @@ console.log(JSON.stringify({
   closedCode: new taskqueue.ClosedError().code,
   schema: typeof taskqueue.TaskQueuePluginOptionsSchema,
   pluginName: meta.name,
-  pluginFastify: meta.fastify
+  pluginFastify: meta.fastify,
+  dashboard: typeof taskqueue.taskqueueDashboard,
+  dashboardName: (taskqueue.taskqueueDashboard[Symbol.for('plugin-meta')] || {}).name,
+  dashboardEncapsulated: taskqueue.taskqueueDashboard[Symbol.for('skip-override')] === false
 }))
 `
 
@@ -56,7 +59,10 @@ test('CommonJS: require() of the package root gives the plugin, with the named e
       closedCode: 'FST_TASKQUEUE_CLOSED',
       schema: 'object',
       pluginName: 'fastify-taskqueue',
-      pluginFastify: '5.x'
+      pluginFastify: '5.x',
+      dashboard: 'function',
+      dashboardName: 'fastify-taskqueue-dashboard',
+      dashboardEncapsulated: true
     }, `require(${JSON.stringify(specifier === root ? '<package root>' : specifier)})`)
   }
 })
@@ -76,7 +82,7 @@ console.log(JSON.stringify({
   defaultIsPlugin: esm.default === cjs
 }))
 `])
-  t.same(shape.names, ['ClosedError', 'EnqueueFailedError', 'InvalidArgumentError', 'InvalidMethodError', 'InvalidOptionError', 'InvalidUrlError', 'MetricsConflictError', 'QueueFailedError', 'RedisUnavailableError', 'TaskConflictError', 'TaskQueuePluginOptionsSchema', 'UnknownQueueError', 'UnsupportedError', 'default', 'fastifyTaskqueue', 'taskqueueChannels'], 'the values of the public API, as the namespace in plugin.ts declares them')
+  t.same(shape.names, ['ClosedError', 'CrossSiteError', 'EnqueueFailedError', 'InvalidArgumentError', 'InvalidMethodError', 'InvalidOptionError', 'InvalidRequestError', 'InvalidUrlError', 'MetricsConflictError', 'NotRegisteredError', 'QueueFailedError', 'RedisUnavailableError', 'TaskConflictError', 'TaskQueuePluginOptionsSchema', 'UnknownQueueError', 'UnknownTaskError', 'UnsupportedError', 'UnsupportedMediaTypeError', 'default', 'fastifyTaskqueue', 'taskqueueChannels', 'taskqueueDashboard'], 'the values of the public API, as the namespace in plugin.ts declares them')
   t.same(shape.missing, [], 'each one an ESM named export')
   t.same(shape.different, [], 'of the same value')
   t.equal(shape.defaultIsPlugin, true, 'the default export is the plugin')

@@ -200,6 +200,49 @@ app.after(() => {
   t.same(JSON.parse(stdout.trim()), [{ name: 'flaky', retries: 1 }, { name: 'named', retries: 0 }, { name: 'plain', retries: 0 }], 'each task ran once to the end, the flaky one after a retry')
 })
 
+test('the tarball ships the dashboard page, which the installed package serves', async (t) => {
+  // tsc copies no .html, .css or .js of lib/dashboard/static: the build does, and the dashboard
+  // reads them when it registers.
+  const statics = join('lib', 'dashboard', 'static')
+  const sources = listFiles(join(root, statics))
+  t.same(sources, ['dashboard.css', 'dashboard.js', 'favicon.svg', 'index.html'], 'the page files are found')
+  t.same(listFiles(packed()).filter((file) => file.startsWith(join('dist', statics))), sources.map((file) => join('dist', statics, file)), 'each one, under dist/')
+
+  // Its own set of packages (no ioredis of the app's), so a folder of its own.
+  const app = layOut('cjs-app', { fastify: 'fastify' })
+  const script = `
+const Fastify = require('fastify')
+const { fastifyTaskqueue, taskqueueDashboard } = require('fastify-taskqueue')
+const app = Fastify()
+app.register(fastifyTaskqueue, { queues: [{ queue: 'packed' }], consumers: [] })
+app.register(async (admin) => {
+  admin.addHook('onRequest', async (request, reply) => { if (request.headers.authorization !== 'admin') await reply.code(401).send() })
+  await admin.register(taskqueueDashboard)
+}, { prefix: '/admin/taskqueue' })
+;(async () => {
+  const answers = {}
+  for (const path of ['', '/dashboard.css', '/dashboard.js', '/favicon.svg', '/api/queues']) {
+    const response = await app.inject({ url: '/admin/taskqueue' + path, headers: { authorization: 'admin' } })
+    answers[path] = [response.statusCode, response.headers['content-type'], response.body.length > 0]
+  }
+  answers.queues = (await app.inject({ url: '/admin/taskqueue/api/queues', headers: { authorization: 'admin' } })).json()
+  answers.outsider = (await app.inject('/admin/taskqueue')).statusCode
+  await app.close()
+  console.log(JSON.stringify(answers))
+})().catch((error) => { console.error(error); process.exit(1) })
+`
+  const { stdout } = await run(process.execPath, ['-e', script], { cwd: app, timeout: 60_000 })
+  t.same(JSON.parse(stdout.trim()), {
+    '': [200, 'text/html; charset=utf-8', true],
+    '/dashboard.css': [200, 'text/css; charset=utf-8', true],
+    '/dashboard.js': [200, 'text/javascript; charset=utf-8', true],
+    '/favicon.svg': [200, 'image/svg+xml', true],
+    '/api/queues': [200, 'application/json; charset=utf-8', true],
+    queues: [{ queue: 'packed', type: 'local', waiting: 0, delayed: 0, inFlight: 0, dead: 0, paused: false, oldestWaitingAge: null }],
+    outsider: 401
+  }, 'the page, its files and the API answer from the installed package, behind the app\'s hook')
+})
+
 const layouts = [
   { project: 'esm-app', what: 'an ESM app (type module, NodeNext): import taskqueue from' },
   { project: 'cjs-app', what: 'a CommonJS app (NodeNext): import = require, default import and require() in checkJs' }

@@ -4,6 +4,9 @@
 import Fastify, { type FastifyContextConfig } from 'fastify'
 import taskqueue, {
   fastifyTaskqueue,
+  taskqueueDashboard,
+  CrossSiteError,
+  UnsupportedMediaTypeError,
   TaskConflictError,
   InvalidOptionError,
   InvalidUrlError,
@@ -58,6 +61,17 @@ export async function publicTypes (): Promise<unknown[]> {
   const queueOptions: QueueOptions = { queue: 'b', type: 'local' }
   const consumerOptions: ConsumerOptions = { concurrentLimit: 0 }
   await app.register(taskqueue, { ...options, queues: [queueOptions], consumers: [consumerOptions] })
+
+  // The dashboard: in a scope of its own behind the app's hook, or alone with a prefix.
+  await app.register(async (admin) => {
+    admin.addHook('onRequest', async () => {})
+    await admin.register(taskqueueDashboard)
+  }, { prefix: '/admin/taskqueue' })
+  await app.register(taskqueueDashboard, { prefix: '/admin' })
+  exactly<'FST_TASKQUEUE_CROSS_SITE'>()(new CrossSiteError().code)
+  exactly<'FST_TASKQUEUE_UNSUPPORTED_MEDIA_TYPE'>()(new UnsupportedMediaTypeError('text/plain').code)
+  // @ts-expect-error the media type is part of the message
+  exactly<'FST_TASKQUEUE_UNSUPPORTED_MEDIA_TYPE'>()(new UnsupportedMediaTypeError().code)
 
   // Wrong options do not compile.
   // @ts-expect-error concurrentLimit is a number

@@ -12,6 +12,7 @@ export async function main (): Promise<void> {
   await app.register(taskqueue, { queues: [{ queue: 'default' }, { queue: 'mail' }], consumers: [{ queue: 'mail', concurrentLimit: 2 }] })
   await app.register(taskqueue.default, {})
   await app.register(defaultImport, { closeTimeout: 1000 })
+  await app.register(taskqueue.taskqueueDashboard, { prefix: '/admin/taskqueue' })
   // @ts-expect-error closeTimeout is a number of milliseconds
   await app.register(taskqueue, { closeTimeout: '1s' })
 

@@ -3,11 +3,12 @@
 'use strict'
 const Fastify = require('fastify')
 const taskqueue = require('fastify-taskqueue')
-const { TaskConflictError } = require('fastify-taskqueue')
+const { TaskConflictError, taskqueueDashboard } = require('fastify-taskqueue')
 
 async function main () {
   const app = Fastify()
   await app.register(taskqueue, { queues: [{ queue: 'mail' }], consumers: [{ queue: 'mail' }] })
+  await app.register(taskqueueDashboard, { prefix: '/admin/taskqueue' })
   // @ts-expect-error unknown top-level option
   await app.register(taskqueue, { queue: 'mail' })
   app.post('/tasks/welcome', { config: { taskOnly: true } }, async (request) => {

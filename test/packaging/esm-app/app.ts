@@ -2,13 +2,18 @@
 // test/tarball.test.ts against the packed tarball, never run. Each `@ts-expect-error` fails the
 // compilation if its line ever compiles, so the types cannot silently turn into `any`.
 import Fastify from 'fastify'
-import taskqueue, { fastifyTaskqueue, TaskConflictError, type DeadLetter, type TaskQueue, type TaskQueuePluginOptions } from 'fastify-taskqueue'
+import taskqueue, { fastifyTaskqueue, taskqueueDashboard, TaskConflictError, type DeadLetter, type TaskQueue, type TaskQueuePluginOptions } from 'fastify-taskqueue'
 import { Cluster, Redis } from 'ioredis'
 import { Cluster as Cluster5, Redis as Redis5 } from 'ioredis5'
 
 const app = Fastify()
 await app.register(taskqueue, { queues: [{ queue: 'default' }, { queue: 'mail' }], consumers: [{ queue: 'mail', concurrentLimit: 2 }] })
 await app.register(fastifyTaskqueue, {})
+// The dashboard, behind the app's own authentication, as the README shows it.
+await app.register(async (admin) => {
+  admin.addHook('onRequest', async (request, reply) => { if (request.headers.authorization !== 'admin') await reply.code(401).send() })
+  await admin.register(taskqueueDashboard)
+}, { prefix: '/admin/taskqueue' })
 // @ts-expect-error concurrentLimit is a number
 await app.register(taskqueue, { consumers: [{ concurrentLimit: '2' }] })
 
