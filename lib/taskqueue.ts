@@ -171,11 +171,13 @@ export class TaskQueueService implements TaskQueue {
         checkId('get', id)
         return optionalCall(backend, 'get', (get) => get.call(backend, id))
       },
-      cancel: async (id) => {
+      cancel: (id) => {
+        // Checked before any await, so that a bad id throws at once like the other calls.
         checkId('cancel', id)
-        const cancelled = await optionalCall(backend, 'cancel', (cancel) => cancel.call(backend, id))
-        if (cancelled) this.events.cancelled(name, id)
-        return cancelled
+        return optionalCall(backend, 'cancel', (cancel) => cancel.call(backend, id)).then((cancelled) => {
+          if (cancelled) this.events.cancelled(name, id)
+          return cancelled
+        })
       },
       waiting: (page) => {
         checkPage('waiting', page)
