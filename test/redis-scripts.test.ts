@@ -18,8 +18,8 @@ test('acknowledging a task no longer in the processing list leaves its message a
   await client.hset(key('tasks'), 'named-1', 'its message')
   await client.hset(key('recoveries'), 'named-1', '1')
   await client.lpush(key('waiting'), 'named-1')
-  const ackAndReserve = () => client.eval(ackAndReserveScript, 10, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
-    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), 0, 'c', 600, 'named-1')
+  const ackAndReserve = () => client.eval(ackAndReserveScript, 11, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('group-of'), 0, 'c', 600, key(''), 0, 'named-1')
 
   t.same(await ackAndReserve(), ['batch'], 'nothing reserved (none asked for)')
   t.equal(await client.hget(key('tasks'), 'named-1'), 'its message', 'the message is kept: the id is still live')
@@ -40,7 +40,7 @@ test('burying a task no longer in the processing list writes no dead letter', as
   await client.hset(key('tasks'), 'named-1', 'its message')
   const entry = '{"reason":"final status","at":1,"task":"{\\"v\\":1,\\"id\\":\\"named-1\\"}"}'
   const bury = () => client.eval(buryScript, 6, key('processing:c'), key('dead'), key('tasks'), key('inflight'), key('recoveries'), key('dead-index'),
-    'named-1', entry, 'named-1', 10)
+    'named-1', entry, 'named-1', 10, key(''))
 
   t.equal(await bury(), 0, 'nothing to bury')
   t.equal(await client.llen(key('dead')), 0, 'no dead letter')
@@ -62,7 +62,7 @@ test('a dead letter trimmed off by deadLetterMax takes its index entry with it, 
   const bury = async (id: string, at: number, max: number) => {
     await client.multi().lpush(key('processing:c'), id).hset(key('tasks'), id, 'message').exec()
     return await client.eval(buryScript, 6, key('processing:c'), key('dead'), key('tasks'), key('inflight'), key('recoveries'), key('dead-index'),
-      id, letter(id, at), id, max)
+      id, letter(id, at), id, max, key(''))
   }
   await bury('a', 1, 2)
   await bury('b', 2, 2)
@@ -77,12 +77,12 @@ test('a dead letter trimmed off by deadLetterMax takes its index entry with it, 
 test('issue 13: a cancelled waiting task leaves a tombstone that reservations skip, also when its id is added again', async (t) => {
   const { client, prefix } = await redisForTest(t)
   const key = (name: string) => `${prefix}:{q}:v2:${name}`
-  const add = (id: string, message: string) => client.eval(scripts.taskqueueAdd.lua, 3, key('tasks'), key('waiting'), key('delayed'), id, message, 0)
-  const cancel = (id: string) => client.eval(scripts.taskqueueCancel.lua, 5, key('tasks'), key('delayed'), key('inflight'), key('cancelled'), key('recoveries'), id)
-  const reserve = (count: number) => client.eval(ackAndReserveScript, 10, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
-    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), count, 'c', 600)
+  const add = (id: string, message: string, group = '') => client.eval(scripts.taskqueueAdd.lua, 3, key('tasks'), key('waiting'), key('delayed'), key(''), id, message, 0, group)
+  const cancel = (id: string) => client.eval(scripts.taskqueueCancel.lua, 5, key('tasks'), key('delayed'), key('inflight'), key('cancelled'), key('recoveries'), id, key(''))
+  const reserve = (count: number) => client.eval(ackAndReserveScript, 11, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('group-of'), count, 'c', 600, key(''), 0)
   const waitingCount = async () => (await client.eval(scripts.taskqueueStats.lua, 8, key('waiting'), key('recovered'), key('delayed'), key('inflight'),
-    key('dead'), key('paused'), key('cancelled'), key('tasks')) as number[])[0]
+    key('dead'), key('paused'), key('cancelled'), key('tasks'), key('')) as number[])[0]
 
   t.equal(await add('x', 'first'), 1, 'x added')
   t.equal(await add('x', 'again'), 0, 'a live id is added once')
@@ -97,6 +97,17 @@ test('issue 13: a cancelled waiting task leaves a tombstone that reservations sk
   t.same(await reserve(1), ['batch', 'y', 'y'], 'the tombstone at the head is skipped: y is next')
   t.same(await reserve(5), ['batch', 'x', 'third'], 'x runs once, with its last message')
   t.equal(await client.exists(key('cancelled')), 0, 'no tombstone is left')
+  t.equal(await waitingCount(), 0, 'nothing waits')
+
+  // Issue 14: the tombstone of a grouped task is its group list's own; the id added again without a
+  // group waits in `waiting`, whose turn comes first.
+  await add('z', 'in g', 'g')
+  t.equal(await cancel('z'), 1, 'z of group g cancelled')
+  await add('z', 'without a group')
+  t.equal(await waitingCount(), 1, 'one task waits, beside a tombstone')
+  const reserved = await reserve(5) as string[]
+  t.same(reserved, ['batch', 'z', 'without a group'], 'z runs once, without its group: the ungrouped turn came before group g\'s tombstone')
+  t.same(await client.hgetall(key('cancelled')), {}, 'no tombstone is left')
   t.equal(await waitingCount(), 0, 'nothing waits')
 })
 
@@ -121,7 +132,7 @@ test('the shared snippets are written once and included where a script asks for 
     const source = readFileSync(join(scriptsFolder, `${file}.lua`), 'utf8')
     const lua = scripts[name as keyof typeof scripts].lua
     t.notMatch(lua, /@include/, `${file}: no include marker is left`)
-    for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['tombstones', 'local function takeTombstone (']]) {
+    for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['tombstones', 'local function takeTombstone ('], ['groups', 'local function leaveGroup (']]) {
       t.equal(lua.split(definition).length - 1, source.includes(`-- @include ${snippet}\n`) ? 1 : 0, `${file}: ${snippet} is defined there only if included`)
     }
     t.notMatch(source, /redis\.call\('TIME'\)/, `${file}: reads the Redis clock through now-ms`)
@@ -134,7 +145,7 @@ test('the scripts that score by the Redis clock agree with it', async (t) => {
   const key = (name: string) => `${prefix}:{q}:v2:${name}`
   await client.lpush(key('processing:c'), 'reserved')
   const [seconds, micros] = await client.time()
-  t.equal(await client.eval(scripts.taskqueueRetry.lua, 4, key('processing:c'), key('delayed'), key('tasks'), key('inflight'), 'reserved', 'next', 60_000), 1, 'retried')
+  t.equal(await client.eval(scripts.taskqueueRetry.lua, 4, key('processing:c'), key('delayed'), key('tasks'), key('inflight'), 'reserved', 'next', 60_000, key('')), 1, 'retried')
   t.equal(await client.hget(key('tasks'), 'reserved'), 'next', 'its message is that of the next try')
   const score = Number(await client.zscore(key('delayed'), 'reserved'))
   const before = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) + 60_000

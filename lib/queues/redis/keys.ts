@@ -35,6 +35,18 @@ export function keysOf (prefix: string, queue: string) {
     recoveries: `${base}recoveries`,
     /** Who recovers expired consumers now. */
     lease: `${base}lease`,
+    /** Group of each live grouped task (task id to group name): what settling a task reads. */
+    groupOf: `${base}group-of`,
+    /** Groups with waiting tasks and room, in turn (the next on the right); `*` is the ungrouped tasks' turn. */
+    groupTurns: `${base}group-turns`,
+    /** Groups with waiting tasks at their limit, set aside until one of their tasks leaves flight. */
+    groupFull: `${base}group-full`,
+    /** Group name to how many of its tasks are in flight. */
+    groupInflight: `${base}group-inflight`,
+    /** How many entries the group lists hold in all (tombstones included). */
+    groupWaiting: `${base}group-waiting`,
+    /** The ids of a group's waiting tasks: added on the left, reserved from the right. */
+    group: (name: string) => `${base}group:${name}`,
     /** A consumer's own list: the ids of the tasks it reserved and has not settled. */
     processing: (consumerId: string) => `${base}processing:${consumerId}`,
     /** Present while the consumer lives. */

@@ -104,7 +104,7 @@ export class Liveness {
     this.ownListSuspect = false
     let released: number
     try {
-      released = await client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, keys.inflight, ...known)
+      released = await client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, keys.inflight, keys.base, ...known)
     } catch (error) {
       this.ownListSuspect = true
       throw error
@@ -123,7 +123,7 @@ export class Liveness {
     try {
       // Acknowledgements still on their way go first: what is released must not include finished tasks.
       await byDeadline(settling, deadline, 'acknowledgements on their way')
-      await byDeadline(client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, keys.inflight), deadline, 'releasing the tasks left')
+      await byDeadline(client.taskqueueReleaseOrphans(this.processing, keys.waiting, keys.recoveries, keys.recovered, keys.inflight, keys.base), deadline, 'releasing the tasks left')
       await byDeadline(client.multi().del(this.heartbeatKey).srem(keys.consumers, this.consumerId).exec(), deadline, 'leaving the consumer set')
     } catch (error) {
       log.error({ err: error, queue: name, consumer: this.consumerId },

@@ -31,10 +31,11 @@ export class RedisQueue implements QueueBackend {
   readonly address: string
   /**
    * Adds of tasks, gathered: the responses of many requests go out in one call of the add script
-   * while the previous one is on its way. Each task is three arguments: id, message, delay in ms.
+   * while the previous one is on its way. Each task is four arguments: id, message, delay in ms,
+   * group ('' for none).
    */
   private readonly pusher = new BatchSender<Array<string | number>, void>(async (batches) => {
-    await this.client.taskqueueAdd(this.keys.tasks, this.keys.waiting, this.keys.delayed, ...batches.flat())
+    await this.client.taskqueueAdd(this.keys.tasks, this.keys.waiting, this.keys.delayed, this.keys.base, ...batches.flat())
     return []
   }, pushBatch)
 
@@ -71,7 +72,7 @@ export class RedisQueue implements QueueBackend {
   async put (tasks: readonly TaskMessage[]): Promise<void> {
     // The tasks of one response go in one script call, in order, with those of other responses.
     const now = Date.now()
-    await this.pusher.send(tasks.flatMap((task) => [task.id, encodeMessage(task), Math.max(0, task.eta - now)]))
+    await this.pusher.send(tasks.flatMap((task) => [task.id, encodeMessage(task), Math.max(0, task.eta - now), task.group ?? '']))
   }
 
   receive (consumerName: string): TaskReceiver {
@@ -90,7 +91,7 @@ export class RedisQueue implements QueueBackend {
     // Until a call comes back short: the queue was empty at that moment.
     let dropped: number
     do {
-      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, tasks, recoveries, cancelled, resetBatch)
+      dropped = await this.client.taskqueueReset(waiting, recovered, delayed, tasks, recoveries, cancelled, resetBatch, this.keys.base)
     } while (dropped === resetBatch)
   }
 
@@ -137,7 +138,8 @@ export class RedisQueue implements QueueBackend {
       const { task } = this.readDeadLetter(entry)
       if (task === null || (id !== undefined && task.id !== id)) continue
       const raw = encodeMessage({ ...task, retries: 0, eta: now })
-      requeued += await this.client.taskqueueRequeue(this.keys.dead, this.keys.waiting, this.keys.tasks, this.keys.deadIndex, entry, task.id, raw)
+      requeued += await this.client.taskqueueRequeue(this.keys.dead, this.keys.waiting, this.keys.tasks, this.keys.deadIndex, entry, task.id, raw,
+        this.keys.base, task.group ?? '')
     }
     return requeued
   }

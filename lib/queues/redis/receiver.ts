@@ -122,7 +122,7 @@ export class RedisReceiver implements TaskReceiver {
       // never ends must not starve them.
       const now = Date.now()
       if (now >= this.nextPromoteAt) {
-        const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch)
+        const nextDue = await client.taskqueuePromote(keys.delayed, keys.waiting, promoteBatch, keys.base)
         this.nextPromoteAt = now + (nextDue < 0 ? blockSeconds * 1000 : Math.min(nextDue, blockSeconds * 1000))
       }
       const ready = this.prefetched.shift()
@@ -264,7 +264,8 @@ export class RedisReceiver implements TaskReceiver {
     // Read when the batch leaves: a reservation asked for before a recovered task came gets nothing.
     const held = this.mode === 'recovered'
     const reply = await client.taskqueueAckAndReserveBuffer(this.processing, keys.waiting, keys.tasks, keys.inflight, keys.cancelled, keys.recoveries,
-      keys.consumers, this.liveness.heartbeatKey, keys.recovered, keys.paused, held ? 0 : count, this.id, this.liveness.lifetime, ...acks)
+      keys.consumers, this.liveness.heartbeatKey, keys.recovered, keys.paused, keys.groupOf, held ? 0 : count, this.id, this.liveness.lifetime,
+      keys.base, this.queue.options.groupConcurrency ?? 0, ...acks)
     const kind: Reservation['kind'] = held ? 'held' : reply[0].toString() as Reservation['kind']
     // Set before the reply is handed out: the next batch may leave before its callers resume.
     if (kind === 'recovered') this.mode = 'recovered'
@@ -305,16 +306,16 @@ export class RedisReceiver implements TaskReceiver {
   async retry (task: ReservedTask, delayMs: number): Promise<void> {
     const { id, message } = task as RedisReservedTask
     const next = encodeMessage({ ...message, retries: message.retries + 1, eta: Date.now() + delayMs })
-    const { delayed, tasks, inflight } = this.queue.keys
-    await this.settle(task, this.queue.connection.client.taskqueueRetry(this.processing, delayed, tasks, inflight, id, next, delayMs))
+    const { delayed, tasks, inflight, base } = this.queue.keys
+    await this.settle(task, this.queue.connection.client.taskqueueRetry(this.processing, delayed, tasks, inflight, id, next, delayMs, base))
     this.nextPromoteAt = Math.min(this.nextPromoteAt, Date.now() + delayMs)
   }
 
   async release (task: ReservedTask): Promise<void> {
     const { id } = task as RedisReservedTask
     // A recovered task released still runs alone next time.
-    const { waiting, recovered, inflight } = this.queue.keys
-    await this.settle(task, this.queue.connection.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, inflight, id))
+    const { waiting, recovered, inflight, base } = this.queue.keys
+    await this.settle(task, this.queue.connection.client.taskqueueRelease(this.processing, task === this.soloTask ? recovered : waiting, inflight, id, base))
   }
 
   async bury (task: ReservedTask, cause: DeadLetterCause): Promise<void> {
@@ -330,7 +331,7 @@ export class RedisReceiver implements TaskReceiver {
     const { keys, connection: { client }, options } = this.queue
     const entry = encodeDeadLetter(cause, Date.now(), raw)
     await client.taskqueueBury(this.processing, keys.dead, keys.tasks, keys.inflight, keys.recoveries, keys.deadIndex,
-      id, entry, indexId, options.deadLetterMax as number)
+      id, entry, indexId, options.deadLetterMax as number, keys.base)
   }
 
   /**

@@ -30,32 +30,34 @@ export function loadScript (name: string): string {
 
 /** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
 export interface ScriptCommands {
-  taskqueueAdd (tasks: string, waiting: string, delayed: string, ...triples: Array<string | number>): Promise<number>
+  taskqueueAdd (tasks: string, waiting: string, delayed: string, base: string, ...quadruples: Array<string | number>): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
   taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
-    consumers: string, heartbeat: string, recovered: string, paused: string, count: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
+    consumers: string, heartbeat: string, recovered: string, paused: string, groupOf: string, count: number, id: string, lifetimeMs: number,
+    base: string, groupConcurrency: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, tasks: string, inflight: string, recoveries: string, deadIndex: string,
-    id: string, entry: string, indexId: string, deadMax: number): Promise<number>
-  taskqueueRequeue (dead: string, waiting: string, tasks: string, deadIndex: string, entry: string, id: string, message: string): Promise<number>
-  taskqueueRelease (processing: string, to: string, inflight: string, id: string): Promise<number>
-  taskqueueReset (waiting: string, recovered: string, delayed: string, tasks: string, recoveries: string, cancelled: string, limit: number): Promise<number>
-  taskqueueRetry (processing: string, delayed: string, tasks: string, inflight: string, id: string, next: string, delayMs: number): Promise<number>
-  taskqueuePromote (delayed: string, waiting: string, limit: number): Promise<number>
+    id: string, entry: string, indexId: string, deadMax: number, base: string): Promise<number>
+  taskqueueRequeue (dead: string, waiting: string, tasks: string, deadIndex: string, entry: string, id: string, message: string, base: string,
+    group: string): Promise<number>
+  taskqueueRelease (processing: string, to: string, inflight: string, id: string, base: string): Promise<number>
+  taskqueueReset (waiting: string, recovered: string, delayed: string, tasks: string, recoveries: string, cancelled: string, limit: number, base: string): Promise<number>
+  taskqueueRetry (processing: string, delayed: string, tasks: string, inflight: string, id: string, next: string, delayMs: number, base: string): Promise<number>
+  taskqueuePromote (delayed: string, waiting: string, limit: number, base: string): Promise<number>
   taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
-  taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, inflight: string, ...known: string[]): Promise<number>
+  taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, inflight: string, base: string, ...known: string[]): Promise<number>
   taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, tasks: string, inflight: string,
     deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[string[], string[]] | [number]>
   taskqueueStats (waiting: string, recovered: string, delayed: string, inflight: string, dead: string, paused: string, cancelled: string,
-    tasks: string): Promise<[number, number, number, number, number, string]>
+    tasks: string, base: string): Promise<[number, number, number, number, number, string]>
   taskqueueGet (tasks: string, delayed: string, inflight: string, deadIndex: string, id: string): Promise<[] | [string, string]>
-  taskqueueCancel (tasks: string, delayed: string, inflight: string, cancelled: string, recoveries: string, id: string): Promise<number>
-  taskqueueWaiting (recovered: string, waiting: string, tasks: string, cancelled: string, offset: number, limit: number): Promise<string[]>
+  taskqueueCancel (tasks: string, delayed: string, inflight: string, cancelled: string, recoveries: string, id: string, base: string): Promise<number>
+  taskqueueWaiting (recovered: string, waiting: string, tasks: string, cancelled: string, offset: number, limit: number, base: string): Promise<string[]>
 }
 
 /** Each script: its file under scripts/, and how many of its arguments are keys. */
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
-  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 10 },
+  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 11 },
   taskqueueBury: { file: 'bury', numberOfKeys: 6 },
   taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },
   taskqueueRelease: { file: 'release', numberOfKeys: 3 },

@@ -29,7 +29,7 @@ export class RedisSteering {
   async stats (): Promise<QueueStats> {
     const { keys, connection: { client } } = this.queue
     const [waiting, delayed, inFlight, dead, paused, eta] = await client.taskqueueStats(keys.waiting, keys.recovered, keys.delayed,
-      keys.inflight, keys.dead, keys.paused, keys.cancelled, keys.tasks)
+      keys.inflight, keys.dead, keys.paused, keys.cancelled, keys.tasks, keys.base)
     // The eta was written by an instance's clock, as on a local queue: the age is read on this one's.
     const oldestWaitingAge = eta === '' ? null : Math.max(0, Date.now() - Number(eta))
     return { waiting, delayed, inFlight, dead, paused: paused === 1, oldestWaitingAge }
@@ -68,13 +68,13 @@ export class RedisSteering {
 
   async cancel (id: string): Promise<boolean> {
     const { keys, connection: { client } } = this.queue
-    return await client.taskqueueCancel(keys.tasks, keys.delayed, keys.inflight, keys.cancelled, keys.recoveries, id) === 1
+    return await client.taskqueueCancel(keys.tasks, keys.delayed, keys.inflight, keys.cancelled, keys.recoveries, id, keys.base) === 1
   }
 
   async waiting ({ offset = 0, limit = 100 }: TaskPage = {}): Promise<TaskInfo[]> {
     if (limit <= 0) return []
     const { keys, connection: { client } } = this.queue
-    const reply = await client.taskqueueWaiting(keys.recovered, keys.waiting, keys.tasks, keys.cancelled, offset, limit)
+    const reply = await client.taskqueueWaiting(keys.recovered, keys.waiting, keys.tasks, keys.cancelled, offset, limit, keys.base)
     const page: TaskInfo[] = []
     for (let index = 1; index < reply.length; index += 2) {
       const info = this.infoOf(reply[index], 'waiting')

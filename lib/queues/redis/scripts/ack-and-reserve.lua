@@ -7,6 +7,11 @@
 -- that still holds tasks gets none while recovered tasks wait: it finishes them first, then takes one.
 -- While the queue is paused, nothing is reserved (the acknowledgements still are).
 --
+-- Tasks of a group wait in their group's list, and the groups take turns (see scripts/lib/groups):
+-- each reservation takes the next task of the next group with room, the tasks without a group taking
+-- their turn as one group; a group at its limit is set aside until one of its tasks leaves flight.
+-- While no grouped task lives and no group takes turns (the one check), the reservation is as it was.
+--
 -- A consumer that reserves registers itself, as its heartbeat does: recovery looks only at
 -- registered consumers, and a consumer may reserve while missing from the set (Redis restarted
 -- empty, a failover that lost the registration) and expire before its next beat.
@@ -21,18 +26,25 @@
 -- KEYS[8] heartbeat key of the consumer
 -- KEYS[9] recovered list
 -- KEYS[10] paused flag
+-- KEYS[11] group of each live grouped task (hash)
 -- ARGV[1] how many tasks to reserve
 -- ARGV[2] consumer id
 -- ARGV[3] heartbeat lifetime in ms
--- ARGV[4...] ids of the tasks to acknowledge
+-- ARGV[4] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- ARGV[5] most tasks of one group in flight (0: no limit)
+-- ARGV[6...] ids of the tasks to acknowledge
 -- Returns the kind of reservation, then for each reserved task its id and its message, oldest
 -- first: 'batch' and up to the count asked (fewer when the queue ran out), 'recovered' and one
 -- recovered task, 'finishing' and none, or 'paused' and none.
 -- @include tombstones
-for i = 4, #ARGV do
+-- @include groups
+-- Grouped tasks live, or groups take turns (with tombstones left to drop): one check of both.
+local G = redis.call('EXISTS', KEYS[11], ARGV[4] .. 'group-turns') > 0 and groupKeysOf(ARGV[4]) or nil
+for i = 6, #ARGV do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its message and recovery count still belong to it.
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    if G then leaveGroup(G, ARGV[i], true) end
     redis.call('HDEL', KEYS[3], ARGV[i])
     redis.call('HDEL', KEYS[4], ARGV[i])
     redis.call('HDEL', KEYS[6], ARGV[i])
@@ -45,13 +57,15 @@ local reply = { 'batch' }
 -- Read once: with no tombstone at all (the common case), no entry needs looking up.
 local tombstones = tombstoneCount(KEYS[5]) > 0
 -- Moves one task of `list` into the processing list, skipping tombstones; false when none is left.
-local function reserveFrom (list)
+-- `group`: the group whose list it is.
+local function reserveFrom (list, group)
   while true do
     local id = redis.call('RPOP', list)
     if not id then return false end
+    if group then redis.call('DECR', G.count) end
     local message = redis.call('HGET', KEYS[3], id)
     -- Checked first: the id may be live again, added after its cancel, behind its tombstone.
-    if not (tombstones and takeTombstone(KEYS[5], id)) and message then
+    if not (tombstones and takeTombstone(KEYS[5], group and groupTombstone(id, group) or id)) and message then
       redis.call('LPUSH', KEYS[1], id)
       redis.call('HSET', KEYS[4], id, ARGV[2])
       reply[#reply + 1] = id
@@ -60,11 +74,47 @@ local function reserveFrom (list)
     end
   end
 end
+local limit = tonumber(ARGV[5])
+-- Up to `count` tasks, a group at a time in turn. Each step serves a task, or takes a group out of
+-- the turns (drained, or set aside at its limit), or passes the turn of the tasks without a group,
+-- which leaves the turns once it is alone there: the loop ends.
+local function reserveInTurn ()
+  local got = 0
+  while got < count do
+    local turn = redis.call('RPOP', G.turns)
+    if not turn then break end
+    if turn == groupTurnOfUngrouped then
+      if redis.call('LLEN', G.turns) > 0 then redis.call('LPUSH', G.turns, turn) end
+      if reserveFrom(KEYS[2]) then got = got + 1 end
+    else
+      local inFlight = tonumber(redis.call('HGET', G.inflight, turn) or '0')
+      if limit > 0 and inFlight >= limit then
+        redis.call('SADD', G.full, turn)
+      else
+        local list = groupList(G, turn)
+        if reserveFrom(list, turn) then
+          got = got + 1
+          redis.call('HINCRBY', G.inflight, turn, 1)
+          if redis.call('LLEN', list) > 0 then
+            if limit > 0 and inFlight + 1 >= limit then redis.call('SADD', G.full, turn) else redis.call('LPUSH', G.turns, turn) end
+          end
+        end
+      end
+    end
+  end
+  -- No group can be served now: the tasks without a group fill the rest.
+  while got < count and reserveFrom(KEYS[2]) do got = got + 1 end
+end
 dropLeadingTombstones(KEYS[9], KEYS[5])
 if redis.call('LLEN', KEYS[9]) > 0 then
   if redis.call('LLEN', KEYS[1]) > 0 then return { 'finishing' } end
   -- Only a stray id (a task of no message) would leave none: then nothing is held up.
   reply[1] = reserveFrom(KEYS[9]) and 'recovered' or 'batch'
+  -- Its group's slot, given back when it was recovered, is taken again (see recover).
+  local group = G and #reply > 1 and redis.call('HGET', G.of, reply[2])
+  if group then redis.call('HINCRBY', G.inflight, group, 1) end
+elseif G then
+  reserveInTurn()
 else
   for _ = 1, count do
     if not reserveFrom(KEYS[2]) then break end

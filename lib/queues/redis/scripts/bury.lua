@@ -13,9 +13,14 @@
 -- ARGV[2] the dead letter
 -- ARGV[3] the id to index the dead letter by, or '' for an unreadable message
 -- ARGV[4] most dead letters kept
--- Returns 1, or 0 when the task was not in the processing list.
+-- ARGV[5] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- Returns 1, or 0 when the task was not in the processing list. A grouped task gives its group's
+-- slot back (the dead letter keeps the group in its message).
 -- @include push-dead-letter
+-- @include tombstones
+-- @include groups
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
+leaveGroup(groupKeysOf(ARGV[5]), ARGV[1], true)
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])

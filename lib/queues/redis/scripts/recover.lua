@@ -1,7 +1,9 @@
 -- recover: moves the tasks of expired consumers (registered, but their heartbeat key is gone) to
 -- the recovered list, oldest first, under a lease so that one instance at a time does it. Each
 -- recovered task is then reserved alone (see ack-and-reserve). A task recovered more than
--- ARGV[4] times is a poison pill: it is buried with reason 'recovered too often' instead.
+-- ARGV[4] times is a poison pill: it is buried with reason 'recovered too often' instead. A grouped
+-- task gives its group's slot back (the reservation of a recovered task takes it again): nothing
+-- else of its group is reserved while recovered tasks wait, so the group stays within its limit.
 --
 -- KEYS[1] consumer set
 -- KEYS[2] recovered list
@@ -21,6 +23,9 @@
 -- the lease.
 -- @include now-ms
 -- @include push-dead-letter
+-- @include tombstones
+-- @include groups
+local G = groupKeysOf(ARGV[1])
 if not redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return { -1 } end
 local recovered, buried = {}, {}
 local now = nowMs()
@@ -36,6 +41,7 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       -- An id without a message holds no task: there is nothing to run or bury.
       if message then
         local count = redis.call('HINCRBY', KEYS[4], id, 1)
+        leaveGroup(G, id, count > tonumber(ARGV[4]))
         if count > tonumber(ARGV[4]) then
           redis.call('HDEL', KEYS[4], id)
           redis.call('HDEL', KEYS[6], id)

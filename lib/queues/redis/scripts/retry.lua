@@ -9,10 +9,15 @@
 -- ARGV[1] the task id
 -- ARGV[2] the message of the next try
 -- ARGV[3] delay in ms
--- Returns 1, or 0 when the task was no longer in the processing list.
+-- ARGV[4] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- Returns 1, or 0 when the task was no longer in the processing list. A grouped task gives its
+-- group's slot back, and keeps its group.
 -- @include now-ms
+-- @include tombstones
+-- @include groups
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])
+leaveGroup(groupKeysOf(ARGV[4]), ARGV[1], false)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], nowMs() + tonumber(ARGV[3]), ARGV[1])
 return 1
