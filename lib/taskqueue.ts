@@ -1,7 +1,8 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { AddOptions, QueueBackend, QueueHandle, QueueType, TaskMessage, TaskPage, TaskQueue } from '../types'
-import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, UnsupportedError, shown } from './errors'
+import type { AddOptions, QueueBackend, QueueHandle, QueueType, TaskMessage, TaskQueue } from '../types'
+import { ClosedError, EnqueueFailedError, UnknownQueueError } from './errors'
+import { checkId, checkPage, optionalCall, queueCall } from './queue-calls'
 import { taskMessageFactory, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer/consumer'
 import { DispatchMarks } from './request/mark'
@@ -11,47 +12,6 @@ import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
 import type { TaskEvents } from './instrumentation/channels'
 import { traceCarrier } from './instrumentation/tracing'
-
-function checkPage (call: string, page: TaskPage | undefined): void {
-  if (page === undefined) return
-  // Object.keys(null) threw a TypeError, and a number or an array passed unchecked.
-  if (page === null || typeof page !== 'object' || Array.isArray(page)) {
-    throw new InvalidArgumentError(`${call}(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
-  }
-  for (const key of Object.keys(page)) {
-    const value = (page as Record<string, unknown>)[key]
-    if ((key !== 'offset' && key !== 'limit') || !Number.isInteger(value) || (value as number) < 0) {
-      throw new InvalidArgumentError(`${call}(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
-    }
-  }
-}
-
-function checkId (call: string, id: unknown): void {
-  if (typeof id !== 'string') throw new InvalidArgumentError(`${call}(id): expected a task id string, got ${shown(id)}`)
-}
-
-/**
- * Runs a queue call, turning a failure of its backend (ioredis' own errors, for a Redis that is
- * down) into FST_TASKQUEUE_QUEUE_FAILED naming the queue, the original as its cause. Errors that
- * already carry a code of the plugin's pass as they are.
- */
-async function queueCall<T> (queue: string, call: string, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work()
-  } catch (error) {
-    if (String((error as { code?: unknown })?.code).startsWith('FST_TASKQUEUE_')) throw error
-    throw new QueueFailedError(queue, call, (error as Error)?.message ?? shown(error), { cause: error })
-  }
-}
-
-type Steering = 'stats' | 'pause' | 'resume' | 'isPaused' | 'get' | 'cancel' | 'waiting'
-
-/** Runs a call that a backend of the user's own may leave out: FST_TASKQUEUE_UNSUPPORTED when it does. */
-async function optionalCall<K extends Steering, T> (backend: QueueBackend, method: K, work: (implementation: NonNullable<QueueBackend[K]>) => Promise<T>): Promise<T> {
-  const implementation = backend[method]
-  if (typeof implementation !== 'function') throw new UnsupportedError(backend.name, `${method}()`)
-  return await queueCall(backend.name, `${method}()`, () => work(implementation as NonNullable<QueueBackend[K]>))
-}
 
 export class TaskQueueService implements TaskQueue {
   /** The tokens of the dispatches in flight, that mark their requests as tasks. */
