@@ -1,6 +1,6 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { AddOptions, QueueBackend, QueueHandle, QueueType, TaskMessage, TaskQueue } from '../types'
+import type { AddOptions, QueueBackend, QueueHandle, QueueType, ScheduleInfo, TaskMessage, TaskQueue } from '../types'
 import { ClosedError, EnqueueFailedError, UnknownQueueError } from './errors'
 import { checkId, checkPage, optionalCall, queueCall } from './queue-calls'
 import { taskMessageFactory, type CreateTaskMessage } from './message'
@@ -12,6 +12,7 @@ import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
 import type { TaskEvents } from './instrumentation/channels'
 import { traceCarrier } from './instrumentation/tracing'
+import { Scheduler } from './schedules/scheduler'
 
 export class TaskQueueService implements TaskQueue {
   /** The tokens of the dispatches in flight, that mark their requests as tasks. */
@@ -44,6 +45,8 @@ export class TaskQueueService implements TaskQueue {
   private closed = false
   /** When closing stops waiting for work (ms since the epoch): set as the consumers stop. */
   private closeDeadline: number | undefined
+  /** The `schedules` option at work: started with the consumers, stopped before them. */
+  readonly scheduler: Scheduler
 
   constructor (app: FastifyInstance, backends: QueueBackend[], options: ResolvedOptions, events: TaskEvents) {
     this.app = app
@@ -61,6 +64,12 @@ export class TaskQueueService implements TaskQueue {
     this.closeTimeout = options.closeTimeout
     this.createTaskMessage = taskMessageFactory(options.headerPolicy, this.resolveQueue)
     this.pushes = new ResponsePushes(this.log, this.checkDrained, (batch) => { events.enqueued(batch) })
+    this.scheduler = new Scheduler(options.schedules, {
+      log: this.log,
+      createMessage: (url, addOptions) => this.createMessage(url, addOptions, undefined),
+      backend: (queue) => this.backend(queue),
+      enqueued: (message) => { events.enqueued([message]) }
+    })
   }
 
   /**
@@ -104,6 +113,11 @@ export class TaskQueueService implements TaskQueue {
       this.events.enqueued([message])
       return message.id
     })
+  }
+
+  /** The schedules, with the next tick each will add. */
+  schedules (): ScheduleInfo[] {
+    return this.scheduler.list()
   }
 
   /** A registered queue. Throws FST_TASKQUEUE_UNKNOWN_QUEUE for any other name. */
@@ -276,6 +290,7 @@ export class TaskQueueService implements TaskQueue {
     const options = this.consumerOptions ??
       [...this.backends.values()].filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name }))
     this.startConsumers(options)
+    this.scheduler.start()
     await this.announceUnconsumed(new Set(options.map(({ queue }) => queue)))
   }
 
@@ -317,6 +332,7 @@ export class TaskQueueService implements TaskQueue {
    * `closeTimeout` ms. This starts the one deadline that every later step of closing shares.
    */
   async stopConsumers (): Promise<void> {
+    this.scheduler.stop()
     this.closing = true
     const deadline = this.closeDeadline ??= Date.now() + this.closeTimeout
     await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + releaseGrace)))
@@ -330,6 +346,8 @@ export class TaskQueueService implements TaskQueue {
   async close (): Promise<void> {
     this.closed = true
     const releaseBy = (this.closeDeadline ??= Date.now() + this.closeTimeout) + releaseGrace
+    // A tick's add on its way finishes while the connections are open.
+    await byDeadline(this.scheduler.settled(), releaseBy, 'adding the tasks of ticks').catch(() => {})
     if (!await this.pushes.finish(Math.max(0, releaseBy - Date.now()))) {
       this.log.error({ pending: this.pushes.count }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
     }

@@ -54,6 +54,27 @@ export interface TaskQueue {
    * is in flight and no finished request still holds tasks.
    */
   drain (): Promise<void>
+  /** The schedules of this app (the `schedules` option), each with the next tick it will add. */
+  schedules (): ScheduleInfo[]
+}
+
+/** What `app.taskqueue.schedules()` tells of a schedule. */
+export interface ScheduleInfo {
+  name: string
+  cron: string
+  /** The IANA time zone the cron fields are read in. */
+  timezone: string
+  queue: string
+  /** The next tick this instance will add, or null when there is none (the app closed, or the cron has no later date). */
+  nextRun: Date | null
+}
+
+/** The schedule and tick a task of a schedule was added for. */
+export interface ScheduleTick {
+  /** The schedule's name. */
+  name: string
+  /** The tick: when the cron expression fired (ms since the epoch in a message, a Date for the route). */
+  tick: number
 }
 
 /** `request.taskqueue`: the tasks of one request. */
@@ -174,6 +195,8 @@ export interface TaskMessage {
    * it (`traceparent`, ...). Only there when a propagator wrote something: without an SDK, none.
    */
   trace?: Record<string, string>
+  /** Set on the task of a schedule's tick: which schedule, which tick (`x-task-schedule`, `x-task-tick`). */
+  schedule?: ScheduleTick
 }
 
 /** Why a task ended in the dead letters. */
@@ -276,6 +299,14 @@ export interface QueueBackend {
    * shared queue has none here nor elsewhere at start, the plugin says so in its log.
    */
   consumerCount? (): Promise<number>
+  /**
+   * Adds the task of one tick of a schedule (its `schedule` set), unless this queue recorded that
+   * tick, or a later one, of the same schedule as added: across every process that shares the
+   * queue, atomically with the add. Resolves to whether it added it. Optional: without it, the
+   * plugin adds each tick with `put()` once per process, and its task id keeps a second process
+   * from adding it again only while the task lives.
+   */
+  putTick? (task: TaskMessage): Promise<boolean>
   /** Opens the consuming side for one consumer name. */
   receive (consumerName: string): TaskReceiver
   /**
@@ -333,6 +364,11 @@ export interface DispatchedTask {
   eta: Date
   /** When the task was added (`x-task-created-at`, ISO 8601). */
   createdAt: Date
+  /**
+   * For the task of a schedule: the schedule's name and the tick it was added for
+   * (`x-task-schedule`, `x-task-tick`, ISO 8601). Absent from every other task.
+   */
+  schedule?: { name: string, tick: Date }
 }
 
 // The task lifecycle on Node's diagnostics_channel: one channel per event, each message one of the

@@ -36,7 +36,12 @@ const StoredMessage = Type.Object({
   eta: Time,
   named: Type.Optional(Type.Literal(true)),
   /** The trace context of the code that added the task; absent from messages made without one. */
-  trace: Type.Optional(Type.Record(Type.String(), Type.String()))
+  trace: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /** The schedule and tick of a task that a schedule added (lib/schedules/). */
+  schedule: Type.Optional(Type.Object({
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    tick: Time
+  }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)
