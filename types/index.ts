@@ -468,12 +468,11 @@ export interface TaskDeadEvent extends TaskEventBase {
 }
 
 /**
- * `taskqueue:task:recovered`: a Redis recovery in this process gave tasks of expired consumers back
- * to their queue. It counts them and does not name them, so the message has a count, not ids.
+ * `taskqueue:task:recovered`: a Redis recovery in this process gave a task of an expired consumer
+ * back to its queue, where it runs alone (it may be what killed its consumer).
  */
 export interface TaskRecoveredEvent extends TaskEventBase {
-  /** How many tasks went back to the queue. */
-  count: number
+  id: string
 }
 
 /** `taskqueue:task:cancelled`: `cancel(id)` of a queue handle resolved to true. */

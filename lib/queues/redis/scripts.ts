@@ -45,7 +45,7 @@ export interface ScriptCommands {
   taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
   taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, inflight: string, ...known: string[]): Promise<number>
   taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, tasks: string, inflight: string,
-    deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
+    deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[string[], string[]] | [number]>
   taskqueueStats (waiting: string, recovered: string, delayed: string, inflight: string, dead: string, paused: string, cancelled: string,
     tasks: string): Promise<[number, number, number, number, number, string]>
   taskqueueGet (tasks: string, delayed: string, inflight: string, deadIndex: string, id: string): Promise<[] | [string, string]>
