@@ -97,7 +97,12 @@ export const QueueOptionsSchema = Type.Object({
   /** Dead letters kept per queue; past it the oldest are dropped (local) or trimmed (Redis). */
   deadLetterMax: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
   /** How often a task may be recovered from an expired consumer before it is buried as a poison pill. */
-  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 }))
+  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 })),
+  /**
+   * Most tasks of one group (`add(url, { group })`) in flight at once, across every consumer of the
+   * queue. Left out: no limit (the groups still take turns). Tasks without a group are not limited.
+   */
+  groupConcurrency: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
 
 export const RetryDelaySchema = Type.Object({

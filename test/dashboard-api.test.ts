@@ -57,6 +57,8 @@ for (const type of queueTypes) {
     t.equal(one.statusCode, 200)
     t.match(one.json(), { id: ids[2], state: 'waiting', url: `/tasks/n2?token=${MASKED}&page=2`, headers: { cookie: MASKED, 'x-lang': 'fi' } }, 'GET tasks/:id answers the task, masked')
     t.notMatch(one.body, /secret/)
+    const grouped = await app.taskqueue.add('/tasks/grouped', { group: 'tenant-7' })
+    t.match((await read(app, `/api/queues/default/tasks/${grouped}`)).json(), { id: grouped, group: 'tenant-7' }, 'a task\'s group (issue 14)')
 
     const unknown = await read(app, '/api/queues/default/tasks/no-such-task')
     t.equal(unknown.statusCode, 404)

@@ -100,7 +100,7 @@ for (const type of queueTypes) {
     const waiting = [
       await app.taskqueue.add('/tasks/welcome?token=secret-token&user=42', { queue: 'mail', method: 'POST', headers: { cookie: 'sid=secret-cookie' } }),
       await app.taskqueue.add('/tasks/show?q=<img/src=x/onerror=alert(1)>', { queue: 'mail' }),
-      await app.taskqueue.add('/tasks/report', { queue: 'mail', id: 'monthly-report' })
+      await app.taskqueue.add('/tasks/report', { queue: 'mail', id: 'monthly-report', group: 'tenant-7' })
     ]
     await app.taskqueue.add('/tasks/later', { queue: 'mail', delay: 3_600_000 })
     const dead = await app.taskqueue.add('/tasks/fail?password=secret-password', { method: 'PUT' })
@@ -116,8 +116,9 @@ for (const type of queueTypes) {
     for (const id of waiting) await row(mail, 'waiting', id).waitFor()
     t.same(await mail.locator('table.waiting tbody tr').evaluateAll((rows) => rows.map((tr) => tr.getAttribute('data-id'))), waiting, 'the waiting tasks, next to run first')
     const cells = await row(mail, 'waiting', waiting[0]).locator('td').allTextContents()
-    t.match(cells, [waiting[0], 'POST', '/tasks/welcome?token=[masked]&user=42', /^\d+(\.\d)? (ms|s)$/, 'Cancel'], 'id, method, url, age')
-    t.equal(cells.length, 5)
+    t.match(cells, [waiting[0], '–', 'POST', '/tasks/welcome?token=[masked]&user=42', /^\d+(\.\d)? (ms|s)$/, 'Cancel'], 'id, group, method, url, age')
+    t.equal(cells.length, 6)
+    t.equal(await row(mail, 'waiting', 'monthly-report').locator('td.group').textContent(), 'tenant-7', 'the group of a task (issue 14)')
     t.equal(await row(mail, 'waiting', waiting[1]).locator('td.url').textContent(), '/tasks/show?q=<img/src=x/onerror=alert(1)>', 'a url is shown as text')
     t.equal(await page.locator('main img').count(), 0, 'never as HTML')
 
@@ -125,7 +126,7 @@ for (const type of queueTypes) {
     await figure(defaultQueue, 'dead', '1')
     await row(defaultQueue, 'dead', dead).waitFor()
     const deadCells = await row(defaultQueue, 'dead', dead).locator('td').allTextContents()
-    t.match(deadCells, [dead, 'final status', '400', /400/, /\d/, 'PUT /tasks/fail?password=[masked]', 'Requeue'], 'id, reason, status, detail, when and url')
+    t.match(deadCells, [dead, '–', 'final status', '400', /400/, /\d/, 'PUT /tasks/fail?password=[masked]', 'Requeue'], 'id, reason, status, detail, when and url')
     t.notMatch(await page.content(), /secret/, 'no credential reaches the page')
     for (const label of ['Pause', 'Requeue all', 'Purge']) t.equal(await defaultQueue.getByRole('button', { name: label, exact: true }).count(), 1, `a ${label} button`)
 

@@ -32,6 +32,12 @@ export interface AddOptions {
    * id is waiting, delayed or in flight, adding it again is a no-op that returns the same id.
    */
   id?: string
+  /**
+   * The group of the task (the characters and length of an id). At most the queue's
+   * `groupConcurrency` tasks of one group are in flight at once, and the groups with waiting tasks
+   * take turns (see the README, Groups).
+   */
+  group?: string
   /** Milliseconds to wait before the task may run (at most a year). */
   delay?: number
   /** The task does not run before this moment. */
@@ -158,6 +164,8 @@ export interface TaskInfo {
   createdAt: number
   /** When the task is, or was, due (ms since the epoch). */
   eta: number
+  /** The task's group, when it was added with one. */
+  group?: string
 }
 
 /** A page of a list: `offset` entries skipped, at most `limit` given. */
@@ -190,6 +198,8 @@ export interface TaskMessage {
   eta: number
   /** Set when the caller chose the id: while such a task lives, adding the same id again is a no-op. */
   named?: true
+  /** The task's group, when it was added with one (see `AddOptions.group`). */
+  group?: string
   /**
    * The trace context of the code that added the task, as the app's OpenTelemetry propagator wrote
    * it (`traceparent`, ...). Only there when a propagator wrote something: without an SDK, none.
@@ -364,6 +374,8 @@ export interface DispatchedTask {
   eta: Date
   /** When the task was added (`x-task-created-at`, ISO 8601). */
   createdAt: Date
+  /** The task's group (`x-task-group`), when it was added with one. */
+  group?: string
   /**
    * For the task of a schedule: the schedule's name and the tick it was added for
    * (`x-task-schedule`, `x-task-tick`, ISO 8601). Absent from every other task.

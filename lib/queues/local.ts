@@ -4,38 +4,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import type {
   DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, QueueStats, ReservedTask, TaskInfo, TaskMessage, TaskPage, TaskReceiver, TaskState
 } from '../../types'
-
-/** A FIFO that takes from the front in constant time, without Array#shift's copying. */
-class Fifo<T> {
-  private items: Array<T | undefined> = []
-  private head = 0
-
-  get size (): number { return this.items.length - this.head }
-
-  push (item: T): void { this.items.push(item) }
-
-  unshift (item: T): void {
-    if (this.head > 0) this.items[--this.head] = item
-    else this.items.unshift(item)
-  }
-
-  /** The items from the front, without taking them. */
-  * values (): IterableIterator<T> {
-    for (let index = this.head; index < this.items.length; index++) yield this.items[index] as T
-  }
-
-  shift (): T | undefined {
-    if (this.head === this.items.length) return undefined
-    const item = this.items[this.head]
-    this.items[this.head++] = undefined
-    // Give the consumed front back once it is most of the array.
-    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.head = 0
-    }
-    return item
-  }
-}
+import { Fifo } from './fifo'
+import { DueLine } from './due-line'
 
 type Waiter = (message: TaskMessage) => void
 
@@ -51,8 +21,10 @@ interface LiveTask {
 }
 
 function infoOf (message: TaskMessage, state: TaskState): TaskInfo {
-  const { id, url, method, headers, retries, createdAt, eta } = message
-  return { id, state, url, method, headers, retries, createdAt, eta }
+  const { id, url, method, headers, retries, createdAt, eta, group } = message
+  const info: TaskInfo = { id, state, url, method, headers, retries, createdAt, eta }
+  if (group !== undefined) info.group = group
+  return info
 }
 
 export class LocalQueue implements QueueBackend {
@@ -60,8 +32,11 @@ export class LocalQueue implements QueueBackend {
   readonly shared = false
   private readonly deadLetterMax: number
   private readonly log: FastifyBaseLogger | undefined
-  /** Due tasks, next to run first; a cancelled one stays in place until it reaches the head. */
-  private readonly due = new Fifo<LiveTask>()
+  /**
+   * Due tasks, by group, served in turn (see DueLine); a cancelled one stays in place until it
+   * reaches the head of its line.
+   */
+  private readonly due: DueLine<LiveTask>
   /** Receivers waiting for a task, oldest first. */
   private readonly waiters = new Fifo<Waiter>()
   /** Every task waiting, delayed or in flight, by id: also what keeps a chosen id from running twice. */
@@ -75,10 +50,12 @@ export class LocalQueue implements QueueBackend {
   /** The newest dead letter of each task id. */
   private readonly deadById = new Map<string, DeadLetter>()
 
-  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger) {
+  /** `groupConcurrency`: most tasks of one group in flight at once (left out: no limit). */
+  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger, groupConcurrency?: number) {
     this.name = name
     this.deadLetterMax = deadLetterMax
     this.log = log
+    this.due = new DueLine(groupConcurrency)
   }
 
   /** Tasks waiting, including those waiting for their eta. */
@@ -93,15 +70,27 @@ export class LocalQueue implements QueueBackend {
     }
   }
 
-  /** Hands a due task to the first waiting receiver, or queues it at the back. */
+  /** Hands a due task to the first waiting receiver, or queues it at the back of its line. */
   private offer (message: TaskMessage): void {
-    const waiter = this.paused ? undefined : this.waiters.shift()
+    // A task of a group waits its turn and the room of its group.
+    const waiter = this.paused || message.group !== undefined ? undefined : this.waiters.shift()
     if (waiter !== undefined) {
       this.track(message, 'in-flight')
       waiter(message)
       return
     }
     this.due.push(this.track(message, 'waiting'))
+    if (message.group !== undefined) this.serveWaiters()
+  }
+
+  /** Hands due tasks, in turn, to the receivers waiting for one. */
+  private serveWaiters (): void {
+    while (!this.paused && this.waiters.size > 0) {
+      const task = this.takeDue()
+      if (task === undefined) return
+      const waiter = this.waiters.shift() as Waiter
+      waiter(task.message)
+    }
   }
 
   private track (message: TaskMessage, state: LiveTask['state']): LiveTask {
@@ -113,16 +102,14 @@ export class LocalQueue implements QueueBackend {
     return task
   }
 
-  /** The next due task that was not cancelled, taken off the queue. */
+  /** The next due task in turn that was not cancelled, taken off the queue. */
   private takeDue (): LiveTask | undefined {
-    for (let task = this.due.shift(); task !== undefined; task = this.due.shift()) {
-      if (task.state !== 'waiting') continue
-      this.dueCount--
-      this.inFlightCount++
-      task.state = 'in-flight'
-      return task
-    }
-    return undefined
+    const task = this.due.take()
+    if (task === undefined) return undefined
+    this.dueCount--
+    this.inFlightCount++
+    task.state = 'in-flight'
+    return task
   }
 
   /** Hands the oldest waiting task to a consumer, or waits for one until `signal` aborts. */
@@ -162,17 +149,14 @@ export class LocalQueue implements QueueBackend {
     if (task?.message !== message) return
     this.inFlightCount--
     this.live.delete(message.id)
+    // Its group's slot is free: a receiver waiting for work may take the group's next task.
+    if (message.group !== undefined && this.due.settled(message.group)) this.serveWaiters()
   }
 
-  /** Puts a settled task back at the head of the queue, unchanged: it is next in line. */
+  /** Puts a settled task back at the head of its line, unchanged: it is next of its group. */
   release (message: TaskMessage): void {
-    const waiter = this.paused ? undefined : this.waiters.shift()
-    if (waiter !== undefined) {
-      this.track(message, 'in-flight')
-      waiter(message)
-      return
-    }
     this.due.unshift(this.track(message, 'waiting'))
+    this.serveWaiters()
   }
 
   later (message: TaskMessage, delayMs: number): void {
@@ -247,11 +231,11 @@ export class LocalQueue implements QueueBackend {
     }
   }
 
+  /** From the head of each line: the ungrouped tasks and every group's. */
   private oldestWaitingAge (): number | null {
-    for (const task of this.due.values()) {
-      if (task.state === 'waiting') return Math.max(0, Date.now() - task.message.eta)
-    }
-    return null
+    let oldest = Infinity
+    for (const task of this.due.heads()) oldest = Math.min(oldest, task.message.eta)
+    return oldest === Infinity ? null : Math.max(0, Date.now() - oldest)
   }
 
   async pause (): Promise<void> {
@@ -261,12 +245,7 @@ export class LocalQueue implements QueueBackend {
   async resume (): Promise<void> {
     this.paused = false
     // Receivers that waited while the queue was paused get the tasks that came meanwhile.
-    while (this.waiters.size > 0) {
-      const task = this.takeDue()
-      if (task === undefined) break
-      const waiter = this.waiters.shift() as Waiter
-      waiter(task.message)
-    }
+    this.serveWaiters()
   }
 
   async isPaused (): Promise<boolean> {
@@ -290,7 +269,6 @@ export class LocalQueue implements QueueBackend {
     let skipped = 0
     for (const task of this.due.values()) {
       if (page.length >= limit) break
-      if (task.state !== 'waiting') continue
       if (skipped++ < offset) continue
       page.push(infoOf(task.message, 'waiting'))
     }

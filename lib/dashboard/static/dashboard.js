@@ -97,9 +97,10 @@
     if (tasks.length === 0) return el('p', { class: 'empty' }, 'No task is waiting.')
     const now = Date.now()
     return el('table', { class: 'tasks waiting' },
-      el('thead', {}, el('tr', {}, el('th', {}, 'Id'), el('th', {}, 'Method'), el('th', {}, 'Url'), el('th', {}, 'Age'), el('th', {}, ''))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Id'), el('th', {}, 'Group'), el('th', {}, 'Method'), el('th', {}, 'Url'), el('th', {}, 'Age'), el('th', {}, ''))),
       el('tbody', {}, tasks.map((task) => el('tr', { 'data-id': task.id },
         el('td', { class: 'id' }, task.id),
+        el('td', { class: 'group' }, task.group || '–'),
         el('td', {}, task.method),
         el('td', { class: 'url' }, task.url),
         el('td', { class: 'number', 'data-since': task.eta }, age(now - task.eta)),
@@ -116,9 +117,10 @@
   function deadTable (queue, letters) {
     if (letters.length === 0) return el('p', { class: 'empty' }, 'No dead letter.')
     return el('table', { class: 'tasks dead' },
-      el('thead', {}, el('tr', {}, ['Id', 'Reason', 'Status', 'Detail', 'When', 'Url', ''].map((title) => el('th', {}, title)))),
+      el('thead', {}, el('tr', {}, ['Id', 'Group', 'Reason', 'Status', 'Detail', 'When', 'Url', ''].map((title) => el('th', {}, title)))),
       el('tbody', {}, letters.map((letter) => el('tr', { 'data-id': letter.id === null ? false : letter.id },
         el('td', { class: 'id' }, letter.id === null ? '(unreadable)' : letter.id),
+        el('td', { class: 'group' }, (letter.task && letter.task.group) || '–'),
         el('td', {}, letter.reason),
         el('td', { class: 'number' }, letter.statusCode === undefined ? '–' : letter.statusCode),
         // With the detail, the start of the answer that killed the task, when the letter keeps it.
