@@ -4,6 +4,7 @@ import { test } from 'tap'
 import Fastify from 'fastify'
 import taskqueue from '../plugin'
 import type { TaskQueuePluginOptions } from '../lib/options'
+import type { TaskQueueService } from '../lib/taskqueue'
 
 const good = { name: 'nightly', cron: '0 3 * * *', url: '/tasks/night' }
 
@@ -34,7 +35,8 @@ const refused: Array<[string, Record<string, unknown>, string, RegExp?]> = [
   ['a header value with a line break', { headers: { 'x-a': 'a\nb' } }, 'schedules[1] ("nightly").headers'],
   ['a method tasks do not use', { method: 'HEAD' }, 'schedules[1] ("nightly").method'],
   ['a payload with no JSON form', { payload: { n: 1n } }, 'schedules[1] ("nightly").payload'],
-  ['an unknown key', { every: '5m' }, 'schedules[1] ("nightly")']
+  ['an unknown key', { every: '5m' }, 'schedules[1] ("nightly")'],
+  ['no name', { name: undefined }, 'schedules[1].name']
 ]
 
 for (const [what, change, path, detail] of refused) {
@@ -64,6 +66,16 @@ test('schedules: five fields, six with seconds, a nickname and a time zone are t
     { name: 'daily', queue: 'a', timezone: 'America/New_York' }
   ], 'the default queue is the alphabetically first; the default time zone UTC')
   t.same(app.taskqueue.schedules().map(({ nextRun }) => nextRun instanceof Date), [true, true, true])
+})
+
+test('schedules: before ready, schedules() tells the next run from now; addTick knows only its schedules', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(taskqueue, { schedules: [{ ...good, cron: '0 0 1 1 *' }] })
+  const [listed] = app.taskqueue.schedules()
+  t.equal(listed.nextRun?.toISOString(), `${new Date().getUTCFullYear() + 1}-01-01T00:00:00.000Z`, 'the next new year, though no timer runs yet')
+  const scheduler = (app.taskqueue as TaskQueueService).scheduler
+  await t.rejects(scheduler.addTick('unknown', Date.now()), /no schedule named "unknown"/)
 })
 
 test('schedules: an app without schedules lists none', async (t) => {

@@ -77,7 +77,6 @@ export class Scheduler {
 
   /** Starts the timers (the app is ready). */
   start (): void {
-    if (this.state !== 'idle') return
     this.state = 'running'
     const now = Date.now()
     for (const entry of this.entries.values()) this.arm(entry, now)
