@@ -57,6 +57,14 @@ export const redisOnlyKeys = [
   'enqueueMode', 'heartbeatInterval', 'recoveryMaxCount', 'commandTimeout', 'connectTimeout'
 ] as const
 
+/** The names `@fastify/rate-limit` users know; both required, no default that could surprise. */
+export const RateLimitSchema = Type.Object({
+  /** Tries that may start within any `timeWindow`. */
+  max: Type.Integer({ minimum: 1 }),
+  /** The window, in ms. */
+  timeWindow: Type.Integer({ minimum: 1, ...timerLimit })
+}, { additionalProperties: false })
+
 export const QueueOptionsSchema = Type.Object({
   queue: Type.Optional(Type.String({ ...QueueName, default: 'default' })),
   type: Type.Optional(Type.Union([
@@ -96,7 +104,9 @@ export const QueueOptionsSchema = Type.Object({
   /** Dead letters kept per queue; past it the oldest are dropped (local) or trimmed (Redis). */
   deadLetterMax: Type.Optional(Type.Integer({ minimum: 0, default: 1000 })),
   /** How often a task may be recovered from an expired consumer before it is buried as a poison pill. */
-  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 }))
+  recoveryMaxCount: Type.Optional(Type.Integer({ minimum: 0, default: 5 })),
+  /** At most `max` tries of the queue's tasks start in any `timeWindow` ms, across all its consumers. */
+  rateLimit: Type.Optional(RateLimitSchema)
 }, { additionalProperties: false })
 
 export const RetryDelaySchema = Type.Object({
@@ -174,6 +184,7 @@ type Resolved<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], u
 // Past resolveOptions, a client handed in is taken for the ioredis client or Cluster it looks like.
 export type ResolvedQueueOptions = Omit<Resolved<QueueOptions, 'queue' | 'type'>, 'client'> & { client?: Redis | Cluster }
 export type HeaderPolicy = Static<typeof HeaderPolicySchema>
+export type RateLimit = Static<typeof RateLimitSchema>
 export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount' | 'taskTimeout'> & {
   retryDelay: { min: number, max: number }
 }
@@ -229,6 +240,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     if (type !== undefined) resolved.type = type
     if (queue.client !== undefined && typeof (queue.client as { duplicate?: unknown }).duplicate !== 'function') {
       throw new InvalidOptionError(`queues[${index}].client: expected an ioredis client or Cluster`)
+    }
+    if (queue.rateLimit !== undefined && resolved.type !== 'local' && resolved.type !== 'redis') {
+      throw new InvalidOptionError(`queues[${index}].rateLimit: only a queue of type 'local' or 'redis' takes it (a custom backend limits itself)`)
     }
     if (resolved.type !== 'redis') {
       const misplaced = redisOnlyKeys.find((key) => (queue as Record<string, unknown>)[key] !== undefined)

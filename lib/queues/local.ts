@@ -4,6 +4,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import type {
   DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, QueueStats, ReservedTask, TaskInfo, TaskMessage, TaskPage, TaskReceiver, TaskState
 } from '../../types'
+import type { RateLimit } from '../options'
+import { RateWindow } from './rate-window'
 
 /** A FIFO that takes from the front in constant time, without Array#shift's copying. */
 class Fifo<T> {
@@ -70,15 +72,18 @@ export class LocalQueue implements QueueBackend {
   private delayedCount = 0
   private inFlightCount = 0
   private paused = false
+  /** The rate limit's log of starts, when the queue has one. */
+  private readonly rate: RateWindow | undefined
   /** Oldest first; bounded by `deadLetterMax`. */
   private deadLetters: DeadLetter[] = []
   /** The newest dead letter of each task id. */
   private readonly deadById = new Map<string, DeadLetter>()
 
-  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger) {
+  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger, rateLimit?: RateLimit) {
     this.name = name
     this.deadLetterMax = deadLetterMax
     this.log = log
+    this.rate = rateLimit === undefined ? undefined : new RateWindow(rateLimit, () => this.serveWaiters())
   }
 
   /** Tasks waiting, including those waiting for their eta. */
@@ -95,7 +100,7 @@ export class LocalQueue implements QueueBackend {
 
   /** Hands a due task to the first waiting receiver, or queues it at the back. */
   private offer (message: TaskMessage): void {
-    const waiter = this.paused ? undefined : this.waiters.shift()
+    const waiter = this.waiters.size > 0 && this.mayStart() ? this.waiters.shift() : undefined
     if (waiter !== undefined) {
       this.track(message, 'in-flight')
       waiter(message)
@@ -127,8 +132,11 @@ export class LocalQueue implements QueueBackend {
 
   /** Hands the oldest waiting task to a consumer, or waits for one until `signal` aborts. */
   reserve (signal: AbortSignal): Promise<ReservedTask | null> {
-    const task = this.paused ? undefined : this.takeDue()
-    if (task !== undefined) return Promise.resolve({ message: task.message })
+    const task = this.dueCount > 0 && this.mayStart() ? this.takeDue() : undefined
+    if (task !== undefined) {
+      this.rate?.record()
+      return Promise.resolve({ message: task.message })
+    }
     if (signal.aborted) return Promise.resolve(null)
     return new Promise((resolve) => {
       const onAbort = (): void => {
@@ -143,11 +151,30 @@ export class LocalQueue implements QueueBackend {
           return
         }
         signal.removeEventListener('abort', onAbort)
+        this.rate?.record()
         resolve({ message })
       }
       signal.addEventListener('abort', onAbort, { once: true })
       this.waiters.push(waiter)
     })
+  }
+
+  /**
+   * Whether a task may be handed to a receiver now: the queue is not paused, and the rate limit's
+   * window has room. When it has none, the waiting receivers are served once it has.
+   */
+  private mayStart (): boolean {
+    return !this.paused && (this.rate === undefined || this.rate.hasRoom())
+  }
+
+  /** Hands due tasks to the waiting receivers, as long as the queue may start them. */
+  private serveWaiters (): void {
+    while (this.waiters.size > 0 && this.dueCount > 0 && this.mayStart()) {
+      // dueCount counts the tasks waiting, not cancelled: takeDue() finds one.
+      const task = this.takeDue() as LiveTask
+      const waiter = this.waiters.shift() as Waiter
+      waiter(task.message)
+    }
   }
 
   /** A task handed to a waiter that had stopped waiting: it is due again, next in line. */
@@ -166,7 +193,7 @@ export class LocalQueue implements QueueBackend {
 
   /** Puts a settled task back at the head of the queue, unchanged: it is next in line. */
   release (message: TaskMessage): void {
-    const waiter = this.paused ? undefined : this.waiters.shift()
+    const waiter = this.waiters.size > 0 && this.mayStart() ? this.waiters.shift() : undefined
     if (waiter !== undefined) {
       this.track(message, 'in-flight')
       waiter(message)
@@ -261,12 +288,7 @@ export class LocalQueue implements QueueBackend {
   async resume (): Promise<void> {
     this.paused = false
     // Receivers that waited while the queue was paused get the tasks that came meanwhile.
-    while (this.waiters.size > 0) {
-      const task = this.takeDue()
-      if (task === undefined) break
-      const waiter = this.waiters.shift() as Waiter
-      waiter(task.message)
-    }
+    this.serveWaiters()
   }
 
   async isPaused (): Promise<boolean> {
@@ -331,6 +353,7 @@ export class LocalQueue implements QueueBackend {
   }
 
   async close (): Promise<void> {
+    this.rate?.close()
     for (const task of this.live.values()) if (task.state === 'delayed') clearTimeout(task.timer)
   }
 }
