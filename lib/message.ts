@@ -15,6 +15,9 @@ export const taskMethods: readonly TaskMethod[] = ['GET', 'POST', 'PUT', 'PATCH'
 /** The longest a task may be put off: a year. */
 const maxDelay = 365 * 24 * 60 * 60 * 1000
 
+/** The characters and length of a task id, and of a group name. */
+const TaskIdSchema = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:-]+$' })
+
 const ParamValue = Type.Union([Type.String(), Type.Number(), Type.Boolean()])
 
 export const AddOptionsSchema = Type.Object({
@@ -35,7 +38,12 @@ export const AddOptionsSchema = Type.Object({
    * A task id of the caller's choosing. While a task with this id is waiting, delayed or in flight,
    * adding it again is a no-op that returns the same id.
    */
-  id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:-]+$' })),
+  id: Type.Optional(TaskIdSchema),
+  /**
+   * The group of the task: the queue's `groupConcurrency` bounds how many tasks of one group are in
+   * flight at once, and the groups with waiting tasks take turns.
+   */
+  group: Type.Optional(TaskIdSchema),
   /** Milliseconds to wait before the task may run. */
   delay: Type.Optional(Type.Integer({ minimum: 0, maximum: maxDelay })),
   /** The task does not run before this moment. */
@@ -269,6 +277,7 @@ export function taskMessageFactory (headerPolicy: HeaderPolicy, resolveQueue: (q
       v: 1, id: options?.id ?? newTaskId(), queue, url: path, method, headers, payload: body.payload, retries: 0, createdAt: now, eta
     }
     if (options?.id !== undefined) message.named = true
+    if (options?.group !== undefined) message.group = options.group
     return message
   }
 }

@@ -39,7 +39,9 @@ async function open (t: Test, type: QueueType): Promise<Dashboard | null> {
   const backend = await backendFor(type)
   const recording = await dashboardApp(t, {
     queues: [backend.queue('default'), backend.queue('mail')],
-    consumers: [{ queue: 'default' }]
+    consumers: [{ queue: 'default' }],
+    // Its ticks come once a year: it is shown, and adds nothing while the test runs.
+    schedules: [{ name: 'new-year', cron: '0 0 1 1 *', url: '/tasks/new-year', queue: 'mail', timezone: 'Europe/Helsinki' }]
   }, {
     tasks: { fail: async (request, reply, tries) => tries === 0 ? await reply.code(400).send({ refused: 'the task was wrong' }) : { ok: true } }
   })
@@ -98,7 +100,7 @@ for (const type of queueTypes) {
     const waiting = [
       await app.taskqueue.add('/tasks/welcome?token=secret-token&user=42', { queue: 'mail', method: 'POST', headers: { cookie: 'sid=secret-cookie' } }),
       await app.taskqueue.add('/tasks/show?q=<img/src=x/onerror=alert(1)>', { queue: 'mail' }),
-      await app.taskqueue.add('/tasks/report', { queue: 'mail', id: 'monthly-report' })
+      await app.taskqueue.add('/tasks/report', { queue: 'mail', id: 'monthly-report', group: 'tenant-7' })
     ]
     await app.taskqueue.add('/tasks/later', { queue: 'mail', delay: 3_600_000 })
     const dead = await app.taskqueue.add('/tasks/fail?password=secret-password', { method: 'PUT' })
@@ -114,8 +116,9 @@ for (const type of queueTypes) {
     for (const id of waiting) await row(mail, 'waiting', id).waitFor()
     t.same(await mail.locator('table.waiting tbody tr').evaluateAll((rows) => rows.map((tr) => tr.getAttribute('data-id'))), waiting, 'the waiting tasks, next to run first')
     const cells = await row(mail, 'waiting', waiting[0]).locator('td').allTextContents()
-    t.match(cells, [waiting[0], 'POST', '/tasks/welcome?token=[masked]&user=42', /^\d+(\.\d)? (ms|s)$/, 'Cancel'], 'id, method, url, age')
-    t.equal(cells.length, 5)
+    t.match(cells, [waiting[0], '–', 'POST', '/tasks/welcome?token=[masked]&user=42', /^\d+(\.\d)? (ms|s)$/, 'Cancel'], 'id, group, method, url, age')
+    t.equal(cells.length, 6)
+    t.equal(await row(mail, 'waiting', 'monthly-report').locator('td.group').textContent(), 'tenant-7', 'the group of a task (issue 14)')
     t.equal(await row(mail, 'waiting', waiting[1]).locator('td.url').textContent(), '/tasks/show?q=<img/src=x/onerror=alert(1)>', 'a url is shown as text')
     t.equal(await page.locator('main img').count(), 0, 'never as HTML')
 
@@ -123,9 +126,17 @@ for (const type of queueTypes) {
     await figure(defaultQueue, 'dead', '1')
     await row(defaultQueue, 'dead', dead).waitFor()
     const deadCells = await row(defaultQueue, 'dead', dead).locator('td').allTextContents()
-    t.match(deadCells, [dead, 'final status', '400', /400/, /\d/, 'PUT /tasks/fail?password=[masked]', 'Requeue'], 'id, reason, status, detail, when and url')
+    t.match(deadCells, [dead, '–', 'final status', '400', /400/, /\d/, 'PUT /tasks/fail?password=[masked]', 'Requeue'], 'id, reason, status, detail, when and url')
     t.notMatch(await page.content(), /secret/, 'no credential reaches the page')
     for (const label of ['Pause', 'Requeue all', 'Purge']) t.equal(await defaultQueue.getByRole('button', { name: label, exact: true }).count(), 1, `a ${label} button`)
+
+    // Issue 14: the schedules, with their next run.
+    const schedule = page.locator('#schedules tr[data-schedule="new-year"]')
+    await schedule.waitFor()
+    const scheduleCells = await schedule.locator('td').allTextContents()
+    t.match(scheduleCells, ['new-year', '0 0 1 1 *', 'Europe/Helsinki', 'mail', /\d/], 'name, cron, time zone, queue and next run')
+    const nextRun = app.taskqueue.schedules()[0].nextRun as Date
+    t.equal(await schedule.locator('td.next-run').getAttribute('title'), nextRun.toISOString(), 'the next run, as schedules() tells it')
 
     mkdirSync(screenshots, { recursive: true })
     await page.screenshot({ path: join(screenshots, `dashboard-${type}.png`), fullPage: true })

@@ -32,6 +32,12 @@ export interface AddOptions {
    * id is waiting, delayed or in flight, adding it again is a no-op that returns the same id.
    */
   id?: string
+  /**
+   * The group of the task (the characters and length of an id). At most the queue's
+   * `groupConcurrency` tasks of one group are in flight at once, and the groups with waiting tasks
+   * take turns (see the README, Groups).
+   */
+  group?: string
   /** Milliseconds to wait before the task may run (at most a year). */
   delay?: number
   /** The task does not run before this moment. */
@@ -54,6 +60,27 @@ export interface TaskQueue {
    * is in flight and no finished request still holds tasks.
    */
   drain (): Promise<void>
+  /** The schedules of this app (the `schedules` option), each with the next tick it will add. */
+  schedules (): ScheduleInfo[]
+}
+
+/** What `app.taskqueue.schedules()` tells of a schedule. */
+export interface ScheduleInfo {
+  name: string
+  cron: string
+  /** The IANA time zone the cron fields are read in. */
+  timezone: string
+  queue: string
+  /** The next tick this instance will add, or null when there is none (the app closed, or the cron has no later date). */
+  nextRun: Date | null
+}
+
+/** The schedule and tick a task of a schedule was added for. */
+export interface ScheduleTick {
+  /** The schedule's name. */
+  name: string
+  /** The tick: when the cron expression fired (ms since the epoch in a message, a Date for the route). */
+  tick: number
 }
 
 /** `request.taskqueue`: the tasks of one request. */
@@ -137,6 +164,8 @@ export interface TaskInfo {
   createdAt: number
   /** When the task is, or was, due (ms since the epoch). */
   eta: number
+  /** The task's group, when it was added with one. */
+  group?: string
 }
 
 /** A page of a list: `offset` entries skipped, at most `limit` given. */
@@ -169,11 +198,15 @@ export interface TaskMessage {
   eta: number
   /** Set when the caller chose the id: while such a task lives, adding the same id again is a no-op. */
   named?: true
+  /** The task's group, when it was added with one (see `AddOptions.group`). */
+  group?: string
   /**
    * The trace context of the code that added the task, as the app's OpenTelemetry propagator wrote
    * it (`traceparent`, ...). Only there when a propagator wrote something: without an SDK, none.
    */
   trace?: Record<string, string>
+  /** Set on the task of a schedule's tick: which schedule, which tick (`x-task-schedule`, `x-task-tick`). */
+  schedule?: ScheduleTick
 }
 
 /** Why a task ended in the dead letters. */
@@ -276,6 +309,14 @@ export interface QueueBackend {
    * shared queue has none here nor elsewhere at start, the plugin says so in its log.
    */
   consumerCount? (): Promise<number>
+  /**
+   * Adds the task of one tick of a schedule (its `schedule` set), unless this queue recorded that
+   * tick, or a later one, of the same schedule as added: across every process that shares the
+   * queue, atomically with the add. Resolves to whether it added it. Optional: without it, the
+   * plugin adds each tick with `put()` once per process, and its task id keeps a second process
+   * from adding it again only while the task lives.
+   */
+  putTick? (task: TaskMessage): Promise<boolean>
   /** Opens the consuming side for one consumer name. */
   receive (consumerName: string): TaskReceiver
   /**
@@ -333,6 +374,13 @@ export interface DispatchedTask {
   eta: Date
   /** When the task was added (`x-task-created-at`, ISO 8601). */
   createdAt: Date
+  /** The task's group (`x-task-group`), when it was added with one. */
+  group?: string
+  /**
+   * For the task of a schedule: the schedule's name and the tick it was added for
+   * (`x-task-schedule`, `x-task-tick`, ISO 8601). Absent from every other task.
+   */
+  schedule?: { name: string, tick: Date }
 }
 
 // The task lifecycle on Node's diagnostics_channel: one channel per event, each message one of the
@@ -432,12 +480,11 @@ export interface TaskDeadEvent extends TaskEventBase {
 }
 
 /**
- * `taskqueue:task:recovered`: a Redis recovery in this process gave tasks of expired consumers back
- * to their queue. It counts them and does not name them, so the message has a count, not ids.
+ * `taskqueue:task:recovered`: a Redis recovery in this process gave a task of an expired consumer
+ * back to its queue, where it runs alone (it may be what killed its consumer).
  */
 export interface TaskRecoveredEvent extends TaskEventBase {
-  /** How many tasks went back to the queue. */
-  count: number
+  id: string
 }
 
 /** `taskqueue:task:cancelled`: `cancel(id)` of a queue handle resolved to true. */

@@ -5,8 +5,14 @@ import type { TaskMessage } from '../../types'
 /** Headers that describe a task: set by the consumer, refused in `add()`, never inherited. */
 export const taskHeaderPrefix = 'x-task-'
 
-/** The headers a dispatched request carries about its task, in the order they are written. */
+/**
+ * The headers a dispatched request carries about its task, in the order they are written; a task
+ * of a group carries `x-task-group` too, after them.
+ */
 export const taskHeaderNames = ['x-task-id', 'x-task-queue', 'x-task-retries', 'x-task-eta', 'x-task-created-at'] as const
+
+/** The headers a dispatched task of a schedule carries on top: the schedule's name and its tick (ISO 8601). */
+export const scheduleHeaderNames = ['x-task-schedule', 'x-task-tick'] as const
 
 /** The user agent of every dispatched request. */
 export const dispatchUserAgent = 'fastify-taskqueue'
@@ -35,6 +41,12 @@ export function dispatchHeaders (message: TaskMessage, token: string, trace?: Re
   headers['x-task-retries'] = String(message.retries)
   headers['x-task-eta'] = new Date(message.eta).toISOString()
   headers['x-task-created-at'] = new Date(message.createdAt).toISOString()
+  if (message.group !== undefined) headers['x-task-group'] = message.group
+  const { schedule } = message
+  if (schedule !== undefined) {
+    headers['x-task-schedule'] = schedule.name
+    headers['x-task-tick'] = new Date(schedule.tick).toISOString()
+  }
   headers['user-agent'] = dispatchUserAgent
   // The try's own trace context wins over one the task inherited from the request that added it.
   if (trace !== undefined) for (const name in trace) headers[name] = trace[name]

@@ -100,9 +100,10 @@ export class TaskEvents {
     dead.publish(message)
   }
 
-  recovered (queue: string, count: number): void {
+  /** A task of an expired consumer, back in its queue. */
+  recovered (queue: string, id: string): void {
     if (!recovered.hasSubscribers) return
-    const message: TaskRecoveredEvent = { taskqueue: this.taskqueue as TaskQueue, queue, count }
+    const message: TaskRecoveredEvent = { taskqueue: this.taskqueue as TaskQueue, queue, id }
     recovered.publish(message)
   }
 

@@ -35,8 +35,14 @@ const StoredMessage = Type.Object({
   createdAt: Time,
   eta: Time,
   named: Type.Optional(Type.Literal(true)),
+  group: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:-]+$' })),
   /** The trace context of the code that added the task; absent from messages made without one. */
-  trace: Type.Optional(Type.Record(Type.String(), Type.String()))
+  trace: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /** The schedule and tick of a task that a schedule added (lib/schedules/). */
+  schedule: Type.Optional(Type.Object({
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    tick: Time
+  }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)
@@ -96,7 +102,7 @@ const retryRoom = 64
 export function checkEncodable (message: TaskMessage): void {
   const limit = maxMessageBytes - retryRoom
   const { payload, headers } = message
-  let bound = 256 + (message.id.length + message.queue.length + message.url.length) * 6
+  let bound = 256 + (message.id.length + message.queue.length + message.url.length + (message.group?.length ?? 0)) * 6
   for (const name in headers) bound += (name.length + headers[name].length) * 6 + 6
   if (payload !== undefined) bound += Buffer.isBuffer(payload) ? Math.ceil(payload.length / 3) * 4 : payload.length * 6
   if (bound <= limit) return

@@ -4,40 +4,10 @@ import type { FastifyBaseLogger } from 'fastify'
 import type {
   DeadLetter, DeadLetterCause, DeadLetterPage, QueueBackend, QueueStats, ReservedTask, TaskInfo, TaskMessage, TaskPage, TaskReceiver, TaskState
 } from '../../types'
+import { Fifo } from './fifo'
+import { DueLine } from './due-line'
 import type { RateLimit } from '../options'
 import { RateWindow } from './rate-window'
-
-/** A FIFO that takes from the front in constant time, without Array#shift's copying. */
-class Fifo<T> {
-  private items: Array<T | undefined> = []
-  private head = 0
-
-  get size (): number { return this.items.length - this.head }
-
-  push (item: T): void { this.items.push(item) }
-
-  unshift (item: T): void {
-    if (this.head > 0) this.items[--this.head] = item
-    else this.items.unshift(item)
-  }
-
-  /** The items from the front, without taking them. */
-  * values (): IterableIterator<T> {
-    for (let index = this.head; index < this.items.length; index++) yield this.items[index] as T
-  }
-
-  shift (): T | undefined {
-    if (this.head === this.items.length) return undefined
-    const item = this.items[this.head]
-    this.items[this.head++] = undefined
-    // Give the consumed front back once it is most of the array.
-    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.head = 0
-    }
-    return item
-  }
-}
 
 type Waiter = (message: TaskMessage) => void
 
@@ -53,8 +23,10 @@ interface LiveTask {
 }
 
 function infoOf (message: TaskMessage, state: TaskState): TaskInfo {
-  const { id, url, method, headers, retries, createdAt, eta } = message
-  return { id, state, url, method, headers, retries, createdAt, eta }
+  const { id, url, method, headers, retries, createdAt, eta, group } = message
+  const info: TaskInfo = { id, state, url, method, headers, retries, createdAt, eta }
+  if (group !== undefined) info.group = group
+  return info
 }
 
 export class LocalQueue implements QueueBackend {
@@ -62,8 +34,11 @@ export class LocalQueue implements QueueBackend {
   readonly shared = false
   private readonly deadLetterMax: number
   private readonly log: FastifyBaseLogger | undefined
-  /** Due tasks, next to run first; a cancelled one stays in place until it reaches the head. */
-  private readonly due = new Fifo<LiveTask>()
+  /**
+   * Due tasks, by group, served in turn (see DueLine); a cancelled one stays in place until it
+   * reaches the head of its line.
+   */
+  private readonly due: DueLine<LiveTask>
   /** Receivers waiting for a task, oldest first. */
   private readonly waiters = new Fifo<Waiter>()
   /** Every task waiting, delayed or in flight, by id: also what keeps a chosen id from running twice. */
@@ -79,10 +54,15 @@ export class LocalQueue implements QueueBackend {
   /** The newest dead letter of each task id. */
   private readonly deadById = new Map<string, DeadLetter>()
 
-  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger, rateLimit?: RateLimit) {
+  /**
+   * `groupConcurrency`: most tasks of one group in flight at once (left out: no limit);
+   * `rateLimit`: most tries started per window (left out: no limit).
+   */
+  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger, groupConcurrency?: number, rateLimit?: RateLimit) {
     this.name = name
     this.deadLetterMax = deadLetterMax
     this.log = log
+    this.due = new DueLine(groupConcurrency)
     this.rate = rateLimit === undefined ? undefined : new RateWindow(rateLimit, () => this.serveWaiters())
   }
 
@@ -98,15 +78,35 @@ export class LocalQueue implements QueueBackend {
     }
   }
 
-  /** Hands a due task to the first waiting receiver, or queues it at the back. */
+  /** Hands a due task to the first waiting receiver, or queues it at the back of its line. */
   private offer (message: TaskMessage): void {
-    const waiter = this.waiters.size > 0 && this.mayStart() ? this.waiters.shift() : undefined
+    // A task of a group waits its turn and the room of its group.
+    const waiter = message.group !== undefined || this.waiters.size === 0 || !this.mayStart() ? undefined : this.waiters.shift()
     if (waiter !== undefined) {
       this.track(message, 'in-flight')
       waiter(message)
       return
     }
     this.due.push(this.track(message, 'waiting'))
+    if (message.group !== undefined) this.serveWaiters()
+  }
+
+  /**
+   * Whether a task may be handed to a receiver now: the queue is not paused, and the rate limit's
+   * window has room. When it has none, the waiting receivers are served once it has.
+   */
+  private mayStart (): boolean {
+    return !this.paused && (this.rate === undefined || this.rate.hasRoom())
+  }
+
+  /** Hands due tasks, in turn, to the receivers waiting for one, as long as the queue may start them. */
+  private serveWaiters (): void {
+    while (this.waiters.size > 0 && this.dueCount > 0 && this.mayStart()) {
+      const task = this.takeDue()
+      if (task === undefined) return
+      const waiter = this.waiters.shift() as Waiter
+      waiter(task.message)
+    }
   }
 
   private track (message: TaskMessage, state: LiveTask['state']): LiveTask {
@@ -118,16 +118,14 @@ export class LocalQueue implements QueueBackend {
     return task
   }
 
-  /** The next due task that was not cancelled, taken off the queue. */
+  /** The next due task in turn that was not cancelled, taken off the queue. */
   private takeDue (): LiveTask | undefined {
-    for (let task = this.due.shift(); task !== undefined; task = this.due.shift()) {
-      if (task.state !== 'waiting') continue
-      this.dueCount--
-      this.inFlightCount++
-      task.state = 'in-flight'
-      return task
-    }
-    return undefined
+    const task = this.due.take()
+    if (task === undefined) return undefined
+    this.dueCount--
+    this.inFlightCount++
+    task.state = 'in-flight'
+    return task
   }
 
   /** Hands the oldest waiting task to a consumer, or waits for one until `signal` aborts. */
@@ -159,24 +157,6 @@ export class LocalQueue implements QueueBackend {
     })
   }
 
-  /**
-   * Whether a task may be handed to a receiver now: the queue is not paused, and the rate limit's
-   * window has room. When it has none, the waiting receivers are served once it has.
-   */
-  private mayStart (): boolean {
-    return !this.paused && (this.rate === undefined || this.rate.hasRoom())
-  }
-
-  /** Hands due tasks to the waiting receivers, as long as the queue may start them. */
-  private serveWaiters (): void {
-    while (this.waiters.size > 0 && this.dueCount > 0 && this.mayStart()) {
-      // dueCount counts the tasks waiting, not cancelled: takeDue() finds one.
-      const task = this.takeDue() as LiveTask
-      const waiter = this.waiters.shift() as Waiter
-      waiter(task.message)
-    }
-  }
-
   /** A task handed to a waiter that had stopped waiting: it is due again, next in line. */
   private handBack (message: TaskMessage): void {
     this.settled(message)
@@ -189,17 +169,14 @@ export class LocalQueue implements QueueBackend {
     if (task?.message !== message) return
     this.inFlightCount--
     this.live.delete(message.id)
+    // Its group's slot is free: a receiver waiting for work may take the group's next task.
+    if (message.group !== undefined && this.due.settled(message.group)) this.serveWaiters()
   }
 
-  /** Puts a settled task back at the head of the queue, unchanged: it is next in line. */
+  /** Puts a settled task back at the head of its line, unchanged: it is next of its group. */
   release (message: TaskMessage): void {
-    const waiter = this.waiters.size > 0 && this.mayStart() ? this.waiters.shift() : undefined
-    if (waiter !== undefined) {
-      this.track(message, 'in-flight')
-      waiter(message)
-      return
-    }
     this.due.unshift(this.track(message, 'waiting'))
+    this.serveWaiters()
   }
 
   later (message: TaskMessage, delayMs: number): void {
@@ -274,11 +251,11 @@ export class LocalQueue implements QueueBackend {
     }
   }
 
+  /** From the head of each line: the ungrouped tasks and every group's. */
   private oldestWaitingAge (): number | null {
-    for (const task of this.due.values()) {
-      if (task.state === 'waiting') return Math.max(0, Date.now() - task.message.eta)
-    }
-    return null
+    let oldest = Infinity
+    for (const task of this.due.heads()) oldest = Math.min(oldest, task.message.eta)
+    return oldest === Infinity ? null : Math.max(0, Date.now() - oldest)
   }
 
   async pause (): Promise<void> {
@@ -312,7 +289,6 @@ export class LocalQueue implements QueueBackend {
     let skipped = 0
     for (const task of this.due.values()) {
       if (page.length >= limit) break
-      if (task.state !== 'waiting') continue
       if (skipped++ < offset) continue
       page.push(infoOf(task.message, 'waiting'))
     }

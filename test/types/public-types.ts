@@ -18,6 +18,8 @@ import taskqueue, {
   type QueueBackendFactory,
   type QueueHandle,
   type QueueOptions,
+  type ScheduleInfo,
+  type ScheduleOptions,
   type TaskMethod,
   type TaskQueuePluginOptions
 } from '../../plugin'
@@ -115,6 +117,7 @@ export async function publicTypes (): Promise<unknown[]> {
       exactly<string>()(task.id)
       exactly<string>()(task.queue)
       exactly<number>()(task.retries)
+      exactly<{ name: string, tick: Date } | undefined>()(task.schedule)
     }
     // @ts-expect-error task is null outside a dispatched task
     return request.taskqueue.task.id
@@ -177,6 +180,18 @@ export async function publicTypes (): Promise<unknown[]> {
   exactly<Promise<void>>()(cleared)
   const drained = app.taskqueue.drain()
   exactly<Promise<void>>()(drained)
+
+  // Schedules: an option, and app.taskqueue.schedules() with the next run of each.
+  const schedule: ScheduleOptions = { name: 'nightly', cron: '0 3 * * *', url: '/tasks/night', method: 'POST', payload: { a: 1 }, timezone: 'Europe/Helsinki' }
+  await app.register(taskqueue, { schedules: [schedule] })
+  // @ts-expect-error a schedule needs a cron expression
+  const noCron: ScheduleOptions = { name: 'nightly', url: '/tasks/night' }
+  // @ts-expect-error HEAD is not a task method, in a schedule either
+  const headSchedule: ScheduleOptions = { ...schedule, method: 'HEAD' }
+  const listed = app.taskqueue.schedules()
+  exactly<ScheduleInfo[]>()(listed)
+  exactly<Date | null>()(listed[0].nextRun)
+  exactly<string>()(listed[0].timezone)
   // @ts-expect-error a queue is named by a string
   app.taskqueue.queue(1)
 
@@ -200,5 +215,5 @@ export async function publicTypes (): Promise<unknown[]> {
   exactly<string>()(pending)
 
   await app.close()
-  return [badConfig, badOptions, notYet, waitingText, badMethod, addOptions, badAddOptions, error]
+  return [badConfig, badOptions, notYet, waitingText, badMethod, addOptions, badAddOptions, error, noCron, headSchedule]
 }

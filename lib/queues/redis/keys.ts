@@ -35,6 +35,8 @@ export function keysOf (prefix: string, queue: string) {
     consumers: `${base}consumers`,
     /** Task id to how often it was recovered. */
     recoveries: `${base}recoveries`,
+    /** Schedule name to the last tick (ms since the epoch) whose task any instance added. */
+    schedules: `${base}schedules`,
     /** Who recovers expired consumers now. */
     lease: `${base}lease`,
     /** A consumer's own list: the ids of the tasks it reserved and has not settled. */

@@ -69,18 +69,20 @@ export class Liveness {
     // An idle consumer blocks on the waiting list, which no recovery wakes: it looks now instead.
     if (recoveredWaiting > 0) this.host.workMayWait()
     if (this.ownListSuspect || this.host.known().length === 0) await this.releaseOrphans()
-    const [recovered, buried] = await client.taskqueueRecover(keys.consumers, keys.recovered, keys.dead, keys.recoveries,
+    const outcome = await client.taskqueueRecover(keys.consumers, keys.recovered, keys.dead, keys.recoveries,
       keys.lease, keys.tasks, keys.inflight, keys.deadIndex, keys.base, this.consumerId, this.heartbeatInterval, options.recoveryMaxCount as number,
       this.consumerId, options.deadLetterMax as number)
-    if (recovered > 0) {
+    // Another instance holds the lease: it recovers, and publishes what it did.
+    if (outcome.length === 1) return
+    const [recovered, buried] = outcome
+    if (recovered.length > 0) {
       this.host.workMayWait()
-      log.warn({ queue: name, recovered }, 'taskqueue: tasks of an expired consumer recovered')
-      events.recovered(name, recovered)
+      log.warn({ queue: name, recovered: recovered.length, taskIds: recovered }, 'taskqueue: tasks of an expired consumer recovered')
+      for (const id of recovered) events.recovered(name, id)
     }
-    if (buried > 0) {
-      log.error({ queue: name, buried }, 'taskqueue: tasks recovered too often buried in the dead letters')
-      // The script counts the tasks it buries without naming them: one event each, without an id.
-      for (let count = 0; count < buried; count++) events.dead(name, null, { reason: 'recovered too often' })
+    if (buried.length > 0) {
+      log.error({ queue: name, buried: buried.length, taskIds: buried }, 'taskqueue: tasks recovered too often buried in the dead letters')
+      for (const id of buried) events.dead(name, id, { reason: 'recovered too often' })
     }
   }
 

@@ -31,6 +31,7 @@ export function loadScript (name: string): string {
 /** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
 export interface ScriptCommands {
   taskqueueAdd (tasks: string, waiting: string, delayed: string, ...triples: Array<string | number>): Promise<number>
+  taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, name: string, tick: number, id: string, message: string, delayMs: number): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
   taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
     consumers: string, heartbeat: string, recovered: string, paused: string, rateLog: string, count: number, id: string, lifetimeMs: number,
@@ -45,7 +46,7 @@ export interface ScriptCommands {
   taskqueueHeartbeat (consumers: string, heartbeat: string, recovered: string, id: string, lifetimeMs: number): Promise<number>
   taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, inflight: string, ...known: string[]): Promise<number>
   taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, tasks: string, inflight: string,
-    deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[number, number]>
+    deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[string[], string[]] | [number]>
   taskqueueStats (waiting: string, recovered: string, delayed: string, inflight: string, dead: string, paused: string, cancelled: string,
     tasks: string): Promise<[number, number, number, number, number, string]>
   taskqueueGet (tasks: string, delayed: string, inflight: string, deadIndex: string, id: string): Promise<[] | [string, string]>
@@ -56,6 +57,7 @@ export interface ScriptCommands {
 /** Each script: its file under scripts/, and how many of its arguments are keys. */
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
+  taskqueueAddTick: { file: 'add-tick', numberOfKeys: 4 },
   taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 11 },
   taskqueueBury: { file: 'bury', numberOfKeys: 6 },
   taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },

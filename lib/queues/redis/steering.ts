@@ -20,8 +20,10 @@ export class RedisSteering {
   private infoOf (raw: string, state: TaskState): TaskInfo | null {
     const { message } = decodeTaskOf(this.queue.name, raw)
     if (message === undefined) return null
-    const { id, url, method, headers, retries, createdAt, eta } = message
-    return { id, state, url, method, headers, retries, createdAt, eta }
+    const { id, url, method, headers, retries, createdAt, eta, group } = message
+    const info: TaskInfo = { id, state, url, method, headers, retries, createdAt, eta }
+    if (group !== undefined) info.group = group
+    return info
   }
 
   async stats (): Promise<QueueStats> {

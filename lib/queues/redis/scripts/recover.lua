@@ -17,11 +17,12 @@
 -- ARGV[4] most recoveries of a task
 -- ARGV[5] the calling consumer's id, skipped
 -- ARGV[6] most dead letters kept
--- Returns { recovered, buried }, or { -1, 0 } when another instance holds the lease.
+-- Returns { ids recovered, ids buried }, each oldest first, or { -1 } when another instance holds
+-- the lease.
 -- @include now-ms
 -- @include push-dead-letter
-if not redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return { -1, 0 } end
-local recovered, buried = 0, 0
+if not redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return { -1 } end
+local recovered, buried = {}, {}
 local now = nowMs()
 for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if consumer ~= ARGV[5] and redis.call('EXISTS', ARGV[1] .. 'heartbeat:' .. consumer) == 0 then
@@ -40,10 +41,10 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
           redis.call('HDEL', KEYS[6], id)
           local entry = cjson.encode({ reason = 'recovered too often', detail = 'its consumer expired ' .. count .. ' times while running it', at = now, task = message })
           pushDeadLetter(KEYS[3], KEYS[8], entry, id, tonumber(ARGV[6]))
-          buried = buried + 1
+          buried[#buried + 1] = id
         else
           redis.call('LPUSH', KEYS[2], id)
-          recovered = recovered + 1
+          recovered[#recovered + 1] = id
         end
       end
     end
