@@ -10,7 +10,7 @@ import Fastify from 'fastify'
 import taskqueue from '../plugin'
 import { RateWindow } from '../lib/queues/rate-window'
 import { scripts } from '../lib/queues/redis/scripts'
-import type { ConsumerOptions, RateLimit } from '../lib/options'
+import type { ConsumerOptions, QueueOptions, RateLimit } from '../lib/options'
 import { backendFor, queueTypes, scanKeys, sleep, startApp, waitFor, type Backend, type QueueType, type Test } from './helpers/both-queues'
 import { clockFor, type TestClock } from './helpers/clock'
 
@@ -53,13 +53,14 @@ interface Limited {
  * A queue with `rateLimit`, its consumer (`consumer`), and a route /tasks/:name that records the
  * start of each try; `fails` tries of each task id answer 500 (retried at once) before it succeeds.
  */
-async function startLimited (t: Test, type: QueueType, rateLimit: RateLimit, consumer: ConsumerOptions = {}, fails = 0): Promise<Limited> {
+async function startLimited (t: Test, type: QueueType, rateLimit: RateLimit, consumer: ConsumerOptions = {}, fails = 0,
+  queue: QueueOptions = {}): Promise<Limited> {
   const clock = clockFor(t, type)
   const backend = await backendFor(type)
   const starts: number[] = []
   const tries = new Map<string, number>()
   const app = await startApp(t, {
-    queues: [backend.queue('default', { rateLimit })],
+    queues: [backend.queue('default', { ...queue, rateLimit })],
     consumers: [{ concurrentLimit: 0, retryDelay: { min: 0, max: 0 }, ...consumer }]
   }, (app) => {
     app.all('/tasks/:name', async (request, reply) => {
@@ -112,6 +113,17 @@ for (const type of queueTypes) {
     t.equal(overLimit(starts, rateLimit, slackOf(type)), undefined, 'the retries stayed within the limit with the first tries')
     const span = Math.max(...starts) - Math.min(...starts)
     t.ok(span >= 2 * rateLimit.timeWindow - slackOf(type), `12 tries at 4 a window took 3 windows (${span} ms from the first to the last)`)
+  })
+
+  test(`${type}: issue 14: tasks of groups keep to the rate limit too`, async (t) => {
+    const rateLimit = { max: 3, timeWindow: 800 }
+    const { app, clock, starts } = await startLimited(t, type, rateLimit, {}, 0, { groupConcurrency: 1 })
+    for (let n = 0; n < 9; n++) await app.taskqueue.add(`/tasks/g${n}`, n % 3 === 0 ? {} : { group: `tenant-${n % 3}` })
+    await passUntilStarted(clock, starts, 9)
+    t.equal(overLimit(starts, rateLimit, slackOf(type)), undefined, 'no span of timeWindow holds more than max starts')
+    const span = Math.max(...starts) - Math.min(...starts)
+    t.ok(span >= 2 * rateLimit.timeWindow - slackOf(type) && span <= 2 * rateLimit.timeWindow + rateLimit.timeWindow / 2,
+      `9 tries at 3 a window took 3 windows (${span} ms from the first to the last)`)
   })
 
   test(`${type}: issue 14: close while limited is prompt`, async (t) => {
