@@ -58,6 +58,14 @@ export const redisOnlyKeys = [
   'enqueueMode', 'heartbeatInterval', 'recoveryMaxCount', 'commandTimeout', 'connectTimeout'
 ] as const
 
+/** The names `@fastify/rate-limit` users know; both required, no default that could surprise. */
+export const RateLimitSchema = Type.Object({
+  /** Tries that may start within any `timeWindow`. */
+  max: Type.Integer({ minimum: 1 }),
+  /** The window, in ms. */
+  timeWindow: Type.Integer({ minimum: 1, ...timerLimit })
+}, { additionalProperties: false })
+
 export const QueueOptionsSchema = Type.Object({
   queue: Type.Optional(Type.String({ ...QueueName, default: 'default' })),
   type: Type.Optional(Type.Union([
@@ -102,7 +110,9 @@ export const QueueOptionsSchema = Type.Object({
    * Most tasks of one group (`add(url, { group })`) in flight at once, across every consumer of the
    * queue. Left out: no limit (the groups still take turns). Tasks without a group are not limited.
    */
-  groupConcurrency: Type.Optional(Type.Integer({ minimum: 1 }))
+  groupConcurrency: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** At most `max` tries of the queue's tasks start in any `timeWindow` ms, across all its consumers. */
+  rateLimit: Type.Optional(RateLimitSchema)
 }, { additionalProperties: false })
 
 export const RetryDelaySchema = Type.Object({
@@ -206,6 +216,7 @@ type Resolved<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], u
 // Past resolveOptions, a client handed in is taken for the ioredis client or Cluster it looks like.
 export type ResolvedQueueOptions = Omit<Resolved<QueueOptions, 'queue' | 'type'>, 'client'> & { client?: Redis | Cluster }
 export type HeaderPolicy = Static<typeof HeaderPolicySchema>
+export type RateLimit = Static<typeof RateLimitSchema>
 export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount' | 'taskTimeout'> & {
   retryDelay: { min: number, max: number }
 }
@@ -265,6 +276,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     if (type !== undefined) resolved.type = type
     if (queue.client !== undefined && typeof (queue.client as { duplicate?: unknown }).duplicate !== 'function') {
       throw new InvalidOptionError(`queues[${index}].client: expected an ioredis client or Cluster`)
+    }
+    if (queue.rateLimit !== undefined && resolved.type !== 'local' && resolved.type !== 'redis') {
+      throw new InvalidOptionError(`queues[${index}].rateLimit: only a queue of type 'local' or 'redis' takes it (a custom backend limits itself)`)
     }
     if (resolved.type !== 'redis') {
       const misplaced = redisOnlyKeys.find((key) => (queue as Record<string, unknown>)[key] !== undefined)

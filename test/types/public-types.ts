@@ -45,7 +45,7 @@ export async function publicTypes (): Promise<unknown[]> {
   // Registering: no options, the documented ones, a named export, custom backends.
   await app.register(taskqueue)
   await app.register(taskqueue, {
-    queues: [{ queue: 'default', type: 'local' }, { queue: 'mail' }, { queue: 'shared', type: 'redis', host: 'localhost', port: 6379 }],
+    queues: [{ queue: 'default', type: 'local' }, { queue: 'mail' }, { queue: 'shared', type: 'redis', host: 'localhost', port: 6379, rateLimit: { max: 10, timeWindow: 1000 } }],
     consumers: [
       { queue: 'default', name: 'web-1', concurrentLimit: 1, retryMaxCount: 10, retryDelay: { min: 10, max: 1000 } },
       { queue: 'mail' }
@@ -90,6 +90,10 @@ export async function publicTypes (): Promise<unknown[]> {
   await app.register(taskqueue, { queues: [{ queue: 'a', concurrency: 2 }] })
   // @ts-expect-error unknown consumer option
   await app.register(taskqueue, { consumers: [{ queue: 'a', retries: 2 }] })
+  // @ts-expect-error a rate limit takes both max and timeWindow
+  await app.register(taskqueue, { queues: [{ rateLimit: { max: 10 } }] })
+  // @ts-expect-error timeWindow is in ms, a number
+  await app.register(taskqueue, { queues: [{ rateLimit: { max: 10, timeWindow: '1 minute' } }] })
   // @ts-expect-error queues is an array
   await app.register(taskqueue, { queues: { queue: 'a' } })
   // @ts-expect-error a queue name is a string

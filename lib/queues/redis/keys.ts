@@ -29,6 +29,8 @@ export function keysOf (prefix: string, queue: string) {
     deadIndex: `${base}dead-index`,
     /** Present while the queue is paused. */
     paused: `${base}paused`,
+    /** With a rate limit: the Redis times (ms) of the latest tries started, newest first. */
+    rateLog: `${base}rate-log`,
     /** Consumers that may own a processing list. */
     consumers: `${base}consumers`,
     /** Task id to how often it was recovered. */

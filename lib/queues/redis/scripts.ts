@@ -34,7 +34,8 @@ export interface ScriptCommands {
   taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, name: string, tick: number, id: string, message: string, delayMs: number): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
   taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
-    consumers: string, heartbeat: string, recovered: string, paused: string, count: number, id: string, lifetimeMs: number, ...acks: string[]): Promise<Buffer[]>
+    consumers: string, heartbeat: string, recovered: string, paused: string, rateLog: string, count: number, id: string, lifetimeMs: number,
+    rateMax: number, rateWindowMs: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, tasks: string, inflight: string, recoveries: string, deadIndex: string,
     id: string, entry: string, indexId: string, deadMax: number): Promise<number>
   taskqueueRequeue (dead: string, waiting: string, tasks: string, deadIndex: string, entry: string, id: string, message: string): Promise<number>
@@ -57,7 +58,7 @@ export interface ScriptCommands {
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
   taskqueueAddTick: { file: 'add-tick', numberOfKeys: 4 },
-  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 10 },
+  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 11 },
   taskqueueBury: { file: 'bury', numberOfKeys: 6 },
   taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },
   taskqueueRelease: { file: 'release', numberOfKeys: 3 },

@@ -7,6 +7,10 @@
 -- that still holds tasks gets none while recovered tasks wait: it finishes them first, then takes one.
 -- While the queue is paused, nothing is reserved (the acknowledgements still are).
 --
+-- With a rate limit (ARGV[4] > 0), no more tasks are reserved than its window has room for, a
+-- recovered one included, and each is logged as a start in the rate log (see rate-limit.lua):
+-- at most ARGV[4] starts within any ARGV[5] ms of the server's clock, across every consumer.
+--
 -- A consumer that reserves registers itself, as its heartbeat does: recovery looks only at
 -- registered consumers, and a consumer may reserve while missing from the set (Redis restarted
 -- empty, a failover that lost the registration) and expire before its next beat.
@@ -21,15 +25,21 @@
 -- KEYS[8] heartbeat key of the consumer
 -- KEYS[9] recovered list
 -- KEYS[10] paused flag
+-- KEYS[11] rate log: start times (ms) of the latest tries, newest first (rate limit only)
 -- ARGV[1] how many tasks to reserve
 -- ARGV[2] consumer id
 -- ARGV[3] heartbeat lifetime in ms
--- ARGV[4...] ids of the tasks to acknowledge
+-- ARGV[4] the rate limit's max starts per window, or 0 for no limit
+-- ARGV[5] the rate limit's window in ms
+-- ARGV[6...] ids of the tasks to acknowledge
 -- Returns the kind of reservation, then for each reserved task its id and its message, oldest
 -- first: 'batch' and up to the count asked (fewer when the queue ran out), 'recovered' and one
--- recovered task, 'finishing' and none, or 'paused' and none.
+-- recovered task, 'finishing' and none, or 'paused' and none; or 'limited', the ms until the
+-- window has room again (as a string), then the tasks reserved before it filled (maybe none).
 -- @include tombstones
-for i = 4, #ARGV do
+-- @include now-ms
+-- @include rate-limit
+for i = 6, #ARGV do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its message and recovery count still belong to it.
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
@@ -41,6 +51,14 @@ end
 local count = tonumber(ARGV[1])
 if count == 0 then return { 'batch' } end
 if redis.call('EXISTS', KEYS[10]) == 1 then return { 'paused' } end
+local rateMax, rateWindow, now, rateLeft = tonumber(ARGV[4]), tonumber(ARGV[5]), nil, nil
+if rateMax > 0 then
+  now = nowMs()
+  local waitMs
+  rateLeft, waitMs = rateRoom(KEYS[11], rateMax, rateWindow, now)
+  if rateLeft == 0 then return { 'limited', tostring(waitMs) } end
+  count = math.min(count, rateLeft)
+end
 local reply = { 'batch' }
 -- Read once: with no tombstone at all (the common case), no entry needs looking up.
 local tombstones = tombstoneCount(KEYS[5]) > 0
@@ -73,5 +91,15 @@ end
 -- Registered by its heartbeat as a rule: the set and the key are written here only when missing.
 if #reply > 1 and (redis.call('SADD', KEYS[7], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[8]) == 0) then
   redis.call('SET', KEYS[8], '1', 'PX', tonumber(ARGV[3]))
+end
+if rateMax > 0 and #reply > 1 then
+  local started = (#reply - 1) / 2
+  rateRecord(KEYS[11], started, rateMax, rateWindow, now)
+  -- A batch that filled the window says when it has room, so the consumer waits without asking.
+  if started == rateLeft and reply[1] == 'batch' then
+    local _, waitMs = rateRoom(KEYS[11], rateMax, rateWindow, now)
+    table.insert(reply, 2, tostring(waitMs))
+    reply[1] = 'limited'
+  end
 end
 return reply
