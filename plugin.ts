@@ -76,12 +76,14 @@ declare namespace fastifyTaskqueue {
   export import UnknownTaskError = errors.UnknownTaskError
   export import UnsupportedMediaTypeError = errors.UnsupportedMediaTypeError
   export import CrossSiteError = errors.CrossSiteError
+  export import ScheduleFailedError = errors.ScheduleFailedError
   // The second plugin: a page and a JSON API to see and steer the queues (lib/dashboard/).
   export import taskqueueDashboard = dashboard.taskqueueDashboard
   export import TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
   export import TaskQueuePluginOptions = options.TaskQueuePluginOptions
   export import QueueOptions = options.QueueOptions
   export import ConsumerOptions = options.ConsumerOptions
+  export import ScheduleOptions = options.ScheduleOptions
   export import MetricsRegistryLike = options.MetricsRegistryLike
   // What `app.taskqueue`, `request.taskqueue` and a queue handle offer: interfaces, which the
   // classes in lib/ implement; the classes themselves are not public.
@@ -106,6 +108,8 @@ declare namespace fastifyTaskqueue {
   export import TaskState = types.TaskState
   export import TaskInfo = types.TaskInfo
   export import TaskPage = types.TaskPage
+  export import ScheduleInfo = types.ScheduleInfo
+  export import ScheduleTick = types.ScheduleTick
   // The diagnostics channels of the task lifecycle: their names, and the message of each.
   export import TaskQueueChannelNames = types.TaskQueueChannelNames
   export import TaskEventBase = types.TaskEventBase
@@ -144,6 +148,7 @@ module.exports.InvalidRequestError = errors.InvalidRequestError
 module.exports.UnknownTaskError = errors.UnknownTaskError
 module.exports.UnsupportedMediaTypeError = errors.UnsupportedMediaTypeError
 module.exports.CrossSiteError = errors.CrossSiteError
+module.exports.ScheduleFailedError = errors.ScheduleFailedError
 module.exports.taskqueueDashboard = dashboard.taskqueueDashboard
 module.exports.TaskQueuePluginOptionsSchema = options.TaskQueuePluginOptionsSchema
 module.exports.taskqueueChannels = taskqueueChannels

@@ -370,8 +370,14 @@ for (const type of ['local', 'redis']) {
   const setting = `concurrentLimit ${config.observed.concurrency}, N ${int(n)}`
   row('8', `${type} dispatch, metrics and tracing off`, setting, `${int(off.rate)} tasks/s; CPU ${int(off.cpu)} µs each`)
   row('8', `${type} dispatch, metrics and tracing on (prom-client registry; OpenTelemetry SDK, spans dropped)`, setting,
-    `${int(on.rate)} tasks/s; CPU ${int(on.cpu)} µs each`, `${type} dispatch, both off`, ratio(on.ratio),
+    `${int(on.rate)} tasks/s; CPU ${int(on.cpu)} µs each`, `${type} dispatch, both off`, `${ratio(on.ratio)} (CPU: ${ratio(on.cpuRatio)})`,
     check(`${type} dispatch with metrics and tracing >= 0.95 of off`, on.ratio >= 0.95, '>= 0.95'))
+}
+const spanCpu = results.observed?.spanCpu
+const localOff = results.observed?.localOff
+if (spanCpu !== undefined && localOff !== undefined) {
+  row('8', 'an OpenTelemetry span alone: started and ended with the same SDK, nothing else', `N ${int(config.observed.n)}`, `CPU ${ratio(spanCpu)} µs each`,
+    'local dispatch, both off, plus one span per task', `${ratio(localOff.cpu / (localOff.cpu + spanCpu))} (CPU)`, '(reference: the most tracing on could reach)')
 }
 
 const cpus = os.cpus()

@@ -8,10 +8,10 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import { Registry } from 'prom-client'
-import { context, propagation, trace } from '@opentelemetry/api'
+import { context, propagation, trace, ROOT_CONTEXT, SpanKind } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
-import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
+import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import {
   Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisQueue,
   sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl
@@ -489,16 +489,17 @@ async function steering ({ n, calls, concurrency, redis, prefix }) {
 const droppingExporter = { export (spans, done) { done({ code: 0 }) }, async shutdown () {} }
 
 /**
- * Tracing on: an SDK registered (a BasicTracerProvider whose spans go to an exporter that drops
- * them, the AsyncLocalStorage context manager, the W3C propagator); off: none, as in an app
- * without OpenTelemetry. The plugin reads them through @opentelemetry/api at each try.
+ * Tracing on: an SDK registered as an app in production registers it (a BasicTracerProvider with
+ * the batching span processor, whose exporter drops the spans, the AsyncLocalStorage context
+ * manager, the W3C propagator); off: none, as in an app without OpenTelemetry. The plugin reads
+ * them through @opentelemetry/api at each try.
  */
 function setTracing (on) {
   trace.disable()
   context.disable()
   propagation.disable()
   if (!on) return
-  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(droppingExporter)] }))
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(droppingExporter, { maxQueueSize: 65_536 })] }))
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
   propagation.setGlobalPropagator(new W3CTraceContextPropagator())
 }
@@ -542,8 +543,24 @@ async function observed ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   for (const type of ['local', 'redis']) {
     if (runs[`${type}On`] === undefined) continue
     result[`${type}On`].ratio = median(runs[`${type}On`].map(({ rate }, r) => rate / runs[`${type}Off`][r].rate))
+    result[`${type}On`].cpuRatio = median(runs[`${type}On`].map(({ cpu }, r) => runs[`${type}Off`][r].cpu / cpu))
   }
+  result.spanCpu = await observedRun(true, async () => spanAlone(n))
   return result
+}
+
+/**
+ * CPU time (µs) of one span of the SDK alone, started and ended with nothing else: what any
+ * span per try costs, whatever the plugin does around it. A bound on the ratio of tracing on.
+ */
+async function spanAlone (n) {
+  const tracer = trace.getTracer('bench')
+  for (let i = 0; i < 2_000; i++) tracer.startSpan('process default', { kind: SpanKind.CONSUMER }, ROOT_CONTEXT).end()
+  collect()
+  const before = process.cpuUsage()
+  for (let i = 0; i < n; i++) tracer.startSpan('process default', { kind: SpanKind.CONSUMER }, ROOT_CONTEXT).end()
+  const used = process.cpuUsage(before)
+  return (used.user + used.system) / n
 }
 
 const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering, observed }

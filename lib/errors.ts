@@ -70,6 +70,13 @@ export const RedisUnavailableError = createError<'FST_TASKQUEUE_REDIS_UNAVAILABL
 export const QueueFailedError = createError<'FST_TASKQUEUE_QUEUE_FAILED', [string, string, string, { cause: unknown }]>(
   'FST_TASKQUEUE_QUEUE_FAILED', 'Queue "%s": %s failed: %s', 503)
 
+/**
+ * The task of a schedule's tick could not be added (a Redis that is down, a closed queue): logged,
+ * never thrown at the app. The tick is not made up; the schedule adds its next tick as usual.
+ */
+export const ScheduleFailedError = createError<'FST_TASKQUEUE_SCHEDULE_FAILED', [string, string, string, string, { cause: unknown }]>(
+  'FST_TASKQUEUE_SCHEDULE_FAILED', 'Schedule "%s": the task of its tick %s could not be added to queue "%s": %s', 500)
+
 /** A queue call that the queue's backend (one of your own) does not implement. */
 export const UnsupportedError = createError<'FST_TASKQUEUE_UNSUPPORTED', [string, string]>(
   'FST_TASKQUEUE_UNSUPPORTED', 'Queue "%s": its backend does not implement %s', 501)

@@ -5,6 +5,7 @@ import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { Cluster, Redis } from 'ioredis'
 import type { QueueBackend, QueueBackendFactory } from '../types'
 import { InvalidOptionError, shown } from './errors'
+import { checkSchedules, scheduleLabel } from './schedules/check'
 
 /** Queue names end up in Redis keys, log lines and headers: keep them plain. */
 const QueueName = Type.String({
@@ -57,6 +58,14 @@ export const redisOnlyKeys = [
   'enqueueMode', 'heartbeatInterval', 'recoveryMaxCount', 'commandTimeout', 'connectTimeout'
 ] as const
 
+/** The names `@fastify/rate-limit` users know; both required, no default that could surprise. */
+export const RateLimitSchema = Type.Object({
+  /** Tries that may start within any `timeWindow`. */
+  max: Type.Integer({ minimum: 1 }),
+  /** The window, in ms. */
+  timeWindow: Type.Integer({ minimum: 1, ...timerLimit })
+}, { additionalProperties: false })
+
 export const QueueOptionsSchema = Type.Object({
   queue: Type.Optional(Type.String({ ...QueueName, default: 'default' })),
   type: Type.Optional(Type.Union([
@@ -101,7 +110,9 @@ export const QueueOptionsSchema = Type.Object({
    * Most tasks of one group (`add(url, { group })`) in flight at once, across every consumer of the
    * queue. Left out: no limit (the groups still take turns). Tasks without a group are not limited.
    */
-  groupConcurrency: Type.Optional(Type.Integer({ minimum: 1 }))
+  groupConcurrency: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** At most `max` tries of the queue's tasks start in any `timeWindow` ms, across all its consumers. */
+  rateLimit: Type.Optional(RateLimitSchema)
 }, { additionalProperties: false })
 
 export const RetryDelaySchema = Type.Object({
@@ -153,6 +164,29 @@ export const MetricsOptionsSchema = Type.Union([
   }, { additionalProperties: false })
 ], { description: 'true, false, or { registry }' })
 
+const ParamValue = Type.Union([Type.String(), Type.Number(), Type.Boolean()])
+
+/**
+ * A task added at every tick of a cron expression. The task fields are those of `add()` (checked
+ * as add() checks them when the plugin starts); the id is made of the name and the tick.
+ */
+export const ScheduleOptionsSchema = Type.Object({
+  /** Part of the task id of every tick (`schedule:<name>:<tick>`), so: the characters of an id. */
+  name: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.:-]+$', description: 'letters, digits, and _ . : -' }),
+  /** Five fields (minute hour day month weekday), or six with seconds first. */
+  cron: Type.String({ minLength: 1 }),
+  url: Type.String({ minLength: 1 }),
+  method: Type.Optional(Type.Union([Type.Literal('GET'), Type.Literal('POST'), Type.Literal('PUT'), Type.Literal('PATCH'), Type.Literal('DELETE')], { default: 'GET' })),
+  params: Type.Optional(Type.Record(Type.String(), Type.Union([ParamValue, Type.Array(ParamValue)]))),
+  headers: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /** The body of every tick's task: an object or array is sent as JSON, a string as text. Left out: none. */
+  payload: Type.Optional(Type.Unsafe<Record<string, unknown> | unknown[] | string | null>(Type.Unknown())),
+  /** Default: the alphabetically first registered queue, as for `add()`. */
+  queue: Type.Optional(Type.String({ ...QueueName })),
+  /** The IANA time zone the fields are read in. */
+  timezone: Type.Optional(Type.String({ minLength: 1, default: 'UTC', description: 'an IANA time zone name' }))
+}, { additionalProperties: false })
+
 export const TaskQueuePluginOptionsSchema = Type.Object({
   queues: Type.Optional(Type.Array(QueueOptionsSchema, { minItems: 1 })),
   consumers: Type.Optional(Type.Array(ConsumerOptionsSchema)),
@@ -167,9 +201,12 @@ export const TaskQueuePluginOptionsSchema = Type.Object({
    * Prometheus metrics through prom-client: `true` registers them on its default registry,
    * `{ registry }` on the one given (the app's own /metrics then shows them). Off by default.
    */
-  metrics: Type.Optional(MetricsOptionsSchema)
+  metrics: Type.Optional(MetricsOptionsSchema),
+  /** Tasks added at every tick of a cron expression, once per tick across every instance (lib/schedules/). */
+  schedules: Type.Optional(Type.Array(ScheduleOptionsSchema))
 }, { additionalProperties: false })
 
+export type ScheduleOptions = Static<typeof ScheduleOptionsSchema>
 export type QueueOptions = Static<typeof QueueOptionsSchema>
 export type ConsumerOptions = Static<typeof ConsumerOptionsSchema>
 export type TaskQueuePluginOptions = Static<typeof TaskQueuePluginOptionsSchema>
@@ -179,6 +216,7 @@ type Resolved<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], u
 // Past resolveOptions, a client handed in is taken for the ioredis client or Cluster it looks like.
 export type ResolvedQueueOptions = Omit<Resolved<QueueOptions, 'queue' | 'type'>, 'client'> & { client?: Redis | Cluster }
 export type HeaderPolicy = Static<typeof HeaderPolicySchema>
+export type RateLimit = Static<typeof RateLimitSchema>
 export type ResolvedConsumerOptions = Resolved<ConsumerOptions, 'queue' | 'concurrentLimit' | 'retryMaxCount' | 'taskTimeout'> & {
   retryDelay: { min: number, max: number }
 }
@@ -190,7 +228,11 @@ export interface ResolvedOptions {
   headerPolicy: HeaderPolicy
   /** Set when metrics are on; `registry` undefined means prom-client's default registry. */
   metrics: { registry: MetricsRegistryLike | undefined } | undefined
+  /** Every field filled in: `queue` the default queue when left out, `timezone` UTC. */
+  schedules: ResolvedSchedule[]
 }
+
+export type ResolvedSchedule = Resolved<ScheduleOptions, 'queue' | 'method' | 'timezone'>
 
 /** `/queues/1/concurrentLimit` becomes `queues[1].concurrentLimit`, as a user wrote it. */
 function optionPath (pointer: string): string {
@@ -198,8 +240,8 @@ function optionPath (pointer: string): string {
     /^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`, '')
 }
 
-function describeError (error: ValueError): string {
-  const path = optionPath(error.path) || 'options'
+function describeError (error: ValueError, input: unknown): string {
+  const path = scheduleLabel(optionPath(error.path), input) || 'options'
   const allowed = (error.schema as TSchema).description
   const got = typeof error.value === 'function' ? 'a function' : shown(error.value)
   return `${path}: ${error.message}${allowed === undefined ? '' : ` (${allowed})`}, got ${got}`
@@ -207,7 +249,7 @@ function describeError (error: ValueError): string {
 
 function firstError (schema: TSchema, value: unknown): string | undefined {
   const error = Value.Errors(schema, value).First()
-  return error === undefined ? undefined : describeError(error)
+  return error === undefined ? undefined : describeError(error, value)
 }
 
 /** A consumer's options with every default filled in. */
@@ -234,6 +276,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     if (type !== undefined) resolved.type = type
     if (queue.client !== undefined && typeof (queue.client as { duplicate?: unknown }).duplicate !== 'function') {
       throw new InvalidOptionError(`queues[${index}].client: expected an ioredis client or Cluster`)
+    }
+    if (queue.rateLimit !== undefined && resolved.type !== 'local' && resolved.type !== 'redis') {
+      throw new InvalidOptionError(`queues[${index}].rateLimit: only a queue of type 'local' or 'redis' takes it (a custom backend limits itself)`)
     }
     if (resolved.type !== 'redis') {
       const misplaced = redisOnlyKeys.find((key) => (queue as Record<string, unknown>)[key] !== undefined)
@@ -267,8 +312,17 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     throw new InvalidOptionError('headerPolicy: give allow (copy only these headers) or exclude (copy all but these), not both')
   }
 
+  // As add() does, a schedule without a queue goes to the alphabetically first one. The payload is
+  // put back as given: filling in defaults may clone it.
+  const firstQueue = [...names].sort()[0]
+  const schedules = (given.schedules ?? []).map((schedule) => ({
+    ...Value.Default(ScheduleOptionsSchema, { ...schedule, queue: schedule.queue ?? firstQueue }) as ResolvedSchedule,
+    payload: schedule.payload
+  }))
+  checkSchedules(schedules, names)
+
   const { closeTimeout } = Value.Default(TaskQueuePluginOptionsSchema, { closeTimeout: given.closeTimeout }) as { closeTimeout: number }
-  return { queues, consumers, closeTimeout, headerPolicy: given.headerPolicy ?? {}, metrics: resolveMetrics(given.metrics) }
+  return { queues, consumers, closeTimeout, headerPolicy: given.headerPolicy ?? {}, metrics: resolveMetrics(given.metrics), schedules }
 }
 
 function resolveMetrics (metrics: TaskQueuePluginOptions['metrics']): ResolvedOptions['metrics'] {

@@ -1,7 +1,8 @@
 // `app.taskqueue`: the registered queues, their consumers, and the hand-over of tasks to queues.
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import type { AddOptions, QueueBackend, QueueHandle, QueueType, TaskMessage, TaskPage, TaskQueue } from '../types'
-import { ClosedError, EnqueueFailedError, InvalidArgumentError, QueueFailedError, UnknownQueueError, UnsupportedError, shown } from './errors'
+import type { AddOptions, QueueBackend, QueueHandle, QueueType, ScheduleInfo, TaskMessage, TaskQueue } from '../types'
+import { ClosedError, EnqueueFailedError, UnknownQueueError } from './errors'
+import { checkId, checkPage, optionalCall, queueCall } from './queue-calls'
 import { taskMessageFactory, type CreateTaskMessage } from './message'
 import { Consumer, uniqueConsumerName } from './consumer/consumer'
 import { DispatchMarks } from './request/mark'
@@ -11,47 +12,7 @@ import { byDeadline, closeSlack, releaseGrace } from './deadline'
 import { resolveConsumer, type ResolvedConsumerOptions, type ResolvedOptions } from './options'
 import type { TaskEvents } from './instrumentation/channels'
 import { traceCarrier } from './instrumentation/tracing'
-
-function checkPage (call: string, page: TaskPage | undefined): void {
-  if (page === undefined) return
-  // Object.keys(null) threw a TypeError, and a number or an array passed unchecked.
-  if (page === null || typeof page !== 'object' || Array.isArray(page)) {
-    throw new InvalidArgumentError(`${call}(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
-  }
-  for (const key of Object.keys(page)) {
-    const value = (page as Record<string, unknown>)[key]
-    if ((key !== 'offset' && key !== 'limit') || !Number.isInteger(value) || (value as number) < 0) {
-      throw new InvalidArgumentError(`${call}(${shown(page)}): expected { offset?, limit? }, each an integer of 0 or more`)
-    }
-  }
-}
-
-function checkId (call: string, id: unknown): void {
-  if (typeof id !== 'string') throw new InvalidArgumentError(`${call}(id): expected a task id string, got ${shown(id)}`)
-}
-
-/**
- * Runs a queue call, turning a failure of its backend (ioredis' own errors, for a Redis that is
- * down) into FST_TASKQUEUE_QUEUE_FAILED naming the queue, the original as its cause. Errors that
- * already carry a code of the plugin's pass as they are.
- */
-async function queueCall<T> (queue: string, call: string, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work()
-  } catch (error) {
-    if (String((error as { code?: unknown })?.code).startsWith('FST_TASKQUEUE_')) throw error
-    throw new QueueFailedError(queue, call, (error as Error)?.message ?? shown(error), { cause: error })
-  }
-}
-
-type Steering = 'stats' | 'pause' | 'resume' | 'isPaused' | 'get' | 'cancel' | 'waiting'
-
-/** Runs a call that a backend of the user's own may leave out: FST_TASKQUEUE_UNSUPPORTED when it does. */
-async function optionalCall<K extends Steering, T> (backend: QueueBackend, method: K, work: (implementation: NonNullable<QueueBackend[K]>) => Promise<T>): Promise<T> {
-  const implementation = backend[method]
-  if (typeof implementation !== 'function') throw new UnsupportedError(backend.name, `${method}()`)
-  return await queueCall(backend.name, `${method}()`, () => work(implementation as NonNullable<QueueBackend[K]>))
-}
+import { Scheduler } from './schedules/scheduler'
 
 export class TaskQueueService implements TaskQueue {
   /** The tokens of the dispatches in flight, that mark their requests as tasks. */
@@ -84,6 +45,8 @@ export class TaskQueueService implements TaskQueue {
   private closed = false
   /** When closing stops waiting for work (ms since the epoch): set as the consumers stop. */
   private closeDeadline: number | undefined
+  /** The `schedules` option at work: started with the consumers, stopped before them. */
+  readonly scheduler: Scheduler
 
   constructor (app: FastifyInstance, backends: QueueBackend[], options: ResolvedOptions, events: TaskEvents) {
     this.app = app
@@ -101,6 +64,12 @@ export class TaskQueueService implements TaskQueue {
     this.closeTimeout = options.closeTimeout
     this.createTaskMessage = taskMessageFactory(options.headerPolicy, this.resolveQueue)
     this.pushes = new ResponsePushes(this.log, this.checkDrained, (batch) => { events.enqueued(batch) })
+    this.scheduler = new Scheduler(options.schedules, {
+      log: this.log,
+      createMessage: (url, addOptions) => this.createMessage(url, addOptions, undefined),
+      backend: (queue) => this.backend(queue),
+      enqueued: (message) => { events.enqueued([message]) }
+    })
   }
 
   /**
@@ -144,6 +113,11 @@ export class TaskQueueService implements TaskQueue {
       this.events.enqueued([message])
       return message.id
     })
+  }
+
+  /** The schedules, with the next tick each will add. */
+  schedules (): ScheduleInfo[] {
+    return this.scheduler.list()
   }
 
   /** A registered queue. Throws FST_TASKQUEUE_UNKNOWN_QUEUE for any other name. */
@@ -316,6 +290,7 @@ export class TaskQueueService implements TaskQueue {
     const options = this.consumerOptions ??
       [...this.backends.values()].filter(({ shared }) => !shared).map(({ name }) => resolveConsumer({ queue: name }))
     this.startConsumers(options)
+    this.scheduler.start()
     await this.announceUnconsumed(new Set(options.map(({ queue }) => queue)))
   }
 
@@ -357,6 +332,7 @@ export class TaskQueueService implements TaskQueue {
    * `closeTimeout` ms. This starts the one deadline that every later step of closing shares.
    */
   async stopConsumers (): Promise<void> {
+    this.scheduler.stop()
     this.closing = true
     const deadline = this.closeDeadline ??= Date.now() + this.closeTimeout
     await Promise.all(this.consumers.map((consumer) => consumer.stop(deadline, deadline + releaseGrace)))
@@ -370,6 +346,8 @@ export class TaskQueueService implements TaskQueue {
   async close (): Promise<void> {
     this.closed = true
     const releaseBy = (this.closeDeadline ??= Date.now() + this.closeTimeout) + releaseGrace
+    // A tick's add on its way finishes while the connections are open.
+    await byDeadline(this.scheduler.settled(), releaseBy, 'adding the tasks of ticks').catch(() => {})
     if (!await this.pushes.finish(Math.max(0, releaseBy - Date.now()))) {
       this.log.error({ pending: this.pushes.count }, 'taskqueue: tasks still being queued when the app closed; they may be lost')
     }

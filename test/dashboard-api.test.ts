@@ -238,3 +238,22 @@ test('issue 13: a queue whose backend lacks stats() shows its coded error in GET
     { id: null, queue: 'custom', reason: 'unreadable', at: 0, task: null, rawBytes: 7 }
   ], 'what the backend does implement works, masked')
 })
+
+test('issue 14: GET api/schedules answers each schedule with its next run, ISO 8601', async (t) => {
+  const { app } = await dashboardApp(t, {
+    schedules: [
+      { name: 'new-year', cron: '0 0 1 1 *', url: '/tasks/new-year', timezone: 'Europe/Helsinki' },
+      { name: 'quarter', cron: '*/15 * * * *', url: '/tasks/quarter' }
+    ]
+  })
+  const response = await read(app, '/api/schedules')
+  t.equal(response.statusCode, 200)
+  const expected = app.taskqueue.schedules().map((schedule) => ({ ...schedule, nextRun: schedule.nextRun?.toISOString() }))
+  t.same(response.json(), expected, 'as schedules() lists them')
+  t.match(response.json(), [
+    { name: 'new-year', cron: '0 0 1 1 *', timezone: 'Europe/Helsinki', queue: 'default', nextRun: /^\d{4}-12-31T22:00:00\.000Z$/ },
+    { name: 'quarter', cron: '*/15 * * * *', timezone: 'UTC', queue: 'default', nextRun: /^\d{4}-\d\d-\d\dT\d\d:(00|15|30|45):00\.000Z$/ }
+  ])
+  const none = await dashboardApp(t, {})
+  t.same((await read(none.app, '/api/schedules')).json(), [], 'an app without schedules answers an empty list')
+})

@@ -39,7 +39,9 @@ async function open (t: Test, type: QueueType): Promise<Dashboard | null> {
   const backend = await backendFor(type)
   const recording = await dashboardApp(t, {
     queues: [backend.queue('default'), backend.queue('mail')],
-    consumers: [{ queue: 'default' }]
+    consumers: [{ queue: 'default' }],
+    // Its ticks come once a year: it is shown, and adds nothing while the test runs.
+    schedules: [{ name: 'new-year', cron: '0 0 1 1 *', url: '/tasks/new-year', queue: 'mail', timezone: 'Europe/Helsinki' }]
   }, {
     tasks: { fail: async (request, reply, tries) => tries === 0 ? await reply.code(400).send({ refused: 'the task was wrong' }) : { ok: true } }
   })
@@ -127,6 +129,14 @@ for (const type of queueTypes) {
     t.match(deadCells, [dead, '–', 'final status', '400', /400/, /\d/, 'PUT /tasks/fail?password=[masked]', 'Requeue'], 'id, reason, status, detail, when and url')
     t.notMatch(await page.content(), /secret/, 'no credential reaches the page')
     for (const label of ['Pause', 'Requeue all', 'Purge']) t.equal(await defaultQueue.getByRole('button', { name: label, exact: true }).count(), 1, `a ${label} button`)
+
+    // Issue 14: the schedules, with their next run.
+    const schedule = page.locator('#schedules tr[data-schedule="new-year"]')
+    await schedule.waitFor()
+    const scheduleCells = await schedule.locator('td').allTextContents()
+    t.match(scheduleCells, ['new-year', '0 0 1 1 *', 'Europe/Helsinki', 'mail', /\d/], 'name, cron, time zone, queue and next run')
+    const nextRun = app.taskqueue.schedules()[0].nextRun as Date
+    t.equal(await schedule.locator('td.next-run').getAttribute('title'), nextRun.toISOString(), 'the next run, as schedules() tells it')
 
     mkdirSync(screenshots, { recursive: true })
     await page.screenshot({ path: join(screenshots, `dashboard-${type}.png`), fullPage: true })

@@ -156,6 +156,7 @@ for (const type of queueTypes) {
     harness.hold.open()
     await waitFor('the group to run', () => harness.done.has('g-2') && harness.done.has('g-1b'))
     t.notOk(started.includes('g-1'), 'the cancelled task never ran')
+    await waitFor('the last acknowledgement', async () => (await queue.stats()).inFlight === 0)
     t.match(await queue.stats(), { waiting: 0, delayed: 0, inFlight: 0, oldestWaitingAge: null }, 'all settled')
   })
 

@@ -95,3 +95,12 @@ test('issue 12: types/ imports nothing from lib/', async (t) => {
     .flatMap((file) => (graph.get(file) ?? []).filter((target) => !target.startsWith('types/')).map((target) => `${file} -> ${target}`))
   t.same(fromLib, [], 'the public types stand alone: the classes in lib/ implement them')
 })
+
+test('issue 12: no shipped source is over 400 lines', async (t) => {
+  const files = shippedSources()
+  const long = files
+    .map((file) => [file, readFileSync(path.join(root, file), 'utf8').split('\n').length - 1] as const)
+    .filter(([, lines]) => lines > 400)
+    .map(([file, lines]) => `${file}: ${lines} lines`)
+  t.same(long, [], 'a file past 400 lines holds more than one concept: split it')
+})

@@ -82,7 +82,7 @@ console.log(JSON.stringify({
   defaultIsPlugin: esm.default === cjs
 }))
 `])
-  t.same(shape.names, ['ClosedError', 'CrossSiteError', 'EnqueueFailedError', 'InvalidArgumentError', 'InvalidMethodError', 'InvalidOptionError', 'InvalidRequestError', 'InvalidUrlError', 'MetricsConflictError', 'NotRegisteredError', 'QueueFailedError', 'RedisUnavailableError', 'TaskConflictError', 'TaskQueuePluginOptionsSchema', 'UnknownQueueError', 'UnknownTaskError', 'UnsupportedError', 'UnsupportedMediaTypeError', 'default', 'fastifyTaskqueue', 'taskqueueChannels', 'taskqueueDashboard'], 'the values of the public API, as the namespace in plugin.ts declares them')
+  t.same(shape.names, ['ClosedError', 'CrossSiteError', 'EnqueueFailedError', 'InvalidArgumentError', 'InvalidMethodError', 'InvalidOptionError', 'InvalidRequestError', 'InvalidUrlError', 'MetricsConflictError', 'NotRegisteredError', 'QueueFailedError', 'RedisUnavailableError', 'ScheduleFailedError', 'TaskConflictError', 'TaskQueuePluginOptionsSchema', 'UnknownQueueError', 'UnknownTaskError', 'UnsupportedError', 'UnsupportedMediaTypeError', 'default', 'fastifyTaskqueue', 'taskqueueChannels', 'taskqueueDashboard'], 'the values of the public API, as the namespace in plugin.ts declares them')
   t.same(shape.missing, [], 'each one an ESM named export')
   t.same(shape.different, [], 'of the same value')
   t.equal(shape.defaultIsPlugin, true, 'the default export is the plugin')

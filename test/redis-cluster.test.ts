@@ -139,6 +139,37 @@ test('redis cluster', { skip }, async (t) => {
     t.equal(await client.scard(`${prefix}:{${queue}}:v2:consumers`), 0, 'the expired consumer was recovered and the live one left')
   })
 
+  // Issue 14: the record of a schedule's ticks lives in its queue's slot, beside the tasks.
+  t.test('schedules on queues of three nodes: two instances, each tick once', async (t) => {
+    const prefix = uniquePrefix()
+    const ran: string[] = []
+    const instance = async (consume: boolean) => {
+      const app = Fastify()
+      await app.register(taskqueue, {
+        queues: queues.map((queue) => ({ queue, type: 'redis' as const, client: cluster.client(), prefix })),
+        consumers: consume ? queues.map((queue) => ({ queue })) : [],
+        schedules: queues.map((queue) => ({ name: `each-second-${queue}`, cron: '* * * * * *', url: '/tasks/tick', queue }))
+      })
+      app.get('/tasks/tick', async (request) => {
+        ran.push(request.headers['x-task-id'] as string)
+        return 'ok'
+      })
+      await app.ready()
+      return app
+    }
+    const apps = [await instance(true), await instance(false)]
+    await waitUntil('three ticks of each schedule to run', () => ran.length >= 9, 10_000)
+    const [first] = ran
+    const tick = Date.parse(first.replace(/^schedule:each-second-\w+:/, ''))
+    const name = first.split(':')[1]
+    t.equal(await (apps[1].taskqueue as unknown as { scheduler: { addTick: (name: string, tick: number) => Promise<boolean> } }).scheduler.addTick(name, tick), false,
+      'a tick that ran is not added again by a late instance')
+    await Promise.all(apps.map((app) => within('close()', app.close(), 5_000)))
+    await sleep(200)
+    t.equal(new Set(ran).size, ran.length, `no tick ran twice (${ran.length} runs)`)
+    t.same(new Set(ran.map((id) => id.split(':')[1])), new Set(queues.map((queue) => `each-second-${queue}`)), 'the schedules of the three queues ran')
+  })
+
   t.test('the node of a queue goes down and comes back: nothing queued is lost', async (t) => {
     const client = cluster.client()
     const prefix = uniquePrefix()

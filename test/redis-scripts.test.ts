@@ -18,8 +18,8 @@ test('acknowledging a task no longer in the processing list leaves its message a
   await client.hset(key('tasks'), 'named-1', 'its message')
   await client.hset(key('recoveries'), 'named-1', '1')
   await client.lpush(key('waiting'), 'named-1')
-  const ackAndReserve = () => client.eval(ackAndReserveScript, 11, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
-    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('group-of'), 0, 'c', 600, key(''), 0, 'named-1')
+  const ackAndReserve = () => client.eval(ackAndReserveScript, 12, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('rate-log'), key('group-of'), 0, 'c', 600, 0, 0, key(''), 0, 'named-1')
 
   t.same(await ackAndReserve(), ['batch'], 'nothing reserved (none asked for)')
   t.equal(await client.hget(key('tasks'), 'named-1'), 'its message', 'the message is kept: the id is still live')
@@ -79,8 +79,8 @@ test('issue 13: a cancelled waiting task leaves a tombstone that reservations sk
   const key = (name: string) => `${prefix}:{q}:v2:${name}`
   const add = (id: string, message: string, group = '') => client.eval(scripts.taskqueueAdd.lua, 3, key('tasks'), key('waiting'), key('delayed'), key(''), id, message, 0, group)
   const cancel = (id: string) => client.eval(scripts.taskqueueCancel.lua, 5, key('tasks'), key('delayed'), key('inflight'), key('cancelled'), key('recoveries'), id, key(''))
-  const reserve = (count: number) => client.eval(ackAndReserveScript, 11, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
-    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('group-of'), count, 'c', 600, key(''), 0)
+  const reserve = (count: number) => client.eval(ackAndReserveScript, 12, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('rate-log'), key('group-of'), count, 'c', 600, 0, 0, key(''), 0)
   const waitingCount = async () => (await client.eval(scripts.taskqueueStats.lua, 8, key('waiting'), key('recovered'), key('delayed'), key('inflight'),
     key('dead'), key('paused'), key('cancelled'), key('tasks'), key('')) as number[])[0]
 
@@ -132,7 +132,8 @@ test('the shared snippets are written once and included where a script asks for 
     const source = readFileSync(join(scriptsFolder, `${file}.lua`), 'utf8')
     const lua = scripts[name as keyof typeof scripts].lua
     t.notMatch(lua, /@include/, `${file}: no include marker is left`)
-    for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['tombstones', 'local function takeTombstone ('], ['groups', 'local function leaveGroup (']]) {
+    for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['tombstones', 'local function takeTombstone ('],
+      ['rate-limit', 'local function rateRoom ('], ['groups', 'local function leaveGroup (']]) {
       t.equal(lua.split(definition).length - 1, source.includes(`-- @include ${snippet}\n`) ? 1 : 0, `${file}: ${snippet} is defined there only if included`)
     }
     t.notMatch(source, /redis\.call\('TIME'\)/, `${file}: reads the Redis clock through now-ms`)

@@ -11,6 +11,9 @@ export const taskHeaderPrefix = 'x-task-'
  */
 export const taskHeaderNames = ['x-task-id', 'x-task-queue', 'x-task-retries', 'x-task-eta', 'x-task-created-at'] as const
 
+/** The headers a dispatched task of a schedule carries on top: the schedule's name and its tick (ISO 8601). */
+export const scheduleHeaderNames = ['x-task-schedule', 'x-task-tick'] as const
+
 /** The user agent of every dispatched request. */
 export const dispatchUserAgent = 'fastify-taskqueue'
 
@@ -39,6 +42,11 @@ export function dispatchHeaders (message: TaskMessage, token: string, trace?: Re
   headers['x-task-eta'] = new Date(message.eta).toISOString()
   headers['x-task-created-at'] = new Date(message.createdAt).toISOString()
   if (message.group !== undefined) headers['x-task-group'] = message.group
+  const { schedule } = message
+  if (schedule !== undefined) {
+    headers['x-task-schedule'] = schedule.name
+    headers['x-task-tick'] = new Date(schedule.tick).toISOString()
+  }
   headers['user-agent'] = dispatchUserAgent
   // The try's own trace context wins over one the task inherited from the request that added it.
   if (trace !== undefined) for (const name in trace) headers[name] = trace[name]

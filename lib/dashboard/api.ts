@@ -72,6 +72,11 @@ export function dashboardApi (app: FastifyInstance): void {
     return await Promise.all(taskqueue.queueNames.map((name) => summary(taskqueue.queue(name))))
   })
 
+  // The schedules with their next run (ISO 8601, or null once there is none).
+  app.get('/api/schedules', { schema: hidden({}) }, async () => {
+    return taskqueue.schedules().map((schedule) => ({ ...schedule, nextRun: schedule.nextRun?.toISOString() ?? null }))
+  })
+
   app.get<QueueRoute>('/api/queues/:queue', read, async (request) => {
     const handle = handleOf(taskqueue, request.params.queue)
     return { queue: handle.name, type: handle.type, ...await handle.stats() }

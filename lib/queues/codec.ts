@@ -37,7 +37,12 @@ const StoredMessage = Type.Object({
   named: Type.Optional(Type.Literal(true)),
   group: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:-]+$' })),
   /** The trace context of the code that added the task; absent from messages made without one. */
-  trace: Type.Optional(Type.Record(Type.String(), Type.String()))
+  trace: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /** The schedule and tick of a task that a schedule added (lib/schedules/). */
+  schedule: Type.Optional(Type.Object({
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    tick: Time
+  }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 const checkStored = TypeCompiler.Compile(StoredMessage)

@@ -10,7 +10,7 @@ import type { TaskEvents } from '../instrumentation/channels'
 /** `events`: where a built-in backend publishes what only it sees (a Redis recovery, an unreadable task). */
 export function createBackend (options: ResolvedQueueOptions, index: number, log: FastifyBaseLogger, events: TaskEvents): QueueBackend {
   const { queue, type } = options
-  if (type === 'local') return new LocalQueue(queue, options.deadLetterMax as number, log, options.groupConcurrency)
+  if (type === 'local') return new LocalQueue(queue, options.deadLetterMax as number, log, options.groupConcurrency, options.rateLimit)
   if (type === 'redis') return new RedisQueue(options, log, events)
   const backend = typeof type === 'function' ? type({ queue, log }) : type
   const methods = ['put', 'receive', 'length', 'reset', 'dead', 'requeue', 'purge', 'close'] as const

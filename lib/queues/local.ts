@@ -6,6 +6,8 @@ import type {
 } from '../../types'
 import { Fifo } from './fifo'
 import { DueLine } from './due-line'
+import type { RateLimit } from '../options'
+import { RateWindow } from './rate-window'
 
 type Waiter = (message: TaskMessage) => void
 
@@ -45,17 +47,23 @@ export class LocalQueue implements QueueBackend {
   private delayedCount = 0
   private inFlightCount = 0
   private paused = false
+  /** The rate limit's log of starts, when the queue has one. */
+  private readonly rate: RateWindow | undefined
   /** Oldest first; bounded by `deadLetterMax`. */
   private deadLetters: DeadLetter[] = []
   /** The newest dead letter of each task id. */
   private readonly deadById = new Map<string, DeadLetter>()
 
-  /** `groupConcurrency`: most tasks of one group in flight at once (left out: no limit). */
-  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger, groupConcurrency?: number) {
+  /**
+   * `groupConcurrency`: most tasks of one group in flight at once (left out: no limit);
+   * `rateLimit`: most tries started per window (left out: no limit).
+   */
+  constructor (name: string, deadLetterMax: number, log?: FastifyBaseLogger, groupConcurrency?: number, rateLimit?: RateLimit) {
     this.name = name
     this.deadLetterMax = deadLetterMax
     this.log = log
     this.due = new DueLine(groupConcurrency)
+    this.rate = rateLimit === undefined ? undefined : new RateWindow(rateLimit, () => this.serveWaiters())
   }
 
   /** Tasks waiting, including those waiting for their eta. */
@@ -73,7 +81,7 @@ export class LocalQueue implements QueueBackend {
   /** Hands a due task to the first waiting receiver, or queues it at the back of its line. */
   private offer (message: TaskMessage): void {
     // A task of a group waits its turn and the room of its group.
-    const waiter = this.paused || message.group !== undefined ? undefined : this.waiters.shift()
+    const waiter = message.group !== undefined || this.waiters.size === 0 || !this.mayStart() ? undefined : this.waiters.shift()
     if (waiter !== undefined) {
       this.track(message, 'in-flight')
       waiter(message)
@@ -83,9 +91,17 @@ export class LocalQueue implements QueueBackend {
     if (message.group !== undefined) this.serveWaiters()
   }
 
-  /** Hands due tasks, in turn, to the receivers waiting for one. */
+  /**
+   * Whether a task may be handed to a receiver now: the queue is not paused, and the rate limit's
+   * window has room. When it has none, the waiting receivers are served once it has.
+   */
+  private mayStart (): boolean {
+    return !this.paused && (this.rate === undefined || this.rate.hasRoom())
+  }
+
+  /** Hands due tasks, in turn, to the receivers waiting for one, as long as the queue may start them. */
   private serveWaiters (): void {
-    while (!this.paused && this.waiters.size > 0) {
+    while (this.waiters.size > 0 && this.dueCount > 0 && this.mayStart()) {
       const task = this.takeDue()
       if (task === undefined) return
       const waiter = this.waiters.shift() as Waiter
@@ -114,8 +130,11 @@ export class LocalQueue implements QueueBackend {
 
   /** Hands the oldest waiting task to a consumer, or waits for one until `signal` aborts. */
   reserve (signal: AbortSignal): Promise<ReservedTask | null> {
-    const task = this.paused ? undefined : this.takeDue()
-    if (task !== undefined) return Promise.resolve({ message: task.message })
+    const task = this.dueCount > 0 && this.mayStart() ? this.takeDue() : undefined
+    if (task !== undefined) {
+      this.rate?.record()
+      return Promise.resolve({ message: task.message })
+    }
     if (signal.aborted) return Promise.resolve(null)
     return new Promise((resolve) => {
       const onAbort = (): void => {
@@ -130,6 +149,7 @@ export class LocalQueue implements QueueBackend {
           return
         }
         signal.removeEventListener('abort', onAbort)
+        this.rate?.record()
         resolve({ message })
       }
       signal.addEventListener('abort', onAbort, { once: true })
@@ -309,6 +329,7 @@ export class LocalQueue implements QueueBackend {
   }
 
   async close (): Promise<void> {
+    this.rate?.close()
     for (const task of this.live.values()) if (task.state === 'delayed') clearTimeout(task.timer)
   }
 }

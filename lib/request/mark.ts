@@ -32,11 +32,12 @@ export class DispatchMarks {
   private readonly live = new Map<string, Dispatch>()
 
   /** A single-use token for one dispatch of `message`, valid until `forget()` or its first use. */
-  issue (message: Pick<TaskMessage, 'id' | 'queue' | 'retries' | 'eta' | 'createdAt' | 'group'>): Dispatch {
+  issue (message: Pick<TaskMessage, 'id' | 'queue' | 'retries' | 'eta' | 'createdAt' | 'group' | 'schedule'>): Dispatch {
     // randomUUID draws from a cached pool of random bytes: cheaper per dispatch than randomBytes.
     const token = randomUUID()
     const task: DispatchedTask = { id: message.id, queue: message.queue, retries: message.retries, eta: new Date(message.eta), createdAt: new Date(message.createdAt) }
     if (message.group !== undefined) task.group = message.group
+    if (message.schedule !== undefined) task.schedule = { name: message.schedule.name, tick: new Date(message.schedule.tick) }
     const dispatch: Dispatch = { token, task, reqId: undefined }
     this.live.set(token, dispatch)
     return dispatch

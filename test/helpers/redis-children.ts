@@ -84,6 +84,9 @@ export interface ConsumerEnv {
   /** Range of the random time a task takes (ms). */
   minDelay?: number
   maxDelay?: number
+  /** Another script of test/fixtures/ to run instead of redis-consumer.js, and more environment for it. */
+  script?: string
+  env?: Record<string, string>
 }
 
 export interface ConsumerChild {
@@ -103,7 +106,7 @@ export interface ConsumerChild {
 
 /** Starts test/fixtures/redis-consumer.js with the given settings. */
 export function startConsumer (env: ConsumerEnv): ConsumerChild {
-  const child = spawn(process.execPath, [fixture], {
+  const child = spawn(process.execPath, [env.script === undefined ? fixture : join(root, 'test', 'fixtures', env.script)], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
@@ -116,7 +119,8 @@ export function startConsumer (env: ConsumerEnv): ConsumerChild {
       TQ_CONCURRENCY: String(env.concurrentLimit ?? 1),
       TQ_RECOVERY_MAX: String(env.recoveryMaxCount ?? 5),
       TQ_MIN_DELAY: String(env.minDelay ?? 5),
-      TQ_MAX_DELAY: String(env.maxDelay ?? 30)
+      TQ_MAX_DELAY: String(env.maxDelay ?? 30),
+      ...env.env
     }
   })
   let errText = ''

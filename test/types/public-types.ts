@@ -18,6 +18,8 @@ import taskqueue, {
   type QueueBackendFactory,
   type QueueHandle,
   type QueueOptions,
+  type ScheduleInfo,
+  type ScheduleOptions,
   type TaskMethod,
   type TaskQueuePluginOptions
 } from '../../plugin'
@@ -43,7 +45,7 @@ export async function publicTypes (): Promise<unknown[]> {
   // Registering: no options, the documented ones, a named export, custom backends.
   await app.register(taskqueue)
   await app.register(taskqueue, {
-    queues: [{ queue: 'default', type: 'local' }, { queue: 'mail' }, { queue: 'shared', type: 'redis', host: 'localhost', port: 6379 }],
+    queues: [{ queue: 'default', type: 'local' }, { queue: 'mail' }, { queue: 'shared', type: 'redis', host: 'localhost', port: 6379, rateLimit: { max: 10, timeWindow: 1000 } }],
     consumers: [
       { queue: 'default', name: 'web-1', concurrentLimit: 1, retryMaxCount: 10, retryDelay: { min: 10, max: 1000 } },
       { queue: 'mail' }
@@ -88,6 +90,10 @@ export async function publicTypes (): Promise<unknown[]> {
   await app.register(taskqueue, { queues: [{ queue: 'a', concurrency: 2 }] })
   // @ts-expect-error unknown consumer option
   await app.register(taskqueue, { consumers: [{ queue: 'a', retries: 2 }] })
+  // @ts-expect-error a rate limit takes both max and timeWindow
+  await app.register(taskqueue, { queues: [{ rateLimit: { max: 10 } }] })
+  // @ts-expect-error timeWindow is in ms, a number
+  await app.register(taskqueue, { queues: [{ rateLimit: { max: 10, timeWindow: '1 minute' } }] })
   // @ts-expect-error queues is an array
   await app.register(taskqueue, { queues: { queue: 'a' } })
   // @ts-expect-error a queue name is a string
@@ -111,6 +117,7 @@ export async function publicTypes (): Promise<unknown[]> {
       exactly<string>()(task.id)
       exactly<string>()(task.queue)
       exactly<number>()(task.retries)
+      exactly<{ name: string, tick: Date } | undefined>()(task.schedule)
     }
     // @ts-expect-error task is null outside a dispatched task
     return request.taskqueue.task.id
@@ -173,6 +180,18 @@ export async function publicTypes (): Promise<unknown[]> {
   exactly<Promise<void>>()(cleared)
   const drained = app.taskqueue.drain()
   exactly<Promise<void>>()(drained)
+
+  // Schedules: an option, and app.taskqueue.schedules() with the next run of each.
+  const schedule: ScheduleOptions = { name: 'nightly', cron: '0 3 * * *', url: '/tasks/night', method: 'POST', payload: { a: 1 }, timezone: 'Europe/Helsinki' }
+  await app.register(taskqueue, { schedules: [schedule] })
+  // @ts-expect-error a schedule needs a cron expression
+  const noCron: ScheduleOptions = { name: 'nightly', url: '/tasks/night' }
+  // @ts-expect-error HEAD is not a task method, in a schedule either
+  const headSchedule: ScheduleOptions = { ...schedule, method: 'HEAD' }
+  const listed = app.taskqueue.schedules()
+  exactly<ScheduleInfo[]>()(listed)
+  exactly<Date | null>()(listed[0].nextRun)
+  exactly<string>()(listed[0].timezone)
   // @ts-expect-error a queue is named by a string
   app.taskqueue.queue(1)
 
@@ -196,5 +215,5 @@ export async function publicTypes (): Promise<unknown[]> {
   exactly<string>()(pending)
 
   await app.close()
-  return [badConfig, badOptions, notYet, waitingText, badMethod, addOptions, badAddOptions, error]
+  return [badConfig, badOptions, notYet, waitingText, badMethod, addOptions, badAddOptions, error, noCron, headSchedule]
 }

@@ -6,6 +6,7 @@
 ;(function () {
   const api = document.body.dataset.api
   const queuesBox = document.getElementById('queues')
+  const schedulesBox = document.getElementById('schedules')
   const updated = document.getElementById('updated')
   const messageBox = document.getElementById('message')
   // `?refresh=1000` refreshes faster (not under half a second); the default is every 3 seconds.
@@ -217,6 +218,24 @@
     }
   }
 
+  /** The schedules with their next run; redrawn only when they changed, hidden when there are none. */
+  function drawSchedules (schedules) {
+    const key = JSON.stringify(schedules)
+    if (schedulesBox.dataset.key === key) return
+    schedulesBox.dataset.key = key
+    schedulesBox.hidden = schedules.length === 0
+    schedulesBox.replaceChildren(
+      el('h2', {}, 'Schedules'),
+      el('table', { class: 'tasks schedule-list' },
+        el('thead', {}, el('tr', {}, ['Name', 'Cron', 'Time zone', 'Queue', 'Next run'].map((title) => el('th', {}, title)))),
+        el('tbody', {}, schedules.map((schedule) => el('tr', { 'data-schedule': schedule.name },
+          el('td', { class: 'id' }, schedule.name),
+          el('td', { class: 'cron' }, schedule.cron),
+          el('td', {}, schedule.timezone),
+          el('td', {}, schedule.queue),
+          el('td', { class: 'next-run', title: schedule.nextRun || '' }, schedule.nextRun ? when(Date.parse(schedule.nextRun)) : '–'))))))
+  }
+
   async function refresh () {
     // One refresh at a time: one asked for meanwhile (by a button) runs as soon as it ends.
     if (refreshing) {
@@ -226,7 +245,7 @@
     refreshing = true
     clearTimeout(timer)
     try {
-      const lines = await call('GET', '/queues')
+      const [lines, schedules] = await Promise.all([call('GET', '/queues'), call('GET', '/schedules')])
       const drawn = await Promise.all(lines.map(async (line) => {
         if (line.error) return { line, waiting: [], dead: [] }
         const path = queuePath(line.queue)
@@ -237,6 +256,7 @@
         return { line, waiting, dead }
       }))
       draw(drawn)
+      drawSchedules(schedules)
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${refreshMs / 1000} s`
       updated.classList.remove('error')
     } catch (error) {

@@ -29,10 +29,14 @@ export function keysOf (prefix: string, queue: string) {
     deadIndex: `${base}dead-index`,
     /** Present while the queue is paused. */
     paused: `${base}paused`,
+    /** With a rate limit: the Redis times (ms) of the latest tries started, newest first. */
+    rateLog: `${base}rate-log`,
     /** Consumers that may own a processing list. */
     consumers: `${base}consumers`,
     /** Task id to how often it was recovered. */
     recoveries: `${base}recoveries`,
+    /** Schedule name to the last tick (ms since the epoch) whose task any instance added. */
+    schedules: `${base}schedules`,
     /** Who recovers expired consumers now. */
     lease: `${base}lease`,
     /** Group of each live grouped task (task id to group name): what settling a task reads. */

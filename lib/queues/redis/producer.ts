@@ -75,6 +75,19 @@ export class RedisQueue implements QueueBackend {
     await this.pusher.send(tasks.flatMap((task) => [task.id, encodeMessage(task), Math.max(0, task.eta - now), task.group ?? '']))
   }
 
+  /**
+   * The task of a schedule's tick, added once across every instance: the add script of ticks
+   * adds it only when the tick is later than the one the queue recorded for the schedule, and
+   * records it in the same step. A tick that any instance added before is never added again,
+   * even once its task is done and its id free.
+   */
+  async putTick (task: TaskMessage): Promise<boolean> {
+    const { name, tick } = task.schedule as { name: string, tick: number }
+    const { schedules, tasks, waiting, delayed } = this.keys
+    const delay = Math.max(0, task.eta - Date.now())
+    return await this.client.taskqueueAddTick(schedules, tasks, waiting, delayed, name, tick, task.id, encodeMessage(task), delay) === 1
+  }
+
   receive (consumerName: string): TaskReceiver {
     const receiver = new RedisReceiver(this.context(), consumerName)
     this.receivers.add(receiver)

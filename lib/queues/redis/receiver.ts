@@ -12,6 +12,8 @@
 //   nothing, and then takes a recovered one.
 // - `paused`: the queue is paused: the consumer reserves nothing, and asks again after a second, or
 //   at once when the queue is resumed in this process.
+// - `limited`: the queue's rate limit has no room: the consumer reserves nothing until the time the
+//   script said the window has room again, and then asks.
 import { randomBytes } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
 import type { DeadLetterCause, ReservedTask, TaskReceiver } from '../../../types'
@@ -21,7 +23,7 @@ import type { QueueContext } from './connection'
 import { BlockingRead } from './blocking-read'
 import { Liveness } from './liveness'
 
-export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'finishing' | 'paused'
+export type ReceiverMode = 'batch' | 'blocking' | 'recovered' | 'finishing' | 'paused' | 'limited'
 
 /**
  * How long a consumer blocks on an empty queue before it looks again (s): the bound on how late a
@@ -39,10 +41,11 @@ type Exchange = { id: string } | { count: number }
 /**
  * What a reservation got, as the ack-and-reserve script names it: `batch`, tasks of the queue;
  * `recovered`, one recovered task, to run alone; `finishing`, nothing, as recovered tasks wait for a
- * consumer that holds none; `paused`, nothing, as the queue is paused; `held` (never sent), nothing
- * asked, as this consumer runs a recovered task. `tasks` holds each task's id, then its message.
+ * consumer that holds none; `paused`, nothing, as the queue is paused; `limited`, the tasks that
+ * filled the rate limit's window (maybe none); `held` (never sent), nothing asked, as this consumer
+ * runs a recovered task. `tasks` holds each task's id, then its message.
  */
-interface Reservation { kind: 'batch' | 'recovered' | 'finishing' | 'paused' | 'held', tasks: Buffer[] }
+interface Reservation { kind: 'batch' | 'recovered' | 'finishing' | 'paused' | 'limited' | 'held', tasks: Buffer[] }
 
 interface RedisReservedTask extends ReservedTask {
   /** The id under which the queue holds the task: what the processing list holds. */
@@ -87,6 +90,11 @@ export class RedisReceiver implements TaskReceiver {
 
   /** Resolves the wait of a consumer of a paused queue (see untilResumed). */
   private wakePaused: (() => void) | undefined
+  /** When the rate limit's window has room again (mode `limited`), by this process' clock. */
+  private windowOpensAt = 0
+  /** The rate limit as the script takes it: 0 starts for none. */
+  private readonly rateMax: number
+  private readonly rateWindowMs: number
 
   constructor (queue: QueueContext, consumerName: string) {
     this.queue = queue
@@ -99,6 +107,8 @@ export class RedisReceiver implements TaskReceiver {
       workMayWait: () => { if (this.mode === 'blocking') this.mode = 'batch' }
     })
     queue.connection.onLost(this.connectionLost)
+    this.rateMax = queue.options.rateLimit?.max ?? 0
+    this.rateWindowMs = queue.options.rateLimit?.timeWindow ?? 0
   }
 
   private start (): Promise<void> {
@@ -133,6 +143,11 @@ export class RedisReceiver implements TaskReceiver {
       }
       if (this.mode === 'paused') {
         await this.untilResumed(signal)
+        this.mode = 'batch'
+        continue
+      }
+      if (this.mode === 'limited') {
+        await this.untilWindowOpens(signal)
         this.mode = 'batch'
         continue
       }
@@ -218,6 +233,19 @@ export class RedisReceiver implements TaskReceiver {
     })
   }
 
+  /** Resolves once the rate limit's window has room, or on abort: its timer never holds close() up. */
+  private untilWindowOpens (signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, this.windowOpensAt - Date.now())
+      signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
   /** Resolves when a reserved task settles, on abort, or after a second at most. */
   private untilSettled (signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
@@ -264,13 +292,17 @@ export class RedisReceiver implements TaskReceiver {
     // Read when the batch leaves: a reservation asked for before a recovered task came gets nothing.
     const held = this.mode === 'recovered'
     const reply = await client.taskqueueAckAndReserveBuffer(this.processing, keys.waiting, keys.tasks, keys.inflight, keys.cancelled, keys.recoveries,
-      keys.consumers, this.liveness.heartbeatKey, keys.recovered, keys.paused, keys.groupOf, held ? 0 : count, this.id, this.liveness.lifetime,
-      keys.base, this.queue.options.groupConcurrency ?? 0, ...acks)
+      keys.consumers, this.liveness.heartbeatKey, keys.recovered, keys.paused, keys.rateLog, keys.groupOf, held ? 0 : count, this.id,
+      this.liveness.lifetime, this.rateMax, this.rateWindowMs, keys.base, this.queue.options.groupConcurrency ?? 0, ...acks)
     const kind: Reservation['kind'] = held ? 'held' : reply[0].toString() as Reservation['kind']
     // Set before the reply is handed out: the next batch may leave before its callers resume.
     if (kind === 'recovered') this.mode = 'recovered'
-    // Handed out in the order asked, two entries (id, message) a task.
+    // Handed out in the order asked, two entries (id, message) a task, after the wait of `limited`.
     let next = 1
+    if (kind === 'limited') {
+      this.mode = 'limited'
+      this.windowOpensAt = Date.now() + Number(reply[next++].toString())
+    }
     return items.map((item) => {
       if (!('count' in item)) return undefined
       const share = reply.slice(next, next + item.count * 2)

@@ -31,10 +31,11 @@ export function loadScript (name: string): string {
 /** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
 export interface ScriptCommands {
   taskqueueAdd (tasks: string, waiting: string, delayed: string, base: string, ...quadruples: Array<string | number>): Promise<number>
+  taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, name: string, tick: number, id: string, message: string, delayMs: number): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
   taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
-    consumers: string, heartbeat: string, recovered: string, paused: string, groupOf: string, count: number, id: string, lifetimeMs: number,
-    base: string, groupConcurrency: number, ...acks: string[]): Promise<Buffer[]>
+    consumers: string, heartbeat: string, recovered: string, paused: string, rateLog: string, groupOf: string, count: number, id: string,
+    lifetimeMs: number, rateMax: number, rateWindowMs: number, base: string, groupConcurrency: number, ...acks: string[]): Promise<Buffer[]>
   taskqueueBury (processing: string, dead: string, tasks: string, inflight: string, recoveries: string, deadIndex: string,
     id: string, entry: string, indexId: string, deadMax: number, base: string): Promise<number>
   taskqueueRequeue (dead: string, waiting: string, tasks: string, deadIndex: string, entry: string, id: string, message: string, base: string,
@@ -57,7 +58,8 @@ export interface ScriptCommands {
 /** Each script: its file under scripts/, and how many of its arguments are keys. */
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
-  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 11 },
+  taskqueueAddTick: { file: 'add-tick', numberOfKeys: 4 },
+  taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 12 },
   taskqueueBury: { file: 'bury', numberOfKeys: 6 },
   taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },
   taskqueueRelease: { file: 'release', numberOfKeys: 3 },

@@ -12,6 +12,10 @@
 -- their turn as one group; a group at its limit is set aside until one of its tasks leaves flight.
 -- While no grouped task lives and no group takes turns (the one check), the reservation is as it was.
 --
+-- With a rate limit (ARGV[4] > 0), no more tasks are reserved than its window has room for, a
+-- recovered one included, and each is logged as a start in the rate log (see rate-limit.lua):
+-- at most ARGV[4] starts within any ARGV[5] ms of the server's clock, across every consumer.
+--
 -- A consumer that reserves registers itself, as its heartbeat does: recovery looks only at
 -- registered consumers, and a consumer may reserve while missing from the set (Redis restarted
 -- empty, a failover that lost the registration) and expire before its next beat.
@@ -26,21 +30,27 @@
 -- KEYS[8] heartbeat key of the consumer
 -- KEYS[9] recovered list
 -- KEYS[10] paused flag
--- KEYS[11] group of each live grouped task (hash)
+-- KEYS[11] rate log: start times (ms) of the latest tries, newest first (rate limit only)
 -- ARGV[1] how many tasks to reserve
 -- ARGV[2] consumer id
 -- ARGV[3] heartbeat lifetime in ms
--- ARGV[4] key base (`prefix:{queue}:v2:`), for the keys of the groups
--- ARGV[5] most tasks of one group in flight (0: no limit)
--- ARGV[6...] ids of the tasks to acknowledge
+-- ARGV[4] the rate limit's max starts per window, or 0 for no limit
+-- KEYS[12] group of each live grouped task (hash)
+-- ARGV[5] the rate limit's window in ms
+-- ARGV[6] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- ARGV[7] most tasks of one group in flight (0: no limit)
+-- ARGV[8...] ids of the tasks to acknowledge
 -- Returns the kind of reservation, then for each reserved task its id and its message, oldest
 -- first: 'batch' and up to the count asked (fewer when the queue ran out), 'recovered' and one
--- recovered task, 'finishing' and none, or 'paused' and none.
+-- recovered task, 'finishing' and none, or 'paused' and none; or 'limited', the ms until the
+-- window has room again (as a string), then the tasks reserved before it filled (maybe none).
 -- @include tombstones
+-- @include now-ms
+-- @include rate-limit
 -- @include groups
 -- Grouped tasks live, or groups take turns (with tombstones left to drop): one check of both.
-local G = redis.call('EXISTS', KEYS[11], ARGV[4] .. 'group-turns') > 0 and groupKeysOf(ARGV[4]) or nil
-for i = 6, #ARGV do
+local G = redis.call('EXISTS', KEYS[12], ARGV[6] .. 'group-turns') > 0 and groupKeysOf(ARGV[6]) or nil
+for i = 8, #ARGV do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its message and recovery count still belong to it.
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
@@ -53,6 +63,14 @@ end
 local count = tonumber(ARGV[1])
 if count == 0 then return { 'batch' } end
 if redis.call('EXISTS', KEYS[10]) == 1 then return { 'paused' } end
+local rateMax, rateWindow, now, rateLeft = tonumber(ARGV[4]), tonumber(ARGV[5]), nil, nil
+if rateMax > 0 then
+  now = nowMs()
+  local waitMs
+  rateLeft, waitMs = rateRoom(KEYS[11], rateMax, rateWindow, now)
+  if rateLeft == 0 then return { 'limited', tostring(waitMs) } end
+  count = math.min(count, rateLeft)
+end
 local reply = { 'batch' }
 -- Read once: with no tombstone at all (the common case), no entry needs looking up.
 local tombstones = tombstoneCount(KEYS[5]) > 0
@@ -74,7 +92,7 @@ local function reserveFrom (list, group)
     end
   end
 end
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[7])
 -- Up to `count` tasks, a group at a time in turn. Each step serves a task, or takes a group out of
 -- the turns (drained, or set aside at its limit), or passes the turn of the tasks without a group,
 -- which leaves the turns once it is alone there: the loop ends.
@@ -123,5 +141,15 @@ end
 -- Registered by its heartbeat as a rule: the set and the key are written here only when missing.
 if #reply > 1 and (redis.call('SADD', KEYS[7], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[8]) == 0) then
   redis.call('SET', KEYS[8], '1', 'PX', tonumber(ARGV[3]))
+end
+if rateMax > 0 and #reply > 1 then
+  local started = (#reply - 1) / 2
+  rateRecord(KEYS[11], started, rateMax, rateWindow, now)
+  -- A batch that filled the window says when it has room, so the consumer waits without asking.
+  if started == rateLeft and reply[1] == 'batch' then
+    local _, waitMs = rateRoom(KEYS[11], rateMax, rateWindow, now)
+    table.insert(reply, 2, tostring(waitMs))
+    reply[1] = 'limited'
+  end
 end
 return reply
