@@ -81,6 +81,8 @@ export interface ConsumerEnv {
   heartbeatInterval?: number
   concurrentLimit?: number
   recoveryMaxCount?: number
+  /** The queue's groupConcurrency (left out: none). */
+  groupConcurrency?: number
   /** Range of the random time a task takes (ms). */
   minDelay?: number
   maxDelay?: number
@@ -118,6 +120,7 @@ export function startConsumer (env: ConsumerEnv): ConsumerChild {
       TQ_HEARTBEAT: String(env.heartbeatInterval ?? 200),
       TQ_CONCURRENCY: String(env.concurrentLimit ?? 1),
       TQ_RECOVERY_MAX: String(env.recoveryMaxCount ?? 5),
+      TQ_GROUP_CONCURRENCY: env.groupConcurrency === undefined ? '' : String(env.groupConcurrency),
       TQ_MIN_DELAY: String(env.minDelay ?? 5),
       TQ_MAX_DELAY: String(env.maxDelay ?? 30),
       ...env.env
