@@ -24,7 +24,7 @@ const args = process.argv.slice(2)
 const full = args.includes('--full')
 const only = args.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const wanted = (section) => only === undefined || only.includes(section)
-const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed']
+const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed', 'flow']
 const unknown = only?.filter((section) => !sections.includes(section)) ?? []
 if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(', ')}; sections are ${sections.join(', ')}`)
 
@@ -36,7 +36,8 @@ const config = full
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 21 },
       steering: { n: 100_000, calls: 5_000, concurrency: 32 },
       http: { duration: 5, rounds: 5, warmup: 3, connections: 100 },
-      observed: { n: 50_000, redisN: 50_000, concurrency: 8, reps: 5, warmup: 10_000 }
+      observed: { n: 50_000, redisN: 50_000, concurrency: 8, reps: 5, warmup: 10_000 },
+      flow: { n: 30_000, redisN: 30_000, concurrency: 8, reps: 5 }
     }
   : {
       dispatch: { n: 8_000, n1: 4_000, redisN: 8_000, redisN1: 4_000, reps: 3, warmup: 2_000 },
@@ -45,7 +46,8 @@ const config = full
       deep: { small: 1_000, large: 100_000, window: 1_000, skip: 100, reps: 8 },
       steering: { n: 20_000, calls: 2_000, concurrency: 32 },
       http: { duration: 2, rounds: 2, warmup: 1, connections: 100 },
-      observed: { n: 8_000, redisN: 8_000, concurrency: 8, reps: 3, warmup: 2_000 }
+      observed: { n: 8_000, redisN: 8_000, concurrency: 8, reps: 3, warmup: 2_000 },
+      flow: { n: 6_000, redisN: 6_000, concurrency: 8, reps: 3 }
     }
 
 const runId = randomBytes(4).toString('hex')
@@ -234,6 +236,10 @@ try {
     progress(`local${withRedis ? ' and redis' : ''} dispatch with metrics and tracing on and off, runs interleaved`)
     results.observed = await scenario('observed', { ...config.observed, ...(withRedis ? { redis: connection, prefix: prefixOf('observed') } : {}) }, ['--expose-gc'])
   }
+  if (wanted('flow')) {
+    progress(`local${withRedis ? ' and redis' : ''} dispatch with a rate limit, groups and a schedule, runs interleaved`)
+    results.flow = await scenario('flow', { ...config.flow, ...(withRedis ? { redis: connection, prefix: prefixOf('flow') } : {}) }, ['--expose-gc'])
+  }
 } finally {
   if (redis.skipped === undefined) {
     // Whatever a failed scenario left behind under this run's prefixes.
@@ -378,6 +384,24 @@ const localOff = results.observed?.localOff
 if (spanCpu !== undefined && localOff !== undefined) {
   row('8', 'an OpenTelemetry span alone: started and ended with the same SDK, nothing else', `N ${int(config.observed.n)}`, `CPU ${ratio(spanCpu)} µs each`,
     'local dispatch, both off, plus one span per task', `${ratio(localOff.cpu / (localOff.cpu + spanCpu))} (CPU)`, '(reference: the most tracing on could reach)')
+}
+
+const flowWhat = {
+  rateLimited: 'a rate limit that is never reached (`rateLimit: { max: 1,000,000, timeWindow: 1000 }`): every start is logged',
+  grouped: 'tasks of 16 groups, `groupConcurrency` 4',
+  scheduled: 'a schedule registered (a tick a second, to another route)'
+}
+for (const type of ['local', 'redis']) {
+  const plain = results.flow?.[`${type}-plain`]
+  if (plain === undefined) continue
+  const n = type === 'local' ? config.flow.n : config.flow.redisN
+  const setting = `concurrentLimit ${config.flow.concurrency}, N ${int(n)}`
+  row('9', `${type} dispatch, no rate limit, group or schedule`, setting, `${int(plain.rate)} tasks/s; CPU ${int(plain.cpu)} µs each`)
+  for (const [name, what] of Object.entries(flowWhat)) {
+    const used = results.flow[`${type}-${name}`]
+    row('9', `${type} dispatch, ${what}`, setting, `${int(used.rate)} tasks/s; CPU ${int(used.cpu)} µs each`,
+      `${type} dispatch without`, `${ratio(used.ratio)} (CPU: ${ratio(used.cpuRatio)})`, '(what using it costs)')
+  }
 }
 
 const cpus = os.cpus()

@@ -563,7 +563,91 @@ async function spanAlone (n) {
   return (used.user + used.system) / n
 }
 
-const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering, observed }
+/**
+ * The setups of row 9 (issue 14): a queue without flow control, then each feature in use. Every
+ * setup dispatches the same tasks; `grouped` gives them 16 groups of at most 4 in flight each.
+ */
+const flowSetups = {
+  plain: {},
+  rateLimited: { queue: { rateLimit: { max: 1_000_000, timeWindow: 1000 } } },
+  grouped: { queue: { groupConcurrency: 4 }, groups: 16 },
+  scheduled: { options: { schedules: [{ name: 'tick', cron: '* * * * * *', url: '/tasks/tick' }] } }
+}
+
+/** A flow setup's app: the task route, and the route of its schedule's ticks. */
+async function flowApp (setup, queue, consumers, counter) {
+  const app = await queueApp({ queue: { ...queue, ...setup.queue }, consumers, counter, options: setup.options })
+  app.get('/tasks/tick', { config: { taskOnly: true } }, async (request, reply) => { reply.code(204) })
+  return app
+}
+
+function flowTasks (setup, n) {
+  const tasks = makeTasks(n)
+  if (setup.groups !== undefined) tasks.forEach((task, i) => { task.group = `group-${i % setup.groups}` })
+  return tasks
+}
+
+async function flowLocalRun (setup, n, concurrency) {
+  const counter = new Counter(n)
+  const app = await flowApp(setup, { type: 'local' }, [{ queue: 'default', concurrentLimit: concurrency }], counter)
+  await addBatched(app, flowTasks(setup, n))
+  collect()
+  await app.ready()
+  await counter.done
+  const result = { rate: counter.rate, cpu: counter.cpuPerCall }
+  await app.close()
+  return result
+}
+
+async function flowRedisRun (setup, redis, prefix, n, concurrency) {
+  const client = redisClient(redis)
+  const producer = await flowApp(setup, redisQueue(redis, prefix), [], undefined)
+  await producer.ready()
+  await addBatched(producer, flowTasks(setup, n))
+  await producer.close()
+  const counter = new Counter(n)
+  const app = await flowApp(setup, redisQueue(redis, prefix), [{ queue: 'default', concurrentLimit: concurrency }], counter)
+  const cpuBefore = await redisCpu(client)
+  collect()
+  await app.ready()
+  await counter.done
+  const serverCpu = await redisCpu(client) - cpuBefore
+  await app.close()
+  await deletePrefix(client, prefix)
+  client.disconnect()
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+}
+
+/**
+ * 9. Issue 14: what rate limits, groups and schedules cost a dispatch when used, against the same
+ * queue without them; runs interleaved, each ratio the median of those of runs made one after the
+ * other. What they cost unused is the plain setup itself, which every other row measures too.
+ */
+async function flow ({ n, redisN, concurrency, reps, redis, prefix }) {
+  const kinds = {}
+  for (const name of Object.keys(flowSetups)) {
+    kinds[`local-${name}`] = () => flowLocalRun(flowSetups[name], n, concurrency)
+    if (redis !== undefined) kinds[`redis-${name}`] = (r) => flowRedisRun(flowSetups[name], redis, `${prefix}-${name}-${r}`, redisN, concurrency)
+  }
+  for (const run of Object.values(kinds)) await run('warmup')
+  const runs = Object.fromEntries(Object.keys(kinds).map((kind) => [kind, []]))
+  for (let r = 0; r < reps; r++) {
+    for (const [kind, run] of Object.entries(kinds)) runs[kind].push(await run(r))
+  }
+  const result = {}
+  for (const [kind, measured] of Object.entries(runs)) {
+    const plain = runs[kind.replace(/-.*/, '-plain')]
+    result[kind] = {
+      rate: median(measured.map(({ rate }) => rate)),
+      cpu: median(measured.map(({ cpu }) => cpu)),
+      ratio: median(measured.map(({ rate }, i) => rate / plain[i].rate)),
+      cpuRatio: median(measured.map(({ cpu }, i) => plain[i].cpu / cpu))
+    }
+  }
+  return result
+}
+
+const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering, observed, flow }
 
 async function main () {
   const [name, json = '{}'] = process.argv.slice(2)
