@@ -104,3 +104,36 @@ test('issue 14: kill -9 of a consumer running grouped tasks gives their groups\'
   t.equal(await client.llen(key('dead')), 0, 'no task was buried')
   await survivor.stop('SIGTERM')
 })
+
+test('issue 14: a grouped task released at close goes back to the head of its group, its slot given back', async (t) => {
+  const { redis, client, prefix } = await redisForTest(t)
+  const queue = { queue: 'work', type: 'redis' as const, prefix, ...redis.connection, groupConcurrency: 1 }
+  const key = (name: string): string => `${prefix}:{work}:v2:${name}`
+  const runs: string[] = []
+  const build = async (hold: boolean): Promise<FastifyInstance> => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(taskqueue, { queues: [queue], consumers: [{ queue: 'work', concurrentLimit: 5 }], closeTimeout: 200 })
+    app.post('/tasks/:name', async (request) => {
+      runs.push((request.params as { name: string }).name)
+      if (hold) await sleep(2000)
+      return { ok: true }
+    })
+    await app.ready()
+    return app
+  }
+  const first = await build(true)
+  await first.taskqueue.add('/tasks/one', { method: 'POST', group: 'g', id: 'one' })
+  await first.taskqueue.add('/tasks/two', { method: 'POST', group: 'g', id: 'two' })
+  await waitUntil('the first task to start', () => runs.includes('one'), 5000)
+  t.same(await client.hgetall(key('group-inflight')), { g: '1' }, 'the group is at its limit')
+  await first.close()
+  t.same(await client.hgetall(key('group-inflight')), {}, 'the released task gave its slot back')
+  t.same(await client.lrange(key('group:g'), 0, -1), ['two', 'one'], 'it is next in its group again')
+  t.equal(await client.hget(key('group-of'), 'one'), 'g', 'it keeps its group')
+
+  const second = await build(false)
+  await waitUntil('both tasks to run in another app', () => runs.filter((name) => name === 'one').length === 2 && runs.includes('two'), 5000)
+  t.same(runs, ['one', 'one', 'two'], 'the released task ran first, then the next of its group')
+  await second.close()
+})
