@@ -111,6 +111,30 @@ test('issue 13: a cancelled waiting task leaves a tombstone that reservations sk
   t.equal(await waitingCount(), 0, 'nothing waits')
 })
 
+test('issue 14: an orphan and a due retry of a group go back to their group\'s list, its slot given back', async (t) => {
+  const { client, prefix } = await redisForTest(t)
+  const key = (name: string) => `${prefix}:{q}:v2:${name}`
+  const reserve = (count: number) => client.eval(ackAndReserveScript, 12, key('processing:c'), key('waiting'), key('tasks'), key('inflight'), key('cancelled'),
+    key('recoveries'), key('consumers'), key('heartbeat:c'), key('recovered'), key('paused'), key('rate-log'), key('group-of'), count, 'c', 600, 0, 0, key(''), 1)
+  await client.eval(scripts.taskqueueAdd.lua, 3, key('tasks'), key('waiting'), key('delayed'), key(''), 'a', 'A', 0, 'g', 'b', 'B', 0, 'g')
+  t.same(await reserve(5), ['batch', 'a', 'A'], 'one task of the group: its limit is 1')
+  t.same(await client.hgetall(key('group-inflight')), { g: '1' }, 'counted in flight')
+  t.same(await client.smembers(key('group-full')), ['g'], 'set aside at its limit')
+
+  t.equal(await client.eval(scripts.taskqueueReleaseOrphans.lua, 5, key('processing:c'), key('waiting'), key('recoveries'), key('recovered'), key('inflight'), key('')), 1, 'released as an orphan')
+  t.same(await client.lrange(key('group:g'), 0, -1), ['b', 'a'], 'back at the head of its group')
+  t.same(await client.hgetall(key('group-inflight')), {}, 'its slot given back')
+  t.same(await client.smembers(key('group-full')), [], 'the group takes turns again')
+  t.same(await client.lrange(key('group-turns'), 0, -1), ['g', '*'], 'after the turn of the tasks without a group')
+
+  t.same(await reserve(5), ['batch', 'a', 'A'], 'reserved again, first of its group')
+  t.equal(await client.eval(scripts.taskqueueRetry.lua, 4, key('processing:c'), key('delayed'), key('tasks'), key('inflight'), 'a', 'A2', 0, key('')), 1, 'retried')
+  t.same(await client.hgetall(key('group-inflight')), {}, 'the retry gave the slot back')
+  await client.eval(scripts.taskqueuePromote.lua, 2, key('delayed'), key('waiting'), 10, key(''))
+  t.same(await client.lrange(key('group:g'), 0, -1), ['a', 'b'], 'the due retry went to the back of its group')
+  t.same(await reserve(5), ['batch', 'b', 'B'], 'the group goes on in order, one at a time')
+})
+
 const scriptsFolder = join(__dirname, '..', 'lib', 'queues', 'redis', 'scripts')
 
 test('each script file opens with what it does, its KEYS, its ARGV and what it returns', async (t) => {
