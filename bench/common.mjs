@@ -5,6 +5,10 @@ import { randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import { Redis } from 'ioredis'
+import { context, propagation, trace } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base'
 
 export const taskUrl = '/tasks/noop'
 
@@ -194,6 +198,25 @@ export async function addBatched (app, tasks, batch = 500) {
     for (let i = start; i < end; i++) pending.push(app.taskqueue.add(taskUrl, tasks[i]))
     await Promise.all(pending)
   }
+}
+
+/** An exporter that drops what it gets: the spans are made, recorded and ended, and go nowhere. */
+const droppingExporter = { export (spans, done) { done({ code: 0 }) }, async shutdown () {} }
+
+/**
+ * Tracing on: an SDK registered as an app in production registers it (a BasicTracerProvider with
+ * the batching span processor, whose exporter drops the spans, the AsyncLocalStorage context
+ * manager, the W3C propagator); off: none, as in an app without OpenTelemetry. The plugin reads
+ * them through @opentelemetry/api at each try.
+ */
+export function setTracing (on) {
+  trace.disable()
+  context.disable()
+  propagation.disable()
+  if (!on) return
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(droppingExporter, { maxQueueSize: 65_536 })] }))
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator())
 }
 
 export function median (values) {

@@ -8,14 +8,12 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import { Registry } from 'prom-client'
-import { context, propagation, trace, ROOT_CONTEXT, SpanKind } from '@opentelemetry/api'
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
-import { W3CTraceContextPropagator } from '@opentelemetry/core'
-import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base'
+import { trace, ROOT_CONTEXT, SpanKind } from '@opentelemetry/api'
 import {
   Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisQueue,
   sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl
 } from './common.mjs'
+import { setTracing } from './common.mjs'
 
 /**
  * Collects the garbage of the set-up (the fill of a queue makes plenty) before a clock starts, so
@@ -483,25 +481,6 @@ async function steering ({ n, calls, concurrency, redis, prefix }) {
   await deletePrefix(client, prefix)
   client.disconnect()
   return result
-}
-
-/** An exporter that drops what it gets: the spans are made, recorded and ended, and go nowhere. */
-const droppingExporter = { export (spans, done) { done({ code: 0 }) }, async shutdown () {} }
-
-/**
- * Tracing on: an SDK registered as an app in production registers it (a BasicTracerProvider with
- * the batching span processor, whose exporter drops the spans, the AsyncLocalStorage context
- * manager, the W3C propagator); off: none, as in an app without OpenTelemetry. The plugin reads
- * them through @opentelemetry/api at each try.
- */
-function setTracing (on) {
-  trace.disable()
-  context.disable()
-  propagation.disable()
-  if (!on) return
-  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(droppingExporter, { maxQueueSize: 65_536 })] }))
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator())
 }
 
 /** Runs `work` with metrics (a registry of its own) and tracing on, or with both off. */
