@@ -111,47 +111,83 @@ function cannon (port, route, duration) {
 }
 
 /**
- * 4. Real HTTP requests to the route that queues one task and to the same route queuing none. Each
- * route has a server of its own, warmed up on that route only (a server that has just queued and
- * dispatched thousands of tasks answers more slowly for a while, which would count against the
- * route queuing none); the two are measured in turn, `rounds` times, and the ratios are the
- * medians of the ratios of each round's pair of runs.
+ * Runs autocannon against each of `variants` ({ name, server, route }: the options of
+ * bench/http-server.mjs and the route to load), each on a server of its own, warmed up on its
+ * route only (a server that has just queued and dispatched thousands of tasks answers more slowly
+ * for a while, which would count against another route). Then `rounds` rounds of one run of each,
+ * the order turning by one each round, so that no variant always runs first after a pause. Each
+ * run is followed by a settle (the queue emptied), so nothing carries over into the next.
  */
-async function requestPath (options) {
-  const routes = ['none', 'one']
+async function httpRounds (variants) {
   const servers = {}
-  const runs = { none: [], one: [] }
+  const runs = Object.fromEntries(variants.map(({ name }) => [name, []]))
   try {
-    for (const route of routes) servers[route] = await httpServer(options)
-    for (const route of routes) {
-      await cannon(servers[route].port, `/enqueue/${route}`, config.http.warmup)
-      await servers[route].request('settle')
+    for (const { name, server } of variants) servers[name] = await httpServer(server)
+    for (const { name, route } of variants) {
+      await cannon(servers[name].port, route, config.http.warmup)
+      await servers[name].request('settle')
     }
     for (let round = 0; round < config.http.rounds; round++) {
-      for (const route of routes) {
-        const result = await cannon(servers[route].port, `/enqueue/${route}`, config.http.duration)
-        const { waiting } = await servers[route].request('settle')
+      const turn = variants.map((_, i) => variants[(i + round) % variants.length])
+      for (const { name, route } of turn) {
+        const result = await cannon(servers[name].port, route, config.http.duration)
+        const { waiting, heapUsed } = await servers[name].request('settle')
         const failed = result.errors + result.timeouts + result.non2xx
-        if (failed > 0) throw new Error(`/enqueue/${route}: ${failed} requests failed`)
-        runs[route].push({
+        if (failed > 0) throw new Error(`${name} ${route}: ${failed} requests failed`)
+        runs[name].push({
           rps: result.requests.average,
           p50: result.latency.p50,
           p99: result.latency.p99,
           requests: result.requests.total,
           // Tasks still waiting when the run ended: the backlog a running consumer did not keep up with.
-          waitingAfter: waiting
+          waitingAfter: waiting,
+          // The server's heap once its queue was emptied: what a run left behind.
+          heapAfter: heapUsed
         })
       }
     }
   } finally {
     for (const server of Object.values(servers)) await server.close()
   }
-  const summary = (route) => Object.fromEntries(['rps', 'p50', 'p99', 'waitingAfter'].map((key) => [key, median(runs[route].map((run) => run[key]))]))
+  return runs
+}
+
+/** Medians of the runs of one variant, and the median of the per-round ratios of `runs` to `base`. */
+const summary = (runs) => Object.fromEntries(['rps', 'p50', 'p99', 'waitingAfter', 'heapAfter'].map((key) => [key, median(runs.map((run) => run[key]))]))
+const roundRatios = (runs, base) => ({
+  rpsRatio: median(runs.map((run, round) => run.rps / base[round].rps)),
+  p99Ratio: median(runs.map((run, round) => run.p99 / base[round].p99))
+})
+
+/**
+ * 4. Real HTTP requests to the route that queues one task and to the same route queuing none,
+ * each on a server of its own with the same `options`; the ratios (one / none) are the medians of
+ * the ratios of each round's pair of runs.
+ */
+async function requestPath (options) {
+  const runs = await httpRounds([
+    { name: 'none', server: options, route: '/enqueue/none' },
+    { name: 'one', server: options, route: '/enqueue/one' }
+  ])
+  return { none: summary(runs.none), one: summary(runs.one), ...roundRatios(runs.one, runs.none), runs }
+}
+
+/**
+ * 4. The plugin's tax on a route that queues nothing: POST /enqueue/none over HTTP in an app
+ * without the plugin, in one with it (a local queue, its consumer running and idle), and in one
+ * with metrics and tracing on too; ratios to the app without it, per round.
+ */
+async function pluginTax () {
+  const route = '/enqueue/none'
+  const runs = await httpRounds([
+    { name: 'bare', server: { plugin: false }, route },
+    { name: 'plugin', server: { type: 'local', consumer: true }, route },
+    { name: 'observed', server: { type: 'local', consumer: true, observed: true }, route }
+  ])
   return {
-    none: summary('none'),
-    one: summary('one'),
-    rpsRatio: median(runs.one.map((run, round) => run.rps / runs.none[round].rps)),
-    p99Ratio: median(runs.one.map((run, round) => run.p99 / runs.none[round].p99)),
+    bare: summary(runs.bare),
+    plugin: { ...summary(runs.plugin), ...roundRatios(runs.plugin, runs.bare) },
+    observed: { ...summary(runs.observed), ...roundRatios(runs.observed, runs.bare) },
     runs
   }
 }
@@ -209,6 +245,8 @@ try {
     }
   }
   if (wanted('http')) {
+    progress('route queuing nothing over HTTP: without the plugin, with it, with metrics and tracing; runs interleaved')
+    results.httpTax = await pluginTax()
     progress('request path over HTTP, local queue, its consumer running')
     results.httpLocal = await requestPath({ type: 'local', consumer: true })
     progress('request path over HTTP, local queue, no consumer')
@@ -317,11 +355,29 @@ for (const type of ['local', 'redis']) {
   row('3', `${type} enqueue through requests: \`inject()\` of a route that queues one task`, `concurrency ${config.requestEnqueue.concurrency}`,
     `${int(enqueue.one)} tasks/s`, `same route queuing none: ${int(enqueue.none)} req/s`, ratio(enqueue.one / enqueue.none))
 }
-// The rows that are no target say what they are for instead (`target` holds that).
+{
+  // The plugin's tax on a route that queues nothing: the same route, with and without the plugin.
+  const tax = results.httpTax
+  if (tax !== undefined) {
+    const setting = `${config.http.connections} connections, ${config.http.rounds} x ${config.http.duration} s, interleaved`
+    const what = 'HTTP, route queuing nothing (POST /enqueue/none)'
+    row('4', `${what}: app without the plugin`, setting, `${int(tax.bare.rps)} req/s, p99 ${tax.bare.p99} ms`)
+    for (const [key, label] of [
+      ['plugin', 'app with the plugin (local queue, its consumer running, idle)'],
+      ['observed', 'app with the plugin, metrics (prom-client registry) and tracing (OpenTelemetry SDK, spans dropped) on']
+    ]) {
+      const measured = tax[key]
+      row('4', `${what}: ${label}`, setting, `${int(measured.rps)} req/s, p99 ${measured.p99} ms`, 'app without the plugin',
+        `${ratio(measured.rpsRatio)} req/s, ${ratio(measured.p99Ratio)}x p99`,
+        check(`the plugin's tax on a route queuing nothing${key === 'observed' ? ', metrics and tracing on' : ''}: >= 0.97 req/s`, measured.rpsRatio >= 0.97, '>= 0.97 req/s'))
+    }
+  }
+}
+// The cost of queuing one task: the rows that are no target say what they are for instead (`target` holds that).
 for (const [key, label, minimum, target] of [
-  ['httpLocal', 'local, its consumer running (concurrentLimit 8)', 0.9, true],
-  ['httpLocalNoConsumer', 'local, no consumer (queue emptied after the run)', 0.9, 'request path only, for comparison'],
-  ['httpRedis', 'redis, producer only (no consumer)', 0.8, true],
+  ['httpLocal', 'local, its consumer running (concurrentLimit 8)', 0.9, 'includes running the tasks in the same process'],
+  ['httpLocalNoConsumer', 'local, no consumer (queue emptied after each run)', 0.9, true],
+  ['httpRedis', 'redis, producer only (no consumer; keys deleted after each run)', 0.8, true],
   ['httpRedisSlim', `redis, producer only, tasks inheriting 3 of the request's headers (headerPolicy: { allow: [${slimHeaders.join(', ')}] })`, 0.8,
     'what copying fewer headers gives']
 ]) {
@@ -333,7 +389,7 @@ for (const [key, label, minimum, target] of [
   row('4', `HTTP, same route queuing one task: ${label}`, `${config.http.connections} connections, ${config.http.rounds} x ${config.http.duration} s`,
     `${int(http.one.rps)} req/s, p99 ${http.one.p99} ms${key === 'httpLocal' ? `; ${int(http.one.waitingAfter)} tasks still waiting at the end` : ''}`, 'route queuing none', `${ratio(http.rpsRatio)} req/s, ${ratio(http.p99Ratio)}x p99`,
     target === true
-      ? check(`request path ${label.split(',')[0]}: >= ${minimum} req/s, p99 <= 1.2x`, met, `>= ${minimum.toFixed(2)}, p99 <= 1.20x`)
+      ? check(`queuing one task, ${label.split(' (')[0]}: >= ${minimum} req/s, p99 <= 1.2x`, met, `>= ${minimum.toFixed(2)}, p99 <= 1.20x`)
       : `(${target}: ${met ? 'would meet' : 'would miss'} >= ${minimum.toFixed(2)}, p99 <= 1.20x)`)
 }
 if (results.localDeep !== undefined) {
