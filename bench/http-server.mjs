@@ -6,7 +6,8 @@
 // the plugin at all (no /enqueue/one then); `observed: true` for metrics (a fresh prom-client
 // registry) and tracing (an OpenTelemetry SDK that drops its spans) on.
 // Controlled over IPC: { cmd: 'settle' } empties the queue (waiting tasks dropped, those in flight
-// awaited) and answers with how many were waiting and the heap in use; { cmd: 'close' } closes the app.
+// awaited) and answers with how many were waiting, the CPU time used since the last settle and
+// the heap in use; { cmd: 'close' } closes the app.
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import { Registry } from 'prom-client'
@@ -49,10 +50,15 @@ async function settle () {
   return waiting
 }
 
+/** CPU time (µs, user and system) used since the last settle ended: a run's, idle gaps aside. */
+let cpuMark = process.cpuUsage()
+
 process.on('message', async ({ cmd }) => {
   if (cmd === 'settle') {
+    const { user, system } = process.cpuUsage(cpuMark)
     const waiting = await settle()
-    process.send({ waiting, heapUsed: process.memoryUsage().heapUsed })
+    process.send({ waiting, cpu: user + system, heapUsed: process.memoryUsage().heapUsed })
+    cpuMark = process.cpuUsage()
   } else if (cmd === 'close') {
     await app.close()
     if (plugin && type !== 'local') {
