@@ -2,6 +2,8 @@
 // waiting tasks, as a user of one process sees them. The same calls on a Redis queue, shared by
 // several instances, have tests of their own.
 import { test } from 'tap'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { recordingApp, namesOf } from './helpers/app'
 import { gate, waitFor, type Test } from './helpers/harness'
 import { fakeClock } from './helpers/clock'
@@ -235,5 +237,33 @@ test('issue 13: a task offered to a receiver that stopped waiting goes to the ne
   t.match(await queue.stats(), { waiting: 1, inFlight: 1 }, 'with no receiver left, the task waits')
   t.match(await queue.get('b'), { state: 'waiting' })
   t.equal((await queue.reserve(new AbortController().signal))?.message.id, 'b', 'and is next in line')
+  await queue.close()
+})
+
+test('issue 15: reset() lets go of the tasks it dropped at once, though nothing consumes the queue', async (t) => {
+  // The collector, to tell whether the queue still holds a dropped task: only a reachable one survives it.
+  setFlagsFromString('--expose-gc')
+  const collect = runInNewContext('gc') as () => void
+  const queue = new LocalQueue('direct', 10, undefined, 2)
+  const kept = async (): Promise<Array<WeakRef<TaskMessage>>> => {
+    const message = (id: string): TaskMessage => ({ v: 1, id, queue: 'direct', url: `/tasks/${id}`, method: 'GET', headers: {}, retries: 0, createdAt: Date.now(), eta: Date.now() })
+    // Half of them in a group: each line of the queue is emptied.
+    const messages = ['a', 'b', 'c', 'd'].map((id, index) => index % 2 === 0 ? { ...message(id), group: 'g' } : message(id))
+    await queue.put(messages)
+    return messages.map((message) => new WeakRef(message))
+  }
+  const dropped = await kept()
+  t.match(await queue.stats(), { waiting: 4 })
+  await queue.reset()
+  // A WeakRef holds its target until the end of the job that made it.
+  await new Promise((resolve) => setImmediate(resolve))
+  collect()
+  t.same(dropped.map((ref) => ref.deref()?.id ?? null), [null, null, null, null], 'no dropped task is still held')
+  const refill = await kept()
+  t.match(await queue.stats(), { waiting: 4 }, 'the same ids wait again')
+  const taken = []
+  for (let index = 0; index < 4; index++) taken.push((await queue.reserve(new AbortController().signal))?.message.id)
+  t.same(taken.sort(), ['a', 'b', 'c', 'd'], 'and are served, groups and all')
+  t.equal(refill.length, 4)
   await queue.close()
 })

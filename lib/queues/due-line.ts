@@ -115,6 +115,20 @@ export class DueLine<T extends DueTask> {
   }
 
   /**
+   * Takes the tasks that are no longer waiting (cancelled, dropped) out of every line. They are
+   * otherwise skipped only as they reach a head, which never comes while nothing consumes the
+   * queue: a reset() would keep every task it dropped in memory until then.
+   */
+  prune (): void {
+    for (const line of this.lines()) line.retain((task) => task.state === 'waiting')
+    for (const group of [...this.groups.values()]) {
+      // Set aside at its limit with nothing due left: nothing to come back to when a slot frees.
+      if (group.tasks.size === 0) group.full = false
+      this.forgetIdle(group)
+    }
+  }
+
+  /**
    * The due tasks still waiting, by line: the ungrouped ones, then each group's in the order of
    * the turns, then the groups set aside. Within a line, next to run first.
    */

@@ -20,6 +20,17 @@ export class Fifo<T> {
     for (let index = this.head; index < this.items.length; index++) yield this.items[index] as T
   }
 
+  /** Keeps the items `keep` accepts, in order, and lets go of the others at once. */
+  retain (keep: (item: T) => boolean): void {
+    const kept: T[] = []
+    for (let index = this.head; index < this.items.length; index++) {
+      const item = this.items[index] as T
+      if (keep(item)) kept.push(item)
+    }
+    this.items = kept
+    this.head = 0
+  }
+
   shift (): T | undefined {
     if (this.head === this.items.length) return undefined
     const item = this.items[this.head]

@@ -222,6 +222,8 @@ export class LocalQueue implements QueueBackend {
   /** Drops the waiting and delayed tasks, and only their ids: a task in flight keeps its own. */
   async reset (): Promise<void> {
     for (const task of this.live.values()) this.drop(task)
+    // The dropped tasks leave the due line now, not as a consumer reaches them: there may be none.
+    this.due.prune()
   }
 
   /** Forgets a waiting or delayed task; false for a task in flight. */
