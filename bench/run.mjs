@@ -74,7 +74,7 @@ function scenario (name, params, execArgv = []) {
 /** Starts bench/http-server.mjs and resolves with `{ port, request(cmd), close() }`. */
 function httpServer (options) {
   return new Promise((resolve, reject) => {
-    const child = fork(join(here, 'http-server.mjs'), [JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(join(here, 'http-server.mjs'), [JSON.stringify(options)], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     const replies = []
     const request = (cmd) => new Promise((resolve) => {
       replies.push(resolve)
