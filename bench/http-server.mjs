@@ -4,7 +4,7 @@
 //   POST /enqueue/one  queues one task (inheriting the request's headers and body), then answers.
 // Options (JSON, argv[2]): `type` and `consumer` of the queue; `plugin: false` for an app without
 // the plugin at all (no /enqueue/one then); `observed: true` for metrics (a fresh prom-client
-// registry) and tracing (an OpenTelemetry SDK that drops its spans) on.
+// registry) and tracing (an OpenTelemetry SDK that drops its spans) on; `emptyEvery`, see below.
 // Controlled over IPC: { cmd: 'settle' } empties the queue (waiting tasks dropped, those in flight
 // awaited) and answers with how many were waiting, the CPU time used since the last settle and
 // the heap in use; { cmd: 'close' } closes the app.
@@ -14,7 +14,7 @@ import { Registry } from 'prom-client'
 import { redisClient, deletePrefix, redisQueue, setTracing, taskRoute, taskUrl } from './common.mjs'
 
 const options = JSON.parse(process.argv[2] ?? '{}')
-const { type = 'local', consumer = false, redis, prefix, headerPolicy, plugin = true, observed = false } = options
+const { type = 'local', consumer = false, redis, prefix, headerPolicy, plugin = true, observed = false, emptyEvery } = options
 
 const app = Fastify({ logger: false })
 if (plugin) {
@@ -34,6 +34,10 @@ if (plugin) {
 app.post('/enqueue/none', async () => ({ ok: true }))
 taskRoute(app)
 await app.listen({ host: '127.0.0.1', port: 0 })
+
+// `emptyEvery` (ms): the waiting tasks are dropped that often during a run too, as a consumer
+// that keeps up would take them, so that a queue without one does not pile up a run's tasks.
+if (plugin && emptyEvery !== undefined) setInterval(() => { app.taskqueue.queue('default').reset() }, emptyEvery).unref()
 
 /**
  * Drops the waiting tasks and awaits those in flight and the pushes of the last responses; a
