@@ -64,7 +64,7 @@ process.on('message', async ({ cmd }) => {
     // With --expose-gc (as run.mjs starts it): the heap that the run left reachable, its garbage
     // collected now rather than in the next run.
     globalThis.gc?.()
-    process.send({ waiting, cpu: user + system, heapUsed: process.memoryUsage().heapUsed })
+    process.send({ waiting, cpu: user + system, cpuSystem: system, heapUsed: process.memoryUsage().heapUsed })
     cpuMark = process.cpuUsage()
   } else if (cmd === 'close') {
     await app.close()

@@ -131,7 +131,7 @@ async function httpRounds (variants) {
       const turn = variants.map((_, i) => variants[(i + round) % variants.length])
       for (const { name, route } of turn) {
         const result = await cannon(servers[name].port, route, config.http.duration)
-        const { waiting, cpu, heapUsed } = await servers[name].request('settle')
+        const { waiting, cpu, cpuSystem, heapUsed } = await servers[name].request('settle')
         const failed = result.errors + result.timeouts + result.non2xx
         if (failed > 0) throw new Error(`${name} ${route}: ${failed} requests failed`)
         runs[name].push({
@@ -142,6 +142,8 @@ async function httpRounds (variants) {
           // The server's CPU time per request (µs): much less moved than requests/s by other
           // processes taking the cores.
           cpu: cpu / result.requests.total,
+          // Of which the kernel's (system time): the sockets' reads and writes, mostly.
+          cpuSystem: cpuSystem / result.requests.total,
           // Tasks still waiting when the run ended: the backlog a running consumer did not keep up with.
           waitingAfter: waiting,
           // The server's heap once its queue was emptied: what a run left behind.
@@ -156,7 +158,7 @@ async function httpRounds (variants) {
 }
 
 /** Medians of the runs of one variant, and the median of the per-round ratios of `runs` to `base`. */
-const summary = (runs) => Object.fromEntries(['rps', 'p50', 'p99', 'cpu', 'waitingAfter', 'heapAfter'].map((key) => [key, median(runs.map((run) => run[key]))]))
+const summary = (runs) => Object.fromEntries(['rps', 'p50', 'p99', 'cpu', 'cpuSystem', 'waitingAfter', 'heapAfter'].map((key) => [key, median(runs.map((run) => run[key]))]))
 const roundRatios = (runs, base) => ({
   rpsRatio: median(runs.map((run, round) => run.rps / base[round].rps)),
   p99Ratio: median(runs.map((run, round) => run.p99 / base[round].p99)),
