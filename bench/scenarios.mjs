@@ -4,7 +4,7 @@
 //   node --cpu-prof bench/scenarios.mjs redisDispatch '{"n":5000,"concurrency":8,"reps":1,"warmup":1000,
 //     "redis":{"unixSocketPath":"/tmp/redis.sock"},"prefix":"tq-bench-profile"}'
 // The result is sent to the parent over IPC, or printed as JSON when there is none.
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import { Registry } from 'prom-client'
@@ -13,8 +13,8 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import {
-  Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisQueue,
-  sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl
+  Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisCpu, redisQueue,
+  sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl, withDispatchHeaders
 } from './common.mjs'
 
 /**
@@ -34,29 +34,6 @@ function makeTasks (count, slim = false) {
 function slimTask ({ headers, ...rest }) {
   return { ...rest, headers: Object.fromEntries(slimHeaders.map((name) => [name, headers[name]])) }
 }
-
-/**
- * The headers a consumer adds to a task's own when it dispatches it (`x-task-*`, its user-agent,
- * the dispatch token `key`). Built the way the consumer builds them (copied one by one into a new
- * object, then added to): an object made with spread syntax instead cost `inject()` about 7 µs
- * more per request in a micro-benchmark, which made a reference slower than the queue it bounds.
- */
-function withDispatchHeaders (request, key = foreignKey) {
-  const headers = {}
-  for (const name in request.headers) headers[name] = request.headers[name]
-  headers['x-task-id'] = randomUUID()
-  headers['x-task-queue'] = 'default'
-  headers['x-task-retries'] = '0'
-  headers['x-task-eta'] = new Date().toISOString()
-  headers['x-task-created-at'] = new Date().toISOString()
-  headers['user-agent'] = 'fastify-taskqueue'
-  headers['x-taskqueue-dispatch'] = key
-  request.headers = headers
-  return request
-}
-
-/** A dispatch token of no app: for the plain apps, which do not look at it. */
-const foreignKey = randomBytes(24).toString('base64url')
 
 /**
  * `inject()` of the task request, N times, by `concurrency` workers. `dispatched`: the request a
@@ -123,12 +100,6 @@ async function fillRedis (redis, prefix, count, slim = false) {
   await producer.ready()
   await addBatched(producer, makeTasks(count, slim))
   await producer.close()
-}
-
-/** CPU time (µs) that redis-server has used so far. */
-async function redisCpu (client) {
-  const info = await client.info('cpu')
-  return (Number(/used_cpu_user:([\d.]+)/.exec(info)[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)[1])) * 1e6
 }
 
 /**
