@@ -281,29 +281,41 @@ for (const c of [1, 8]) {
     `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`, `ceiling, concurrency ${c}`,
     `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`, '(reference: no checks, batching, retries or recovery)')
 }
+const cpuSplit = (measured) => `(app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`
+const cpuEach = (type, measured) => `CPU ${int(measured.cpu)} µs each${type === 'redis' ? ` ${cpuSplit(measured)}` : ''}`
 for (const [type, minimum] of [['local', 0.9], ['redis', 0.8]]) {
   for (const c of [1, 8]) {
     const measured = results[`dispatch${c}`]?.[type]
     if (measured === undefined) continue
     const n = type === 'local' ? (c === 1 ? config.dispatch.n1 : config.dispatch.n) : (c === 1 ? config.dispatch.redisN1 : config.dispatch.redisN)
     const floor = type === 'local' ? 'a dispatched task\'s request' : 'the minimal Redis loop'
+    // Only the redis rows have it, when BullMQ ran beside them.
+    const againstBullmq = measured.bullmqRatio !== undefined
     row(type === 'local' ? '2' : '3', `${type} queue: N waiting, then dispatched`, `concurrentLimit ${c}, N ${int(n)}`,
-      `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each${type === 'redis' ? ` (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})` : ''}`,
-      `ceiling, concurrency ${c} (${floor}: ${ratio(measured.floorRatio)})`, `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`,
+      `${int(measured.rate)} tasks/s; ${cpuEach(type, measured)}`,
+      `ceiling, concurrency ${c} (${floor}: ${ratio(measured.floorRatio)})${againstBullmq ? `; BullMQ 6, concurrency ${c}` : ''}`,
+      `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})${againstBullmq ? `; BullMQ: ${ratio(measured.bullmqRatio)}x its tasks/s (CPU: ${ratio(measured.bullmqCpuRatio)}x less per task)` : ''}`,
       c === 8 ? check(`${type} dispatch >= ${minimum} of the ceiling (concurrency 8)`, measured.ratio >= minimum, `>= ${minimum.toFixed(2)}`) : '')
   }
+}
+for (const c of [1, 8]) {
+  const measured = results[`dispatch${c}`]?.bullmq
+  if (measured === undefined) continue
+  row('3', 'BullMQ 6 worker: N waiting, then dispatched (same route, same tasks)', `concurrency ${c}, N ${int(c === 1 ? config.dispatch.redisN1 : config.dispatch.redisN)}`,
+    `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each ${cpuSplit(measured)}`, `ceiling, concurrency ${c}`,
+    `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`, '(reference: a Redis queue apps use, jobs removed on completion)')
 }
 {
   const measured = results.dispatch8?.redisSlim
   if (measured !== undefined) {
     row('3', `redis queue, the same tasks with 3 of their 18 headers (${slimHeaders.join(', ')}: what \`headerPolicy: { allow }\` could keep)`,
-      `concurrentLimit 8, N ${int(config.dispatch.redisN)}`, `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`,
+      `concurrentLimit 8, N ${int(config.dispatch.redisN)}`, `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each ${cpuSplit(measured)}`,
       'redis queue, concurrentLimit 8 (the ceiling: ' + ratio(measured.ratio) + ')', `${ratio(measured.floorRatio)}`, '(what a smaller message gives)')
   }
   const wide = results.dispatch8?.redisWide
   if (wide !== undefined) {
     row('3', 'redis queue, concurrentLimit 32: more tasks per round trip', `concurrentLimit 32, N ${int(config.dispatch.redisN)}`,
-      `${int(wide.rate)} tasks/s; CPU ${int(wide.cpu)} µs each (app ${int(wide.cpu - wide.serverCpu)} + redis-server ${int(wide.serverCpu)})`,
+      `${int(wide.rate)} tasks/s; CPU ${int(wide.cpu)} µs each ${cpuSplit(wide)}`,
       'redis queue, concurrentLimit 8 (the ceiling at concurrency 8: ' + ratio(wide.ratio) + ')', `${ratio(wide.floorRatio)}`, '(what a wider consumer gives)')
   }
 }

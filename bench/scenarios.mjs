@@ -16,6 +16,7 @@ import {
   Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisCpu, redisQueue,
   sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl, withDispatchHeaders
 } from './common.mjs'
+import { bullmqRun } from './bullmq.mjs'
 
 /**
  * Collects the garbage of the set-up (the fill of a queue makes plenty) before a clock starts, so
@@ -177,8 +178,8 @@ async function redisDispatch ({ n, concurrency, reps, warmup, redis, prefix }) {
 
 /**
  * 1-3. The ceiling and the dispatch of both queues at one concurrency, their runs interleaved (a
- * warm-up of each, then ceiling, local, redis, ceiling, local, redis...), so that a ratio compares
- * runs made moments apart: on a shared machine the speed drifts over a minute.
+ * warm-up of each, then ceiling, local, redis, BullMQ, ceiling, local, redis, BullMQ...), so that
+ * a ratio compares runs made moments apart: on a shared machine the speed drifts over a minute.
  */
 async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }) {
   const kinds = {
@@ -189,6 +190,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   if (redis !== undefined) {
     kinds.redisLoop = (r) => redisLoopRun(redis, `${prefix}-loop-${r}`, redisN, concurrency)
     kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
+    kinds.bullmq = (r) => bullmqRun(redis, `${prefix}-bullmq-${r}`, redisN, concurrency)
     if (concurrency > 1) {
       kinds.redisSlim = (r) => redisRun(redis, `${prefix}-slim-${r}`, redisN, concurrency, true)
       kinds.redisWide = (r) => redisRun(redis, `${prefix}-wide-${r}`, redisN, concurrency * 4)
@@ -200,6 +202,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   if (redis !== undefined) {
     await redisLoopRun(redis, `${prefix}-loop-warmup`, Math.min(warmup, redisN), concurrency)
     await redisRun(redis, `${prefix}-warmup`, Math.min(warmup, redisN), concurrency)
+    await bullmqRun(redis, `${prefix}-bullmq-warmup`, Math.min(warmup, redisN), concurrency)
   }
   const runs = Object.fromEntries(Object.keys(kinds).map((kind) => [kind, []]))
   for (let r = 0; r < reps; r++) {
@@ -213,6 +216,8 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
       serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
       runs: measured.map(({ rate }) => Math.round(rate))
     }
+    // From the start of the run to its end, where the run measures it (BullMQ: until every job completed).
+    if (measured[0].wallRate !== undefined) result[kind].wallRate = median(measured.map(({ wallRate }) => wallRate))
     if (kind === 'ceiling') continue
     // Medians of the ratios of runs made one after the other: of throughput, and of CPU time
     // per task (ceiling / queue: the throughput ratio if nothing else took the cores).
@@ -225,6 +230,12 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   for (const [kind, floor] of Object.entries(floors)) {
     if (runs[kind] === undefined) continue
     result[kind].floorRatio = median(runs[kind].map(({ rate }, r) => rate / runs[floor][r].rate))
+  }
+  // The Redis queue against BullMQ on the same tasks (issue 15): ours / BullMQ's tasks per second,
+  // and BullMQ's / our CPU per task (app and redis-server), above 1 when ours is the cheaper.
+  if (runs.bullmq !== undefined) {
+    result.redis.bullmqRatio = median(runs.redis.map(({ rate }, r) => rate / runs.bullmq[r].rate))
+    result.redis.bullmqCpuRatio = median(runs.redis.map(({ cpu }, r) => runs.bullmq[r].cpu / cpu))
   }
   return result
 }
