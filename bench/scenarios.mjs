@@ -230,6 +230,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   for (const [kind, floor] of Object.entries(floors)) {
     if (runs[kind] === undefined) continue
     result[kind].floorRatio = median(runs[kind].map(({ rate }, r) => rate / runs[floor][r].rate))
+    result[kind].floorCpuRatio = median(runs[kind].map(({ cpu }, r) => runs[floor][r].cpu / cpu))
   }
   // The Redis queue against BullMQ on the same tasks (issue 15): ours / BullMQ's tasks per second,
   // and BullMQ's / our CPU per task (app and redis-server), above 1 when ours is the cheaper.
@@ -335,6 +336,9 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
   const largeRates = []
   const smallCpu = []
   const largeCpu = []
+  // Redis only: redis-server's CPU per task over each whole run (its windows cannot be told apart).
+  const smallServerCpu = []
+  const largeServerCpu = []
   const taskBytes = taskSize(1)
   let memory
   const consumers = [{ queue: 'default', concurrentLimit: concurrency }]
@@ -344,7 +348,7 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
    * Queues `waiting` tasks, starts the consumer, and records `windows` windows of `size` tasks
    * after the first `skip`; resolves with the memory figures of the fill.
    */
-  const measure = async (key, waiting, windows, size, out, outCpu, withMemory = false) => {
+  const measure = async (key, waiting, windows, size, out, outCpu, outServerCpu, withMemory = false) => {
     const counter = new Counter(skip + windows * size, size, skip)
     let figures
     if (type === 'local') {
@@ -388,7 +392,8 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
           ratio: perTask / taskBytes
         }
       }
-      await redisConsume(redis, key, concurrency, counter)
+      const serverCpu = await redisConsume(redis, key, concurrency, counter, client)
+      outServerCpu?.push(serverCpu / counter.target)
       await deletePrefix(client, key)
     }
     out?.push(...counter.windowRates)
@@ -400,19 +405,23 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
   await measure(`${prefix}-warmup`, 2 * small, 1, 2 * small - skip)
   // Half the small runs before the large one and half after, so that a drift in speed evens out.
   for (let r = 0; r < reps; r++) {
-    if (r === reps >> 1) memory = await measure(`${prefix}-large`, large, reps, window, largeRates, largeCpu, true)
-    await measure(`${prefix}-small-${r}`, small, 1, small - skip, smallRates, smallCpu)
+    if (r === reps >> 1) memory = await measure(`${prefix}-large`, large, reps, window, largeRates, largeCpu, largeServerCpu, true)
+    await measure(`${prefix}-small-${r}`, small, 1, small - skip, smallRates, smallCpu, smallServerCpu)
   }
   client?.disconnect()
+  const serverCpu = type === 'local' ? { small: 0, large: 0 } : { small: median(smallServerCpu), large: median(largeServerCpu) }
+  const cpu = { small: median(smallCpu) + serverCpu.small, large: median(largeCpu) + serverCpu.large }
   return {
     memory,
     depth: {
       small: median(smallRates),
       large: median(largeRates),
       ratio: median(largeRates) / median(smallRates),
-      // The same from the app's CPU time per task (small / large), which other processes barely move.
-      cpu: { small: median(smallCpu), large: median(largeCpu) },
-      cpuRatio: median(smallCpu) / median(largeCpu),
+      // The same from the CPU time per task (small / large: the app's, plus redis-server's for
+      // Redis), which other processes barely move.
+      cpu,
+      serverCpu,
+      cpuRatio: cpu.small / cpu.large,
       runs: { small: smallRates.map(Math.round), large: largeRates.map(Math.round) }
     }
   }
@@ -520,7 +529,12 @@ async function observed ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   }
   const result = {}
   for (const [kind, measured] of Object.entries(runs)) {
-    result[kind] = { rate: median(measured.map(({ rate }) => rate)), cpu: median(measured.map(({ cpu }) => cpu)), runs: measured.map(({ rate }) => Math.round(rate)) }
+    result[kind] = {
+      rate: median(measured.map(({ rate }) => rate)),
+      cpu: median(measured.map(({ cpu }) => cpu)),
+      serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
+      runs: measured.map(({ rate }) => Math.round(rate))
+    }
   }
   for (const type of ['local', 'redis']) {
     if (runs[`${type}On`] === undefined) continue
@@ -597,7 +611,7 @@ async function flowRedisRun (setup, redis, prefix, n, concurrency) {
   await app.close()
   await deletePrefix(client, prefix)
   client.disconnect()
-  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n }
 }
 
 /**
@@ -622,6 +636,7 @@ async function flow ({ n, redisN, concurrency, reps, redis, prefix }) {
     result[kind] = {
       rate: median(measured.map(({ rate }) => rate)),
       cpu: median(measured.map(({ cpu }) => cpu)),
+      serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
       ratio: median(measured.map(({ rate }, i) => rate / plain[i].rate)),
       cpuRatio: median(measured.map(({ cpu }, i) => plain[i].cpu / cpu))
     }
