@@ -327,30 +327,52 @@ for (const c of [1, 8]) {
     `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`, `ceiling, concurrency ${c}`,
     `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`, '(reference: no checks, batching, retries or recovery)')
 }
-for (const [type, minimum] of [['local', 0.9], ['redis', 0.8]]) {
+const cpuSplit = (measured) => `(app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`
+const cpuEach = (type, measured) => `CPU ${int(measured.cpu)} µs each${type === 'redis' ? ` ${cpuSplit(measured)}` : ''}`
+// The targets of issue 15 use the CPU-based ratios (ceiling's CPU per request / the queue's, app
+// plus redis-server): other work on a shared machine moves tasks per second far more than CPU time.
+for (const [type, minimum] of [['local', 0.9], ['redis', 0.7]]) {
   for (const c of [1, 8]) {
     const measured = results[`dispatch${c}`]?.[type]
     if (measured === undefined) continue
     const n = type === 'local' ? (c === 1 ? config.dispatch.n1 : config.dispatch.n) : (c === 1 ? config.dispatch.redisN1 : config.dispatch.redisN)
     const floor = type === 'local' ? 'a dispatched task\'s request' : 'the minimal Redis loop'
+    // Only the redis rows have it, when BullMQ ran beside them.
+    const againstBullmq = measured.bullmqRatio !== undefined
+    const goals = c === 8
+      ? [check(`${type} dispatch >= ${minimum} of the ceiling, CPU-based (concurrency 8)`, measured.cpuRatio >= minimum, `CPU >= ${minimum.toFixed(2)}`)]
+      : []
+    if (againstBullmq && c === 8) {
+      goals.push(check('redis dispatch >= 2.0x the tasks/s of BullMQ (concurrency 8)', measured.bullmqRatio >= 2, 'BullMQ: >= 2.00x'))
+    }
     row(type === 'local' ? '2' : '3', `${type} queue: N waiting, then dispatched`, `concurrentLimit ${c}, N ${int(n)}`,
-      `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each${type === 'redis' ? ` (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})` : ''}`,
-      `ceiling, concurrency ${c} (${floor}: ${ratio(measured.floorRatio)})`, `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`,
-      c === 8 ? check(`${type} dispatch >= ${minimum} of the ceiling (concurrency 8)`, measured.ratio >= minimum, `>= ${minimum.toFixed(2)}`) : '')
+      `${int(measured.rate)} tasks/s; ${cpuEach(type, measured)}`,
+      `ceiling, concurrency ${c} (${floor}: ${ratio(measured.floorRatio)}, CPU ${ratio(measured.floorCpuRatio)})${againstBullmq ? `; BullMQ 6, concurrency ${c}` : ''}`,
+      `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})${againstBullmq ? `; BullMQ: ${ratio(measured.bullmqRatio)}x its tasks/s (CPU: ${ratio(measured.bullmqCpuRatio)}x less per task)` : ''}`,
+      goals.join('; '))
   }
+}
+for (const c of [1, 8]) {
+  const measured = results[`dispatch${c}`]?.bullmq
+  if (measured === undefined) continue
+  row('3', 'BullMQ 6 worker: N waiting, then dispatched (same route, same tasks)', `concurrency ${c}, N ${int(c === 1 ? config.dispatch.redisN1 : config.dispatch.redisN)}`,
+    `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each ${cpuSplit(measured)}`, `ceiling, concurrency ${c}`,
+    `${ratio(measured.ratio)} (CPU: ${ratio(measured.cpuRatio)})`, '(reference: a Redis queue apps use, jobs removed on completion)')
 }
 {
   const measured = results.dispatch8?.redisSlim
   if (measured !== undefined) {
     row('3', `redis queue, the same tasks with 3 of their 18 headers (${slimHeaders.join(', ')}: what \`headerPolicy: { allow }\` could keep)`,
-      `concurrentLimit 8, N ${int(config.dispatch.redisN)}`, `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each (app ${int(measured.cpu - measured.serverCpu)} + redis-server ${int(measured.serverCpu)})`,
-      'redis queue, concurrentLimit 8 (the ceiling: ' + ratio(measured.ratio) + ')', `${ratio(measured.floorRatio)}`, '(what a smaller message gives)')
+      `concurrentLimit 8, N ${int(config.dispatch.redisN)}`, `${int(measured.rate)} tasks/s; CPU ${int(measured.cpu)} µs each ${cpuSplit(measured)}`,
+      `redis queue, concurrentLimit 8 (the ceiling: ${ratio(measured.ratio)}, CPU ${ratio(measured.cpuRatio)})`, `${ratio(measured.floorRatio)} (CPU: ${ratio(measured.floorCpuRatio)})`,
+      '(what a smaller message gives)')
   }
   const wide = results.dispatch8?.redisWide
   if (wide !== undefined) {
     row('3', 'redis queue, concurrentLimit 32: more tasks per round trip', `concurrentLimit 32, N ${int(config.dispatch.redisN)}`,
-      `${int(wide.rate)} tasks/s; CPU ${int(wide.cpu)} µs each (app ${int(wide.cpu - wide.serverCpu)} + redis-server ${int(wide.serverCpu)})`,
-      'redis queue, concurrentLimit 8 (the ceiling at concurrency 8: ' + ratio(wide.ratio) + ')', `${ratio(wide.floorRatio)}`, '(what a wider consumer gives)')
+      `${int(wide.rate)} tasks/s; CPU ${int(wide.cpu)} µs each ${cpuSplit(wide)}`,
+      `redis queue, concurrentLimit 8 (the ceiling at concurrency 8: ${ratio(wide.ratio)}, CPU ${ratio(wide.cpuRatio)})`, `${ratio(wide.floorRatio)} (CPU: ${ratio(wide.floorCpuRatio)})`,
+      '(what a wider consumer gives)')
   }
 }
 if (results.redisEnqueue !== undefined) {
@@ -427,9 +449,12 @@ if (results.redisSteering !== undefined) {
 for (const type of ['local', 'redis']) {
   const depth = results[`${type}Deep`]?.depth
   if (depth === undefined) continue
-  const cpu = (value) => `; app CPU ${int(value)} µs each`
-  row('6', `${type} depth: dispatch with ${int(config.deep.small)} waiting`, 'concurrentLimit 8', `${int(depth.small)} tasks/s${cpu(depth.cpu.small)}`)
-  row('6', `${type} depth: dispatch with ${int(config.deep.large)} waiting`, 'concurrentLimit 8', `${int(depth.large)} tasks/s${cpu(depth.cpu.large)}`,
+  // Redis: the app's CPU plus redis-server's.
+  const cpu = (size) => type === 'redis'
+    ? `; CPU ${int(depth.cpu[size])} µs each (app ${int(depth.cpu[size] - depth.serverCpu[size])} + redis-server ${int(depth.serverCpu[size])})`
+    : `; app CPU ${int(depth.cpu[size])} µs each`
+  row('6', `${type} depth: dispatch with ${int(config.deep.small)} waiting`, 'concurrentLimit 8', `${int(depth.small)} tasks/s${cpu('small')}`)
+  row('6', `${type} depth: dispatch with ${int(config.deep.large)} waiting`, 'concurrentLimit 8', `${int(depth.large)} tasks/s${cpu('large')}`,
     `${int(config.deep.small)} waiting`, `${ratio(depth.ratio)} (CPU: ${ratio(depth.cpuRatio)})`, check(`${type} depth ratio >= 0.9`, depth.ratio >= 0.9, '>= 0.90'))
 }
 
@@ -439,9 +464,9 @@ for (const type of ['local', 'redis']) {
   if (off === undefined || on === undefined) continue
   const n = type === 'local' ? config.observed.n : config.observed.redisN
   const setting = `concurrentLimit ${config.observed.concurrency}, N ${int(n)}`
-  row('8', `${type} dispatch, metrics and tracing off`, setting, `${int(off.rate)} tasks/s; CPU ${int(off.cpu)} µs each`)
+  row('8', `${type} dispatch, metrics and tracing off`, setting, `${int(off.rate)} tasks/s; ${cpuEach(type, off)}`)
   row('8', `${type} dispatch, metrics and tracing on (prom-client registry; OpenTelemetry SDK, spans dropped)`, setting,
-    `${int(on.rate)} tasks/s; CPU ${int(on.cpu)} µs each`, `${type} dispatch, both off`, `${ratio(on.ratio)} (CPU: ${ratio(on.cpuRatio)})`,
+    `${int(on.rate)} tasks/s; ${cpuEach(type, on)}`, `${type} dispatch, both off`, `${ratio(on.ratio)} (CPU: ${ratio(on.cpuRatio)})`,
     check(`${type} dispatch with metrics and tracing >= 0.95 of off`, on.ratio >= 0.95, '>= 0.95'))
 }
 const spanCpu = results.observed?.spanCpu
@@ -461,10 +486,10 @@ for (const type of ['local', 'redis']) {
   if (plain === undefined) continue
   const n = type === 'local' ? config.flow.n : config.flow.redisN
   const setting = `concurrentLimit ${config.flow.concurrency}, N ${int(n)}`
-  row('9', `${type} dispatch, no rate limit, group or schedule`, setting, `${int(plain.rate)} tasks/s; CPU ${int(plain.cpu)} µs each`)
+  row('9', `${type} dispatch, no rate limit, group or schedule`, setting, `${int(plain.rate)} tasks/s; ${cpuEach(type, plain)}`)
   for (const [name, what] of Object.entries(flowWhat)) {
     const used = results.flow[`${type}-${name}`]
-    row('9', `${type} dispatch, ${what}`, setting, `${int(used.rate)} tasks/s; CPU ${int(used.cpu)} µs each`,
+    row('9', `${type} dispatch, ${what}`, setting, `${int(used.rate)} tasks/s; ${cpuEach(type, used)}`,
       `${type} dispatch without`, `${ratio(used.ratio)} (CPU: ${ratio(used.cpuRatio)})`, '(what using it costs)')
   }
 }

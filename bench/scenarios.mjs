@@ -4,16 +4,17 @@
 //   node --cpu-prof bench/scenarios.mjs redisDispatch '{"n":5000,"concurrency":8,"reps":1,"warmup":1000,
 //     "redis":{"unixSocketPath":"/tmp/redis.sock"},"prefix":"tq-bench-profile"}'
 // The result is sent to the parent over IPC, or printed as JSON when there is none.
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import Fastify from 'fastify'
 import taskqueue from 'fastify-taskqueue'
 import { Registry } from 'prom-client'
 import { trace, ROOT_CONTEXT, SpanKind } from '@opentelemetry/api'
 import {
-  Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisQueue,
-  sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl
+  Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisCpu, redisQueue,
+  sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl, withDispatchHeaders
 } from './common.mjs'
 import { setTracing } from './common.mjs'
+import { bullmqRun } from './bullmq.mjs'
 
 /**
  * Collects the garbage of the set-up (the fill of a queue makes plenty) before a clock starts, so
@@ -32,29 +33,6 @@ function makeTasks (count, slim = false) {
 function slimTask ({ headers, ...rest }) {
   return { ...rest, headers: Object.fromEntries(slimHeaders.map((name) => [name, headers[name]])) }
 }
-
-/**
- * The headers a consumer adds to a task's own when it dispatches it (`x-task-*`, its user-agent,
- * the dispatch token `key`). Built the way the consumer builds them (copied one by one into a new
- * object, then added to): an object made with spread syntax instead cost `inject()` about 7 µs
- * more per request in a micro-benchmark, which made a reference slower than the queue it bounds.
- */
-function withDispatchHeaders (request, key = foreignKey) {
-  const headers = {}
-  for (const name in request.headers) headers[name] = request.headers[name]
-  headers['x-task-id'] = randomUUID()
-  headers['x-task-queue'] = 'default'
-  headers['x-task-retries'] = '0'
-  headers['x-task-eta'] = new Date().toISOString()
-  headers['x-task-created-at'] = new Date().toISOString()
-  headers['user-agent'] = 'fastify-taskqueue'
-  headers['x-taskqueue-dispatch'] = key
-  request.headers = headers
-  return request
-}
-
-/** A dispatch token of no app: for the plain apps, which do not look at it. */
-const foreignKey = randomBytes(24).toString('base64url')
 
 /**
  * `inject()` of the task request, N times, by `concurrency` workers. `dispatched`: the request a
@@ -121,12 +99,6 @@ async function fillRedis (redis, prefix, count, slim = false) {
   await producer.ready()
   await addBatched(producer, makeTasks(count, slim))
   await producer.close()
-}
-
-/** CPU time (µs) that redis-server has used so far. */
-async function redisCpu (client) {
-  const info = await client.info('cpu')
-  return (Number(/used_cpu_user:([\d.]+)/.exec(info)[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)[1])) * 1e6
 }
 
 /**
@@ -204,8 +176,8 @@ async function redisDispatch ({ n, concurrency, reps, warmup, redis, prefix }) {
 
 /**
  * 1-3. The ceiling and the dispatch of both queues at one concurrency, their runs interleaved (a
- * warm-up of each, then ceiling, local, redis, ceiling, local, redis...), so that a ratio compares
- * runs made moments apart: on a shared machine the speed drifts over a minute.
+ * warm-up of each, then ceiling, local, redis, BullMQ, ceiling, local, redis, BullMQ...), so that
+ * a ratio compares runs made moments apart: on a shared machine the speed drifts over a minute.
  */
 async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }) {
   const kinds = {
@@ -216,6 +188,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   if (redis !== undefined) {
     kinds.redisLoop = (r) => redisLoopRun(redis, `${prefix}-loop-${r}`, redisN, concurrency)
     kinds.redis = (r) => redisRun(redis, `${prefix}-${r}`, redisN, concurrency)
+    kinds.bullmq = (r) => bullmqRun(redis, `${prefix}-bullmq-${r}`, redisN, concurrency)
     if (concurrency > 1) {
       kinds.redisSlim = (r) => redisRun(redis, `${prefix}-slim-${r}`, redisN, concurrency, true)
       kinds.redisWide = (r) => redisRun(redis, `${prefix}-wide-${r}`, redisN, concurrency * 4)
@@ -227,6 +200,7 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   if (redis !== undefined) {
     await redisLoopRun(redis, `${prefix}-loop-warmup`, Math.min(warmup, redisN), concurrency)
     await redisRun(redis, `${prefix}-warmup`, Math.min(warmup, redisN), concurrency)
+    await bullmqRun(redis, `${prefix}-bullmq-warmup`, Math.min(warmup, redisN), concurrency)
   }
   const runs = Object.fromEntries(Object.keys(kinds).map((kind) => [kind, []]))
   for (let r = 0; r < reps; r++) {
@@ -240,6 +214,8 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
       serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
       runs: measured.map(({ rate }) => Math.round(rate))
     }
+    // From the start of the run to its end, where the run measures it (BullMQ: until every job completed).
+    if (measured[0].wallRate !== undefined) result[kind].wallRate = median(measured.map(({ wallRate }) => wallRate))
     if (kind === 'ceiling') continue
     // Medians of the ratios of runs made one after the other: of throughput, and of CPU time
     // per task (ceiling / queue: the throughput ratio if nothing else took the cores).
@@ -252,6 +228,13 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   for (const [kind, floor] of Object.entries(floors)) {
     if (runs[kind] === undefined) continue
     result[kind].floorRatio = median(runs[kind].map(({ rate }, r) => rate / runs[floor][r].rate))
+    result[kind].floorCpuRatio = median(runs[kind].map(({ cpu }, r) => runs[floor][r].cpu / cpu))
+  }
+  // The Redis queue against BullMQ on the same tasks (issue 15): ours / BullMQ's tasks per second,
+  // and BullMQ's / our CPU per task (app and redis-server), above 1 when ours is the cheaper.
+  if (runs.bullmq !== undefined) {
+    result.redis.bullmqRatio = median(runs.redis.map(({ rate }, r) => rate / runs.bullmq[r].rate))
+    result.redis.bullmqCpuRatio = median(runs.redis.map(({ cpu }, r) => runs.bullmq[r].cpu / cpu))
   }
   return result
 }
@@ -351,6 +334,9 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
   const largeRates = []
   const smallCpu = []
   const largeCpu = []
+  // Redis only: redis-server's CPU per task over each whole run (its windows cannot be told apart).
+  const smallServerCpu = []
+  const largeServerCpu = []
   const taskBytes = taskSize(1)
   let memory
   const consumers = [{ queue: 'default', concurrentLimit: concurrency }]
@@ -360,7 +346,7 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
    * Queues `waiting` tasks, starts the consumer, and records `windows` windows of `size` tasks
    * after the first `skip`; resolves with the memory figures of the fill.
    */
-  const measure = async (key, waiting, windows, size, out, outCpu, withMemory = false) => {
+  const measure = async (key, waiting, windows, size, out, outCpu, outServerCpu, withMemory = false) => {
     const counter = new Counter(skip + windows * size, size, skip)
     let figures
     if (type === 'local') {
@@ -404,7 +390,8 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
           ratio: perTask / taskBytes
         }
       }
-      await redisConsume(redis, key, concurrency, counter)
+      const serverCpu = await redisConsume(redis, key, concurrency, counter, client)
+      outServerCpu?.push(serverCpu / counter.target)
       await deletePrefix(client, key)
     }
     out?.push(...counter.windowRates)
@@ -416,19 +403,23 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
   await measure(`${prefix}-warmup`, 2 * small, 1, 2 * small - skip)
   // Half the small runs before the large one and half after, so that a drift in speed evens out.
   for (let r = 0; r < reps; r++) {
-    if (r === reps >> 1) memory = await measure(`${prefix}-large`, large, reps, window, largeRates, largeCpu, true)
-    await measure(`${prefix}-small-${r}`, small, 1, small - skip, smallRates, smallCpu)
+    if (r === reps >> 1) memory = await measure(`${prefix}-large`, large, reps, window, largeRates, largeCpu, largeServerCpu, true)
+    await measure(`${prefix}-small-${r}`, small, 1, small - skip, smallRates, smallCpu, smallServerCpu)
   }
   client?.disconnect()
+  const serverCpu = type === 'local' ? { small: 0, large: 0 } : { small: median(smallServerCpu), large: median(largeServerCpu) }
+  const cpu = { small: median(smallCpu) + serverCpu.small, large: median(largeCpu) + serverCpu.large }
   return {
     memory,
     depth: {
       small: median(smallRates),
       large: median(largeRates),
       ratio: median(largeRates) / median(smallRates),
-      // The same from the app's CPU time per task (small / large), which other processes barely move.
-      cpu: { small: median(smallCpu), large: median(largeCpu) },
-      cpuRatio: median(smallCpu) / median(largeCpu),
+      // The same from the CPU time per task (small / large: the app's, plus redis-server's for
+      // Redis), which other processes barely move.
+      cpu,
+      serverCpu,
+      cpuRatio: cpu.small / cpu.large,
       runs: { small: smallRates.map(Math.round), large: largeRates.map(Math.round) }
     }
   }
@@ -517,7 +508,12 @@ async function observed ({ n, redisN, concurrency, reps, warmup, redis, prefix }
   }
   const result = {}
   for (const [kind, measured] of Object.entries(runs)) {
-    result[kind] = { rate: median(measured.map(({ rate }) => rate)), cpu: median(measured.map(({ cpu }) => cpu)), runs: measured.map(({ rate }) => Math.round(rate)) }
+    result[kind] = {
+      rate: median(measured.map(({ rate }) => rate)),
+      cpu: median(measured.map(({ cpu }) => cpu)),
+      serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
+      runs: measured.map(({ rate }) => Math.round(rate))
+    }
   }
   for (const type of ['local', 'redis']) {
     if (runs[`${type}On`] === undefined) continue
@@ -594,7 +590,7 @@ async function flowRedisRun (setup, redis, prefix, n, concurrency) {
   await app.close()
   await deletePrefix(client, prefix)
   client.disconnect()
-  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n }
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n }
 }
 
 /**
@@ -619,6 +615,7 @@ async function flow ({ n, redisN, concurrency, reps, redis, prefix }) {
     result[kind] = {
       rate: median(measured.map(({ rate }) => rate)),
       cpu: median(measured.map(({ cpu }) => cpu)),
+      serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
       ratio: median(measured.map(({ rate }, i) => rate / plain[i].rate)),
       cpuRatio: median(measured.map(({ cpu }, i) => plain[i].cpu / cpu))
     }
