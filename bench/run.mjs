@@ -5,6 +5,7 @@
 //   npm run build && npm run bench            short run (under two minutes on 2 cores)
 //   npm run bench -- --full                   bigger N, longer HTTP runs
 //   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6), steering (7)
+//   npm run bench -- --only=scale             scale-out (10): 1, 2 and 4 consumer processes, one Redis queue and a Redis Cluster
 //   npm run bench -- --no-redis               the local queue only
 //
 // Progress goes to stderr; the table (markdown) to stdout and, with every raw figure and the
@@ -17,6 +18,7 @@ import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import autocannon from 'autocannon'
 import { startRedis } from './redis-server.mjs'
+import { scaleCluster, scaleOneQueue } from './scale.mjs'
 import { clientBody, clientHeaders, deletePrefix, median, redisClient, slimHeaders } from './common.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -24,7 +26,7 @@ const args = process.argv.slice(2)
 const full = args.includes('--full')
 const only = args.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const wanted = (section) => only === undefined || only.includes(section)
-const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed', 'flow']
+const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed', 'flow', 'scale']
 const unknown = only?.filter((section) => !sections.includes(section)) ?? []
 if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(', ')}; sections are ${sections.join(', ')}`)
 
@@ -37,7 +39,8 @@ const config = full
       steering: { n: 100_000, calls: 5_000, concurrency: 32 },
       http: { duration: 5, rounds: 5, warmup: 3, connections: 100 },
       observed: { n: 50_000, redisN: 50_000, concurrency: 8, reps: 5, warmup: 10_000 },
-      flow: { n: 30_000, redisN: 30_000, concurrency: 8, reps: 5 }
+      flow: { n: 30_000, redisN: 30_000, concurrency: 8, reps: 5 },
+      scale: { n: 4_000, reps: 5, processes: [1, 2, 4], concurrentLimit: 8, taskMs: 20, warmup: 3_000 }
     }
   : {
       dispatch: { n: 8_000, n1: 4_000, redisN: 8_000, redisN1: 4_000, reps: 3, warmup: 2_000 },
@@ -47,7 +50,9 @@ const config = full
       steering: { n: 20_000, calls: 2_000, concurrency: 32 },
       http: { duration: 2, rounds: 2, warmup: 1, connections: 100 },
       observed: { n: 8_000, redisN: 8_000, concurrency: 8, reps: 3, warmup: 2_000 },
-      flow: { n: 6_000, redisN: 6_000, concurrency: 8, reps: 3 }
+      flow: { n: 6_000, redisN: 6_000, concurrency: 8, reps: 3 },
+      // n: tasks per queue; one process (8 slots of 20 ms: at most 400 tasks/s) takes about 6 s.
+      scale: { n: 2_000, reps: 3, processes: [1, 2, 4], concurrentLimit: 8, taskMs: 20, warmup: 1_000 }
     }
 
 const runId = randomBytes(4).toString('hex')
@@ -286,6 +291,14 @@ try {
     progress(`local${withRedis ? ' and redis' : ''} dispatch with a rate limit, groups and a schedule, runs interleaved`)
     results.flow = await scenario('flow', { ...config.flow, ...(withRedis ? { redis: connection, prefix: prefixOf('flow') } : {}) }, ['--expose-gc'])
   }
+  if (wanted('scale') && withRedis) {
+    progress(`scale-out: I/O-bound tasks (${config.scale.taskMs} ms) of one redis queue by ${config.scale.processes.join(', ')} consumer processes, runs interleaved`)
+    results.scale = await scaleOneQueue({ ...config.scale, redis: connection, prefix: prefixOf('scale') }, progress)
+    progress('scale-out: the same with three queues on a throwaway 3-master redis cluster')
+    const cluster = await scaleCluster({ ...config.scale, prefix: prefixOf('scale-cluster') }, progress)
+    if (cluster.skipped !== undefined) notes.push(`Redis Cluster rows skipped: ${cluster.skipped}`)
+    else results.scaleCluster = cluster
+  }
 } finally {
   if (redis.skipped === undefined) {
     // Whatever a failed scenario left behind under this run's prefixes.
@@ -491,6 +504,30 @@ for (const type of ['local', 'redis']) {
     const used = results.flow[`${type}-${name}`]
     row('9', `${type} dispatch, ${what}`, setting, `${int(used.rate)} tasks/s; ${cpuEach(type, used)}`,
       `${type} dispatch without`, `${ratio(used.ratio)} (CPU: ${ratio(used.cpuRatio)})`, '(what using it costs)')
+  }
+}
+
+// 10. Scale-out (issue 15): the target is about one queue; the cluster's ratio is shown beside it.
+for (const [key, what, queues] of [
+  ['scale', 'one redis queue', 1],
+  ['scaleCluster', `redis cluster of 3 masters, a queue on each (${results.scaleCluster?.queues?.join(', ')}), every process consuming the three`, 3]
+]) {
+  const scale = results[key]
+  if (scale === undefined) continue
+  const { n, concurrentLimit, taskMs } = config.scale
+  for (const count of config.scale.processes) {
+    const measured = scale[count]
+    // What the slots allow if a task took exactly its wait: processes x queues x concurrentLimit / wait.
+    const bound = count * queues * concurrentLimit * 1000 / taskMs
+    const goal = count !== 4
+      ? ''
+      : key === 'scale'
+        ? check('4 consumer processes of I/O-bound tasks >= 3.5x one', measured.ratio >= 3.5, '>= 3.50x')
+        : `(for comparison: would ${measured.ratio >= 3.5 ? 'meet' : 'miss'} >= 3.50x)`
+    row('10', `scale-out: I/O-bound tasks (the route waits ${taskMs} ms), ${what}, N waiting, dispatched by K consumer processes`,
+      `K = ${count} x ${queues > 1 ? `${queues} queues x ` : ''}concurrentLimit ${concurrentLimit}, N ${int(n * queues)}`,
+      `${int(measured.rate)} tasks/s (${ratio(measured.rate / bound)} of the ${int(bound)} its slots allow); CPU ${int(measured.cpu)} µs each ${cpuSplit(measured)}`,
+      count === 1 ? '' : 'K = 1', count === 1 ? '' : `${ratio(measured.ratio)}x`, goal)
   }
 }
 
