@@ -4,7 +4,7 @@
 //
 //   npm run build && npm run bench            short run (under two minutes on 2 cores)
 //   npm run bench -- --full                   bigger N, longer HTTP runs
-//   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6), steering (7)
+//   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6), steering (7), consumers (11)
 //   npm run bench -- --only=scale             scale-out (10): 1, 2 and 4 consumer processes, one Redis queue and a Redis Cluster
 //   npm run bench -- --no-redis               the local queue only
 //
@@ -26,7 +26,7 @@ const args = process.argv.slice(2)
 const full = args.includes('--full')
 const only = args.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const wanted = (section) => only === undefined || only.includes(section)
-const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed', 'flow', 'scale']
+const sections = ['dispatch', 'enqueue', 'http', 'deep', 'steering', 'observed', 'flow', 'scale', 'consumers']
 const unknown = only?.filter((section) => !sections.includes(section)) ?? []
 if (unknown.length > 0) throw new Error(`--only: unknown section ${unknown.join(', ')}; sections are ${sections.join(', ')}`)
 
@@ -40,7 +40,8 @@ const config = full
       http: { duration: 5, rounds: 5, warmup: 3, connections: 100 },
       observed: { n: 50_000, redisN: 50_000, concurrency: 8, reps: 5, warmup: 10_000 },
       flow: { n: 30_000, redisN: 30_000, concurrency: 8, reps: 5 },
-      scale: { n: 4_000, reps: 5, processes: [1, 2, 4], concurrentLimit: 8, taskMs: 20, warmup: 3_000 }
+      scale: { n: 4_000, reps: 5, processes: [1, 2, 4], concurrentLimit: 8, taskMs: 20, warmup: 3_000 },
+      consumers: { n: 2_000, many: 32 }
     }
   : {
       dispatch: { n: 8_000, n1: 4_000, redisN: 8_000, redisN1: 4_000, reps: 3, warmup: 2_000 },
@@ -52,7 +53,8 @@ const config = full
       observed: { n: 8_000, redisN: 8_000, concurrency: 8, reps: 3, warmup: 2_000 },
       flow: { n: 6_000, redisN: 6_000, concurrency: 8, reps: 3 },
       // n: tasks per queue; one process (8 slots of 20 ms: at most 400 tasks/s) takes about 6 s.
-      scale: { n: 2_000, reps: 3, processes: [1, 2, 4], concurrentLimit: 8, taskMs: 20, warmup: 1_000 }
+      scale: { n: 2_000, reps: 3, processes: [1, 2, 4], concurrentLimit: 8, taskMs: 20, warmup: 1_000 },
+      consumers: { n: 500, many: 32 }
     }
 
 const runId = randomBytes(4).toString('hex')
@@ -299,6 +301,10 @@ try {
     if (cluster.skipped !== undefined) notes.push(`Redis Cluster rows skipped: ${cluster.skipped}`)
     else results.scaleCluster = cluster
   }
+  if (wanted('consumers') && withRedis) {
+    progress(`redis commands per task, tasks one at a time, with 1 and ${config.consumers.many} idle consumers`)
+    results.idleConsumers = await scenario('idleConsumers', { ...config.consumers, redis: connection, prefix: prefixOf('consumers') })
+  }
 } finally {
   if (redis.skipped === undefined) {
     // Whatever a failed scenario left behind under this run's prefixes.
@@ -529,6 +535,16 @@ for (const [key, what, queues] of [
       `K = ${count} x ${queues > 1 ? `${queues} queues x ` : ''}concurrentLimit ${concurrentLimit}, N ${int(n * queues)}`,
       `${int(measured.rate)} tasks/s (${ratio(measured.rate / bound)} of the ${int(bound)} its slots allow); CPU ${int(measured.cpu)} µs each ${cpuSplit(measured)}`,
       count === 1 ? '' : 'K = 1', count === 1 ? '' : `${ratio(measured.ratio)}x`, goal)
+  }
+}
+{
+  const measured = results.idleConsumers
+  if (measured !== undefined) {
+    const { one, many, consumers } = measured
+    const figures = (run) => `${ratio(run.perTask)} commands per task (scripts ${ratio(run.scriptsPerTask)}, blocking reads ${ratio(run.blockingPerTask)}); ${ratio(run.msPerTask)} ms per task`
+    row('11', `redis commands per task, tasks one at a time, with ${consumers} idle consumers of the queue (\`INFO commandstats\`, calls in scripts included)`,
+      `N ${int(config.consumers.n)}, ${consumers} consumers of concurrentLimit 1`, figures(many), `1 idle consumer: ${figures(one)}`, ratio(measured.ratio),
+      check(`redis commands per task with ${consumers} idle consumers <= 1.5x those with 1`, measured.ratio <= 1.5, '<= 1.50x'))
   }
 }
 

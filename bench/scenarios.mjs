@@ -623,7 +623,76 @@ async function flow ({ n, redisN, concurrency, reps, redis, prefix }) {
   return result
 }
 
-const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering, observed, flow }
+/** Calls of every command Redis served so far (`INFO commandstats`), but INFO's own, and their sum. */
+async function commandCalls (client) {
+  const info = await client.info('commandstats')
+  const calls = {}
+  let total = 0
+  for (const [, name, count] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    if (name === 'info') continue
+    calls[name] = Number(count)
+    total += Number(count)
+  }
+  return { calls, total }
+}
+
+/** How many clients are blocked on the server (the idle consumers' reads). */
+async function blockedClients (client) {
+  return Number(/blocked_clients:(\d+)/.exec(await client.info('clients'))?.[1])
+}
+
+/**
+ * `consumers` idle consumers (one app, a slot each) on a fresh queue, then `n` tasks added one at a
+ * time by a producer app, each once the one before it ran and every consumer blocked again: the Redis commands (`INFO commandstats`,
+ * calls inside scripts included) per task, in all and for the script calls and blocking reads.
+ */
+async function idleConsumersRun (redis, prefix, consumers, n) {
+  const client = redisClient(redis)
+  let ran = () => {}
+  const counter = { hit: () => ran() }
+  const producer = await queueApp({ queue: redisQueue(redis, prefix), consumers: [] })
+  const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: Array.from({ length: consumers }, () => ({ queue: 'default', concurrentLimit: 1 })), counter })
+  await producer.ready()
+  const blockedBefore = await blockedClients(client)
+  await app.ready()
+  // Every consumer blocked: idle, as the tasks come.
+  while (await blockedClients(client) < blockedBefore + consumers) await sleep(10)
+  const before = await commandCalls(client)
+  const started = performance.now()
+  for (let i = 0; i < n; i++) {
+    const done = new Promise((resolve) => { ran = resolve })
+    await producer.taskqueue.add(taskUrl, taskOptions(i))
+    await done
+    // Idle again (acknowledged, every consumer blocked) before the next task: else a lone consumer
+    // would find the next task with its acknowledgement, and never block.
+    while (await blockedClients(client) < blockedBefore + consumers) await sleep(1)
+  }
+  const elapsed = performance.now() - started
+  const after = await commandCalls(client)
+  await app.close()
+  await producer.close()
+  await deletePrefix(client, prefix)
+  client.disconnect()
+  const delta = (name) => ((after.calls[name] ?? 0) - (before.calls[name] ?? 0)) / n
+  return {
+    perTask: (after.total - before.total) / n,
+    scriptsPerTask: delta('evalsha') + delta('eval'),
+    blockingPerTask: delta('blpop') + delta('blmove'),
+    msPerTask: elapsed / n
+  }
+}
+
+/**
+ * Issue 15: what a dispatched task costs Redis with 1 and with many idle consumers of its queue,
+ * tasks arriving one at a time: a push that wakes every idle consumer makes each of them reserve.
+ */
+async function idleConsumers ({ n, many, redis, prefix }) {
+  const one = await idleConsumersRun(redis, `${prefix}-1`, 1, n)
+  const lots = await idleConsumersRun(redis, `${prefix}-${many}`, many, n)
+  return { one, many: lots, consumers: many, ratio: lots.perTask / one.perTask }
+}
+
+const scenarios = { dispatch, ceiling, localDispatch, redisDispatch, redisEnqueue, requestEnqueue, deep, steering, observed, flow, idleConsumers }
 
 async function main () {
   const [name, json = '{}'] = process.argv.slice(2)

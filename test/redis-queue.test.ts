@@ -40,9 +40,9 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
 
   const keyOf = (queue: string, name: string): string => `${prefix}:{${queue}}:v2:${name}`
   t.same(await scanKeys(client, `${prefix}*`), [
-    keyOf('mail', 'delayed'), keyOf('mail', 'tasks'), keyOf('mail', 'waiting'),
-    keyOf('mail2', 'delayed'), keyOf('mail2', 'tasks'), keyOf('mail2', 'waiting')
-  ].sort(), 'the keys of each queue, under its hash tag')
+    keyOf('mail', 'delayed'), keyOf('mail', 'tasks'), keyOf('mail', 'waiting'), keyOf('mail', 'wake'),
+    keyOf('mail2', 'delayed'), keyOf('mail2', 'tasks'), keyOf('mail2', 'waiting'), keyOf('mail2', 'wake')
+  ].sort(), 'the keys of each queue, under its hash tag (a wake-up token waits, as no consumer took it)')
   const mail2Before = {
     waiting: await client.lrange(keyOf('mail2', 'waiting'), 0, -1),
     delayed: await client.zrange(keyOf('mail2', 'delayed'), '0', '-1', 'WITHSCORES'),
@@ -83,7 +83,7 @@ test('length() and reset() touch only their own queue\'s keys; every key carries
   await waitUntil('the two due tasks to be held', () => started === 2, 10_000)
   await waitUntil('the refused task to be buried', async () => await client.llen(keyOf('mail2', 'dead')) === 1, 10_000)
   const keys = await scanKeys(client, `${prefix}*`)
-  const tagged = /^tq-test-[0-9a-f]+:\{(mail|mail2)\}:v2:(tasks|waiting|delayed|inflight|dead|dead-index|consumers|lease|recoveries|processing:.+|heartbeat:.+)$/
+  const tagged = /^tq-test-[0-9a-f]+:\{(mail|mail2)\}:v2:(tasks|waiting|delayed|inflight|dead|dead-index|consumers|lease|recoveries|wake|processing:.+|heartbeat:.+)$/
   t.same(keys.filter((key) => !tagged.test(key)), [], 'every key is `prefix:{queue}:...`')
   for (const kind of ['processing:', 'heartbeat:', 'consumers', 'dead']) {
     t.ok(keys.some((key) => key.startsWith(keyOf('mail2', kind))), `a ${kind} key exists while a task runs`)

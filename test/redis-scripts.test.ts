@@ -157,7 +157,8 @@ test('the shared snippets are written once and included where a script asks for 
     const lua = scripts[name as keyof typeof scripts].lua
     t.notMatch(lua, /@include/, `${file}: no include marker is left`)
     for (const [snippet, definition] of [['now-ms', 'local function nowMs ()'], ['push-dead-letter', 'local function pushDeadLetter ('], ['tombstones', 'local function takeTombstone ('],
-      ['rate-limit', 'local function rateRoom ('], ['groups', 'local function leaveGroup (']]) {
+      ['rate-limit', 'local function rateRoom ('], ['groups', 'local function leaveGroup ('],
+      ['wake', 'local function wakeOne (']]) {
       t.equal(lua.split(definition).length - 1, source.includes(`-- @include ${snippet}\n`) ? 1 : 0, `${file}: ${snippet} is defined there only if included`)
     }
     t.notMatch(source, /redis\.call\('TIME'\)/, `${file}: reads the Redis clock through now-ms`)

@@ -1,7 +1,8 @@
 // The blocking read of a Redis consumer: how an idle consumer waits for work on its own connection
 // (a blocking read holds its connection for its whole wait), reconnecting when that connection
 // looks stuck. The read only tells that work may wait: the tasks are reserved by the consumer's
-// script, on the queue's connection.
+// script, on the queue's connection. What it waits for is a wake-up token (the `wake` key), of
+// which Redis hands each to one blocked consumer: one task made reservable wakes one consumer.
 import { blockingGrace, connect, type QueueContext, type RedisClient } from './connection'
 
 export class BlockingRead {
@@ -29,16 +30,17 @@ export class BlockingRead {
   }
 
   /**
-   * Waits until the queue holds a task, or `waitSeconds`, or abort; false only when a blocking
-   * read ran out, true when there may be work: a task came, or the read could not be made (the
+   * Waits until this consumer is woken, or `waitSeconds`, or abort; false only when a blocking
+   * read ran out, true when there may be work: a token came, or the read could not be made (the
    * consumer then looks with its script, on the other connection, rather than rely on this one
    * to come back).
    *
-   * The read moves nothing: BLMOVE from the consuming end of the queue back onto that same end
-   * leaves the list as it was, and the tasks are then reserved by the consumer's own script. So a
-   * read whose reply is lost, or one that a client library sends after it gave up on it, can take
-   * no task away from the consumers (a read that moved tasks into the processing list did, after
-   * a Cluster node came back).
+   * The read takes a token, never a task: the tasks are reserved by the consumer's own script. So
+   * a read whose reply is lost, or one that a client library sends after it gave up on it, can
+   * take no task away from the consumers (a read that moved tasks into the processing list did,
+   * after a Cluster node came back); it loses a wake-up, made good within a second by the
+   * consumers' promote script. (A read on `waiting` itself, which moved nothing, woke every
+   * consumer blocked on it at each push, all but one to reserve nothing.)
    */
   async waitForWork (waitSeconds: number, signal: AbortSignal): Promise<boolean> {
     if (this.connection.status !== 'ready') {
@@ -46,7 +48,7 @@ export class BlockingRead {
       await this.untilReady(waitSeconds * 1000, signal)
       return true
     }
-    const { waiting } = this.queue.keys
+    const { wake } = this.queue.keys
     const blocking = this.connection
     let onAbort: (() => void) | undefined
     const aborted = new Promise<null>((resolve) => {
@@ -57,14 +59,14 @@ export class BlockingRead {
     // once its blocking timeout and grace ran out (6 s): the consumer would be deaf that long
     // after Redis came back. It is settled as soon as the connection closes, as "look again".
     let onClose: (() => void) | undefined
-    const closed = new Promise<Buffer>((resolve) => {
-      onClose = () => resolve(Buffer.alloc(0))
+    const closed = new Promise<[Buffer, Buffer]>((resolve) => {
+      onClose = () => resolve([Buffer.alloc(0), Buffer.alloc(0)])
       blocking.once('close', onClose)
       blocking.once('end', onClose)
     })
     const sentAt = Date.now()
     try {
-      const seen = await Promise.race([blocking.blmoveBuffer(waiting, waiting, 'RIGHT', 'RIGHT', waitSeconds), aborted, closed])
+      const seen = await Promise.race([blocking.blpopBuffer(wake, waitSeconds), aborted, closed])
       if (seen === null && !signal.aborted && Date.now() - sentAt >= waitSeconds * 1000 + blockingGrace) {
         // ioredis gave up waiting (blockingTimeout) and settled the read with null: the server did
         // not answer in time. The connection is taken for stuck and started afresh.

@@ -27,6 +27,11 @@ export function keysOf (prefix: string, queue: string) {
     dead: `${base}dead`,
     /** Task id to its newest dead letter, as `dead` holds it. */
     deadIndex: `${base}dead-index`,
+    /**
+     * Wake-up tokens, at most one: what idle consumers block on (BLPOP), each token waking one of
+     * them. Pushed by the scripts that make a task reservable; a token carries nothing.
+     */
+    wake: `${base}wake`,
     /** Present while the queue is paused. */
     paused: `${base}paused`,
     /** With a rate limit: the Redis times (ms) of the latest tries started, newest first. */

@@ -15,7 +15,7 @@ export interface LivenessHost {
   known (): string[]
   /** True while a reservation is on its way: the tasks it moved are not known yet, yet no orphans. */
   reserving (): boolean
-  /** Recovered tasks wait: an idle consumer should look now rather than block on `waiting`. */
+  /** Recovered tasks wait: an idle consumer should look at its next turn rather than block again. */
   workMayWait (): void
 }
 
@@ -66,7 +66,7 @@ export class Liveness {
   private async beat (): Promise<void> {
     const { keys, connection: { client }, options, log, name, events } = this.queue
     const recoveredWaiting = await client.taskqueueHeartbeat(keys.consumers, this.heartbeatKey, keys.recovered, this.consumerId, this.lifetime)
-    // An idle consumer blocks on the waiting list, which no recovery wakes: it looks now instead.
+    // Recovery by another instance wakes one idle consumer; this one looks too, in case that wake-up was lost.
     if (recoveredWaiting > 0) this.host.workMayWait()
     if (this.ownListSuspect || this.host.known().length === 0) await this.releaseOrphans()
     const outcome = await client.taskqueueRecover(keys.consumers, keys.recovered, keys.dead, keys.recoveries,

@@ -5,8 +5,9 @@
 // - `batch`: the queue has a backlog. Each round trip acknowledges the tasks that finished and
 //   reserves as many as the consumer has free slots for (never more: every task in its list is one
 //   it started, so a crash counts against those alone).
-// - `blocking`: the last batch came back short, so the queue looks empty: the consumer waits with a
-//   blocking read that moves nothing, then reserves with the script again (back to `batch`).
+// - `blocking`: the last batch came back short, so the queue looks empty: the consumer waits for a
+//   wake-up token (one per task made reservable, each waking one consumer), then reserves with the
+//   script again (back to `batch`).
 // - `recovered`: it got a recovered task, which runs alone: nothing else is reserved until it settles.
 // - `finishing`: recovered tasks wait, and this consumer still holds tasks: it finishes them, reserving
 //   nothing, and then takes a recovered one.
@@ -373,7 +374,7 @@ export class RedisReceiver implements TaskReceiver {
   async close (deadline = Date.now() + (this.queue.options.commandTimeout as number)): Promise<void> {
     this.liveness.stop()
     this.queue.connection.offLost(this.connectionLost)
-    // A blocking read still waiting on the server moves nothing (see waitForWork): it is dropped.
+    // A blocking read still waiting on the server takes no task (see waitForWork): it is dropped.
     this.blocking.close()
     if (this.started === undefined) return
     await this.liveness.leave(deadline, this.exchange.idle())

@@ -31,7 +31,7 @@ export function loadScript (name: string): string {
 /** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
 export interface ScriptCommands {
   taskqueueAdd (tasks: string, waiting: string, delayed: string, base: string, ...quadruples: Array<string | number>): Promise<number>
-  taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, name: string, tick: number, id: string, message: string, delayMs: number): Promise<number>
+  taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, wake: string, name: string, tick: number, id: string, message: string, delayMs: number): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
   taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
     consumers: string, heartbeat: string, recovered: string, paused: string, rateLog: string, groupOf: string, count: number, id: string,
@@ -48,6 +48,7 @@ export interface ScriptCommands {
   taskqueueReleaseOrphans (processing: string, waiting: string, recoveries: string, recovered: string, inflight: string, base: string, ...known: string[]): Promise<number>
   taskqueueRecover (consumers: string, recovered: string, dead: string, recoveries: string, lease: string, tasks: string, inflight: string,
     deadIndex: string, base: string, holder: string, leaseMs: number, maxRecoveries: number, self: string, deadMax: number): Promise<[string[], string[]] | [number]>
+  taskqueueResume (paused: string, base: string): Promise<number>
   taskqueueStats (waiting: string, recovered: string, delayed: string, inflight: string, dead: string, paused: string, cancelled: string,
     tasks: string, base: string): Promise<[number, number, number, number, number, string]>
   taskqueueGet (tasks: string, delayed: string, inflight: string, deadIndex: string, id: string): Promise<[] | [string, string]>
@@ -58,7 +59,7 @@ export interface ScriptCommands {
 /** Each script: its file under scripts/, and how many of its arguments are keys. */
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
-  taskqueueAddTick: { file: 'add-tick', numberOfKeys: 4 },
+  taskqueueAddTick: { file: 'add-tick', numberOfKeys: 5 },
   taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 12 },
   taskqueueBury: { file: 'bury', numberOfKeys: 6 },
   taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },
@@ -69,6 +70,7 @@ export const scriptFiles = {
   taskqueueHeartbeat: { file: 'heartbeat', numberOfKeys: 3 },
   taskqueueReleaseOrphans: { file: 'release-orphans', numberOfKeys: 5 },
   taskqueueRecover: { file: 'recover', numberOfKeys: 8 },
+  taskqueueResume: { file: 'resume', numberOfKeys: 1 },
   taskqueueStats: { file: 'stats', numberOfKeys: 8 },
   taskqueueGet: { file: 'get', numberOfKeys: 4 },
   taskqueueCancel: { file: 'cancel', numberOfKeys: 5 },

@@ -46,8 +46,10 @@ export class RedisSteering {
     await this.queue.connection.client.set(this.queue.keys.paused, '1')
   }
 
+  /** Also wakes a consumer blocked since before the pause, anywhere (see the resume script). */
   async resume (): Promise<void> {
-    await this.queue.connection.client.del(this.queue.keys.paused)
+    const { keys, connection: { client } } = this.queue
+    await client.taskqueueResume(keys.paused, keys.base)
     this.onResume()
   }
 

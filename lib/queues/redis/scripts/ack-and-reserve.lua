@@ -16,6 +16,10 @@
 -- recovered one included, and each is logged as a start in the rate log (see rate-limit.lua):
 -- at most ARGV[4] starts within any ARGV[5] ms of the server's clock, across every consumer.
 --
+-- A reservation that leaves tasks reservable behind it wakes one idle consumer (see
+-- scripts/lib/wake), which does the same in turn: a backlog spreads over the idle consumers one
+-- wake-up at a time, instead of waking them all at once. Not when the rate limit's window is full.
+--
 -- A consumer that reserves registers itself, as its heartbeat does: recovery looks only at
 -- registered consumers, and a consumer may reserve while missing from the set (Redis restarted
 -- empty, a failover that lost the registration) and expire before its next beat.
@@ -37,7 +41,7 @@
 -- ARGV[4] the rate limit's max starts per window, or 0 for no limit
 -- KEYS[12] group of each live grouped task (hash)
 -- ARGV[5] the rate limit's window in ms
--- ARGV[6] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- ARGV[6] key base (`prefix:{queue}:v2:`), for the keys of the groups and of the wake-up tokens
 -- ARGV[7] most tasks of one group in flight (0: no limit)
 -- ARGV[8...] ids of the tasks to acknowledge
 -- Returns the kind of reservation, then for each reserved task its id and its message, oldest
@@ -47,6 +51,7 @@
 -- @include tombstones
 -- @include now-ms
 -- @include rate-limit
+-- @include wake
 -- @include groups
 -- Grouped tasks live, or groups take turns (with tombstones left to drop): one check of both.
 local G = redis.call('EXISTS', KEYS[12], ARGV[6] .. 'group-turns') > 0 and groupKeysOf(ARGV[6]) or nil
@@ -142,8 +147,20 @@ end
 if #reply > 1 and (redis.call('SADD', KEYS[7], ARGV[2]) == 1 or redis.call('EXISTS', KEYS[8]) == 0) then
   redis.call('SET', KEYS[8], '1', 'PX', tonumber(ARGV[3]))
 end
+-- A batch that came back short drained what could be reserved, and `recovered` was empty before a
+-- batch: only a full batch looks at what it left, a recovered task at every list.
+local got = (#reply - 1) / 2
+if got > 0 and not (rateMax > 0 and got == rateLeft) then
+  local left
+  if reply[1] == 'recovered' then
+    left = workMayWait(ARGV[6])
+  else
+    left = got == count and (redis.call('LLEN', KEYS[2]) > 0 or (G ~= nil and redis.call('LLEN', G.turns) > 0))
+  end
+  if left then wakeOne(ARGV[6] .. 'wake') end
+end
 if rateMax > 0 and #reply > 1 then
-  local started = (#reply - 1) / 2
+  local started = got
   rateRecord(KEYS[11], started, rateMax, rateWindow, now)
   -- A batch that filled the window says when it has room, so the consumer waits without asking.
   if started == rateLeft and reply[1] == 'batch' then

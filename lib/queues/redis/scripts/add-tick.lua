@@ -9,14 +9,16 @@
 -- KEYS[2] tasks (hash)
 -- KEYS[3] waiting list
 -- KEYS[4] delayed set
+-- KEYS[5] wake-up tokens (list, see scripts/lib/wake)
 -- ARGV[1] schedule name
 -- ARGV[2] tick (ms since the epoch)
 -- ARGV[3] task id
 -- ARGV[4] message
 -- ARGV[5] delay in ms (0 when due)
 -- Returns 1 when the tick was recorded (its task added, or live already under its id), 0 when
--- this tick or a later one was recorded before.
+-- this tick or a later one was recorded before. A task due now wakes an idle consumer.
 -- @include now-ms
+-- @include wake
 local tick = tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
 if last ~= nil and last >= tick then
@@ -29,6 +31,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4]) == 1 then
     redis.call('ZADD', KEYS[4], nowMs() + delay, ARGV[3])
   else
     redis.call('LPUSH', KEYS[3], ARGV[3])
+    wakeOne(KEYS[5])
   end
 end
 return 1

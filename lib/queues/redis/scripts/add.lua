@@ -7,14 +7,17 @@
 -- KEYS[1] tasks (hash)
 -- KEYS[2] waiting list
 -- KEYS[3] delayed set
--- ARGV[1] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- ARGV[1] key base (`prefix:{queue}:v2:`), for the keys of the groups and of the wake-up tokens
 -- ARGV[2...] for each task four values: its id, its message, its delay in ms, its group ('' for none)
--- Returns how many tasks were added.
+-- Returns how many tasks were added. A task due now wakes an idle consumer (see scripts/lib/wake).
 -- @include now-ms
 -- @include tombstones
+-- @include wake
 -- @include groups
 local now, G = nil, nil
 local added = 0
+-- A task without a group went onto `waiting` (a grouped one wakes as its group enters the turns).
+local due = false
 for i = 2, #ARGV, 4 do
   local id, group = ARGV[i], ARGV[i + 3]
   if redis.call('HSETNX', KEYS[1], id, ARGV[i + 1]) == 1 then
@@ -30,8 +33,10 @@ for i = 2, #ARGV, 4 do
       pushToGroup(G, group, id, 'LPUSH')
     else
       redis.call('LPUSH', KEYS[2], id)
+      due = true
     end
     added = added + 1
   end
 end
+if due then wakeOne(ARGV[1] .. 'wake') end
 return added

@@ -18,6 +18,7 @@
 -- slot back (the dead letter keeps the group in its message).
 -- @include push-dead-letter
 -- @include tombstones
+-- @include wake
 -- @include groups
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
 leaveGroup(groupKeysOf(ARGV[5]), ARGV[1], true)

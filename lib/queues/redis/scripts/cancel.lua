@@ -12,6 +12,7 @@
 -- ARGV[2] key base (`prefix:{queue}:v2:`), for the keys of the groups
 -- Returns 1 when the task was cancelled, 0 when it is in flight or unknown.
 -- @include tombstones
+-- @include wake
 -- @include groups
 local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], id) == 0 or redis.call('HEXISTS', KEYS[3], id) == 1 then return 0 end

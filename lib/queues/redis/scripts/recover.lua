@@ -13,17 +13,18 @@
 -- KEYS[6] tasks (hash)
 -- KEYS[7] tasks in flight (hash)
 -- KEYS[8] dead letters by task id (hash)
--- ARGV[1] key base (`prefix:{queue}:v2:`), for the processing list and heartbeat of each consumer
+-- ARGV[1] key base (`prefix:{queue}:v2:`), for the processing list and heartbeat of each consumer, and the wake-up tokens
 -- ARGV[2] lease holder
 -- ARGV[3] lease ms
 -- ARGV[4] most recoveries of a task
 -- ARGV[5] the calling consumer's id, skipped
 -- ARGV[6] most dead letters kept
 -- Returns { ids recovered, ids buried }, each oldest first, or { -1 } when another instance holds
--- the lease.
+-- the lease. Recovered tasks wake an idle consumer (one that holds nothing may reserve them).
 -- @include now-ms
 -- @include push-dead-letter
 -- @include tombstones
+-- @include wake
 -- @include groups
 local G = groupKeysOf(ARGV[1])
 if not redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return { -1 } end
@@ -57,4 +58,5 @@ for _, consumer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], consumer)
   end
 end
+if #recovered > 0 then wakeOne(G.wake) end
 return { recovered, buried }

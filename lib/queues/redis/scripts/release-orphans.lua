@@ -9,10 +9,11 @@
 -- KEYS[3] recovery counts (hash)
 -- KEYS[4] recovered list
 -- KEYS[5] tasks in flight (hash)
--- ARGV[1] key base (`prefix:{queue}:v2:`), for the keys of the groups
+-- ARGV[1] key base (`prefix:{queue}:v2:`), for the keys of the groups and of the wake-up tokens
 -- ARGV[2...] the ids of the tasks the consumer knows it holds
--- Returns how many tasks were released.
+-- Returns how many tasks were released. Any released wakes an idle consumer.
 -- @include tombstones
+-- @include wake
 -- @include groups
 local G = groupKeysOf(ARGV[1])
 local known = {}
@@ -40,4 +41,5 @@ for i = 1, #held do
     released = released + 1
   end
 end
+if released > 0 then wakeOne(G.wake) end
 return released

@@ -14,6 +14,7 @@
 -- group's slot back, and keeps its group.
 -- @include now-ms
 -- @include tombstones
+-- @include wake
 -- @include groups
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])

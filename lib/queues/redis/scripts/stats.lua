@@ -14,6 +14,7 @@
 -- ARGV[1] key base (`prefix:{queue}:v2:`), for the keys of the groups
 -- Returns { waiting, delayed, in flight, dead, paused (0 or 1), eta of the oldest task waiting or '' }.
 -- @include tombstones
+-- @include wake
 -- @include groups
 local G = groupKeysOf(ARGV[1])
 dropLeadingTombstones(KEYS[2], KEYS[7])

@@ -12,6 +12,7 @@
 -- ARGV[3] key base (`prefix:{queue}:v2:`), for the keys of the groups
 -- Returns for each task its id and its message.
 -- @include tombstones
+-- @include wake
 -- @include groups
 local G = groupKeysOf(ARGV[3])
 local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])

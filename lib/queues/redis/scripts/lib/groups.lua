@@ -4,17 +4,14 @@
 -- turns. A group at its limit waits in the set `group-full` until one of its tasks leaves flight.
 -- `group-inflight` counts each group's tasks in flight, `group-of` holds the group of every live
 -- grouped task, and `group-waiting` counts the entries of all group lists (tombstones included).
--- Needs the tombstones snippet.
+-- Needs the tombstones and wake snippets.
 local groupTurnOfUngrouped = '*'
--- Pushed onto an empty `waiting` (counted as a tombstone, so nothing counts or runs it): a consumer
--- waiting for work blocks on that list only, and must look again when a group can be served.
-local wakeEntry = '#wake'
 
 local function groupKeysOf (base)
   return {
     base = base, waiting = base .. 'waiting', cancelled = base .. 'cancelled', recovered = base .. 'recovered',
     turns = base .. 'group-turns', full = base .. 'group-full', inflight = base .. 'group-inflight',
-    of = base .. 'group-of', count = base .. 'group-waiting'
+    of = base .. 'group-of', count = base .. 'group-waiting', wake = base .. 'wake'
   }
 end
 
@@ -28,14 +25,12 @@ local function groupTombstone (id, name)
   return id .. '@' .. name
 end
 
--- The group takes turns again (or for the first time), after every line that has one now.
+-- The group takes turns again (or for the first time), after every line that has one now: its
+-- next task can be reserved, so an idle consumer is woken.
 local function enterTurns (G, name)
   if redis.call('LLEN', G.turns) == 0 then redis.call('LPUSH', G.turns, groupTurnOfUngrouped) end
   redis.call('LPUSH', G.turns, name)
-  if redis.call('LLEN', G.waiting) == 0 then
-    redis.call('LPUSH', G.waiting, wakeEntry)
-    addTombstone(G.cancelled, wakeEntry)
-  end
+  wakeOne(G.wake)
 end
 
 -- Puts a task of group `name` into its list: at the back (`push` LPUSH) or, released, at the
