@@ -130,7 +130,12 @@ local function reserveInTurn ()
 end
 dropLeadingTombstones(KEYS[9], KEYS[5])
 if redis.call('LLEN', KEYS[9]) > 0 then
-  if redis.call('LLEN', KEYS[1]) > 0 then return { 'finishing' } end
+  if redis.call('LLEN', KEYS[1]) > 0 then
+    -- This consumer may have been woken for the recovered task it cannot take yet: the token goes
+    -- on to a consumer that holds nothing (this one stops blocking until its tasks are done).
+    wakeOne(ARGV[6] .. 'wake')
+    return { 'finishing' }
+  end
   -- Only a stray id (a task of no message) would leave none: then nothing is held up.
   reply[1] = reserveFrom(KEYS[9]) and 'recovered' or 'batch'
   -- Its group's slot, given back when it was recovered, is taken again (see recover).

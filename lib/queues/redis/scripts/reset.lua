@@ -11,14 +11,14 @@
 -- KEYS[6] cancelled entries (hash)
 -- ARGV[1] most tasks to drop
 -- ARGV[2] key base (`prefix:{queue}:v2:`), for the keys of the groups
--- Returns how many were dropped. A wake-up token goes too: it would wake a consumer for tasks gone.
+-- Returns how many were dropped. The wake-up token goes too once nothing reservable is left: it
+-- would wake a consumer for tasks gone.
 -- @include tombstones
 -- @include wake
 -- @include groups
 local limit = tonumber(ARGV[1])
 local G = groupKeysOf(ARGV[2])
 local dropped = 0
-redis.call('DEL', G.wake)
 local function forget (id)
   redis.call('HDEL', KEYS[4], id)
   redis.call('HDEL', KEYS[5], id)
@@ -57,4 +57,5 @@ if dropped < limit then
   local popped = redis.call('ZPOPMIN', KEYS[3], limit - dropped)
   for i = 1, #popped, 2 do forget(popped[i]) end
 end
+if not workMayWait(ARGV[2]) then redis.call('DEL', G.wake) end
 return dropped
