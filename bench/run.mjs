@@ -2,7 +2,7 @@
 // scenario in a fresh process (bench/scenarios.mjs), the request-path ones with autocannon against
 // an app listening in a process of its own (bench/http-server.mjs). See bench/README.md.
 //
-//   npm run build && npm run bench            short run (under two minutes on 2 cores)
+//   npm run build && npm run bench            short run (about 6 minutes on 2 cores)
 //   npm run bench -- --full                   bigger N, longer HTTP runs
 //   npm run bench -- --only=dispatch,deep     some sections only: dispatch (1-3), enqueue (3), http (4), deep (5-6), steering (7), consumers (11)
 //   npm run bench -- --only=scale             scale-out (10): 1, 2 and 4 consumer processes, one Redis queue and a Redis Cluster
