@@ -5,7 +5,7 @@ import Fastify from 'fastify'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import {
-  Counter, deletePrefix, performance, redisClient, redisCpu, taskOptions, taskRoute, taskUrl, withDispatchHeaders
+  Counter, commandCalls, commandsBetween, deletePrefix, performance, redisClient, redisCpu, taskOptions, taskRoute, taskUrl, withDispatchHeaders
 } from './common.mjs'
 
 /** Jobs given to one addBulk() call while the queue is filled. */
@@ -38,8 +38,9 @@ function jobData (i) {
  * at a time), then a Worker of `concurrency` whose processor injects each job's request, with the
  * headers our consumer adds, into a plain app. Throughput and the app's CPU are counted by the
  * route, between its first call and the `n`-th, as in every other row; redis-server's CPU from the
- * worker's start until then. Resolves with `{ rate, cpu, serverCpu, wallRate }` (CPU in µs per
- * task, app plus redis-server; `wallRate`: from the worker's start until every job completed).
+ * worker's start until then. Resolves with `{ rate, cpu, serverCpu, wallRate, commands }` (CPU in
+ * µs per task, app plus redis-server; `wallRate`: from the worker's start until every job
+ * completed; `commands`: what Redis ran per job over the same span, as for our queue).
  */
 export async function bullmqRun (redis, prefix, n, concurrency) {
   const client = redisClient(redis)
@@ -74,11 +75,13 @@ export async function bullmqRun (redis, prefix, n, concurrency) {
   await worker.waitUntilReady()
 
   const cpuBefore = await redisCpu(client)
+  const callsBefore = await commandCalls(client)
   globalThis.gc?.()
   const started = performance.now()
   const running = worker.run()
   await Promise.race([counter.done, failed])
   const serverCpu = await redisCpu(client) - cpuBefore
+  const commands = commandsBetween(callsBefore, await commandCalls(client), n)
   // close() waits for the jobs in flight, which completes the last ones.
   await worker.close()
   if (completed !== n) throw new Error(`bullmq: ${completed} jobs completed, expected ${n}`)
@@ -91,5 +94,5 @@ export async function bullmqRun (redis, prefix, n, concurrency) {
   for (const connection of [client, queueConnection, workerConnection]) connection.disconnect()
   const left = Object.entries(counts).filter(([, count]) => count !== 0)
   if (left.length > 0) throw new Error(`bullmq: jobs left behind: ${left.map(([state, count]) => `${count} ${state}`).join(', ')}`)
-  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n, wallRate }
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n, wallRate, commands }
 }

@@ -175,6 +175,29 @@ export async function redisCpu (client) {
   return (Number(/used_cpu_user:([\d.]+)/.exec(info)[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)[1])) * 1e6
 }
 
+/** Calls of every command Redis served so far (`INFO commandstats`), but INFO's own, and their sum. */
+export async function commandCalls (client) {
+  const info = await client.info('commandstats')
+  const calls = {}
+  let total = 0
+  for (const [, name, count] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    if (name === 'info') continue
+    calls[name] = Number(count)
+    total += Number(count)
+  }
+  return { calls, total }
+}
+
+/**
+ * What Redis ran for `n` tasks between two readings of commandCalls: commands per task (those run
+ * inside scripts included, as INFO counts them), and script calls per task, each a request of its
+ * own: how many tasks a round trip carries.
+ */
+export function commandsBetween (before, after, n) {
+  const delta = (name) => (after.calls[name] ?? 0) - (before.calls[name] ?? 0)
+  return { perTask: (after.total - before.total) / n, scriptsPerTask: (delta('evalsha') + delta('eval')) / n }
+}
+
 /**
  * The headers a consumer adds to a task's own when it dispatches it (`x-task-*`, its user-agent,
  * the dispatch token `key`). Built the way the consumer builds them (copied one by one into a new

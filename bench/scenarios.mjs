@@ -10,7 +10,7 @@ import taskqueue from 'fastify-taskqueue'
 import { Registry } from 'prom-client'
 import { trace, ROOT_CONTEXT, SpanKind } from '@opentelemetry/api'
 import {
-  Counter, addBatched, ceilingRequest, deletePrefix, median, performance, pool, queueApp, redisClient, redisCpu, redisQueue,
+  Counter, addBatched, ceilingRequest, commandCalls, commandsBetween, deletePrefix, median, performance, pool, queueApp, redisClient, redisCpu, redisQueue,
   sleep, slimHeaders, taskOptions, taskRoute, taskSize, taskUrl, withDispatchHeaders
 } from './common.mjs'
 import { setTracing } from './common.mjs'
@@ -104,30 +104,32 @@ async function fillRedis (redis, prefix, count, slim = false) {
 /**
  * Starts a consumer app on the Redis queue under `prefix`, whose tasks are already waiting, and
  * closes it once `counter` reached its target (the tasks in flight then are awaited). Resolves
- * with the CPU time (µs) redis-server used meanwhile.
+ * with the CPU time (µs) redis-server used meanwhile, and the commands it ran (see commandsBetween).
  */
 async function redisConsume (redis, prefix, concurrency, counter, client, options) {
   const app = await queueApp({ queue: redisQueue(redis, prefix), consumers: [{ queue: 'default', concurrentLimit: concurrency }], counter, options })
   const cpuBefore = client === undefined ? 0 : await redisCpu(client)
+  const callsBefore = client === undefined ? undefined : await commandCalls(client)
   collect()
   await app.ready()
   await counter.done
   const cpu = client === undefined ? 0 : await redisCpu(client) - cpuBefore
+  const commands = client === undefined ? undefined : commandsBetween(callsBefore, await commandCalls(client), counter.target)
   await app.close()
-  return cpu
+  return { cpu, commands }
 }
 
 async function redisRun (redis, prefix, n, concurrency, slim = false, options) {
   const client = redisClient(redis)
   await fillRedis(redis, prefix, n, slim)
   const counter = new Counter(n)
-  const serverCpu = await redisConsume(redis, prefix, concurrency, counter, client, options)
+  const { cpu: serverCpu, commands } = await redisConsume(redis, prefix, concurrency, counter, client, options)
   const left = await client.llen(`${prefix}:{default}:v2:waiting`)
   await deletePrefix(client, prefix)
   client.disconnect()
   if (left !== 0) throw new Error(`redis dispatch: ${left} tasks left waiting`)
   // The CPU of the app and of redis-server, per task.
-  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n }
+  return { rate: counter.rate, cpu: counter.cpuPerCall + serverCpu / n, serverCpu: serverCpu / n, commands }
 }
 
 /**
@@ -213,6 +215,13 @@ async function dispatch ({ n, redisN, concurrency, reps, warmup, redis, prefix }
       cpu: median(measured.map(({ cpu }) => cpu)),
       serverCpu: median(measured.map(({ serverCpu }) => serverCpu ?? 0)),
       runs: measured.map(({ rate }) => Math.round(rate))
+    }
+    // The commands Redis ran per task, where the run counts them (the Redis queue's runs and BullMQ's).
+    if (measured[0].commands !== undefined) {
+      result[kind].commands = {
+        perTask: median(measured.map(({ commands }) => commands.perTask)),
+        scriptsPerTask: median(measured.map(({ commands }) => commands.scriptsPerTask))
+      }
     }
     // From the start of the run to its end, where the run measures it (BullMQ: until every job completed).
     if (measured[0].wallRate !== undefined) result[kind].wallRate = median(measured.map(({ wallRate }) => wallRate))
@@ -390,7 +399,7 @@ async function deep ({ type, small, large, window, skip, reps, redis, prefix }) 
           ratio: perTask / taskBytes
         }
       }
-      const serverCpu = await redisConsume(redis, key, concurrency, counter, client)
+      const { cpu: serverCpu } = await redisConsume(redis, key, concurrency, counter, client)
       outServerCpu?.push(serverCpu / counter.target)
       await deletePrefix(client, key)
     }
@@ -623,19 +632,6 @@ async function flow ({ n, redisN, concurrency, reps, redis, prefix }) {
   return result
 }
 
-/** Calls of every command Redis served so far (`INFO commandstats`), but INFO's own, and their sum. */
-async function commandCalls (client) {
-  const info = await client.info('commandstats')
-  const calls = {}
-  let total = 0
-  for (const [, name, count] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
-    if (name === 'info') continue
-    calls[name] = Number(count)
-    total += Number(count)
-  }
-  return { calls, total }
-}
-
 /** How many clients are blocked on the server (the idle consumers' reads). */
 async function blockedClients (client) {
   return Number(/blocked_clients:(\d+)/.exec(await client.info('clients'))?.[1])
@@ -675,8 +671,7 @@ async function idleConsumersRun (redis, prefix, consumers, n) {
   client.disconnect()
   const delta = (name) => ((after.calls[name] ?? 0) - (before.calls[name] ?? 0)) / n
   return {
-    perTask: (after.total - before.total) / n,
-    scriptsPerTask: delta('evalsha') + delta('eval'),
+    ...commandsBetween(before, after, n),
     blockingPerTask: delta('blpop') + delta('blmove'),
     msPerTask: elapsed / n
   }
