@@ -92,7 +92,7 @@ test('issue 15: each script that makes a task reservable leaves one wake-up toke
   t.equal(await tokens(), 1, 'resume: a token, for a consumer blocked since before the pause')
   t.ok(await takeToken())
 
-  t.equal(await client.eval(scripts.taskqueueAddTick.lua, 5, key('schedules'), key('tasks'), key('waiting'), key('delayed'), key('wake'), 's', 1000, 'tick', 'm-tick', 0), 1)
+  t.equal(await client.eval(scripts.taskqueueAddTick.lua, 4, key('schedules'), key('tasks'), key('waiting'), key('delayed'), 's', 1000, 'tick', 'm-tick', 0, key('')), 1)
   t.equal(await tokens(), 1, 'the tick of a schedule: a token')
   t.ok(await takeToken())
   t.same(await reserve(1, 'd'), ['batch', 'tick', 'm-tick'])

@@ -83,9 +83,9 @@ export class RedisQueue implements QueueBackend {
    */
   async putTick (task: TaskMessage): Promise<boolean> {
     const { name, tick } = task.schedule as { name: string, tick: number }
-    const { schedules, tasks, waiting, delayed, wake } = this.keys
+    const { schedules, tasks, waiting, delayed, base } = this.keys
     const delay = Math.max(0, task.eta - Date.now())
-    return await this.client.taskqueueAddTick(schedules, tasks, waiting, delayed, wake, name, tick, task.id, encodeMessage(task), delay) === 1
+    return await this.client.taskqueueAddTick(schedules, tasks, waiting, delayed, name, tick, task.id, encodeMessage(task), delay, base) === 1
   }
 
   receive (consumerName: string): TaskReceiver {

@@ -31,7 +31,7 @@ export function loadScript (name: string): string {
 /** The commands the scripts become on a client (ioredis' defineCommand), keys first. */
 export interface ScriptCommands {
   taskqueueAdd (tasks: string, waiting: string, delayed: string, base: string, ...quadruples: Array<string | number>): Promise<number>
-  taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, wake: string, name: string, tick: number, id: string, message: string, delayMs: number): Promise<number>
+  taskqueueAddTick (schedules: string, tasks: string, waiting: string, delayed: string, name: string, tick: number, id: string, message: string, delayMs: number, base: string): Promise<number>
   /** The `Buffer` variant: a message that is not valid UTF-8 must come back byte for byte. */
   taskqueueAckAndReserveBuffer (processing: string, waiting: string, tasks: string, inflight: string, cancelled: string, recoveries: string,
     consumers: string, heartbeat: string, recovered: string, paused: string, rateLog: string, groupOf: string, count: number, id: string,
@@ -59,7 +59,7 @@ export interface ScriptCommands {
 /** Each script: its file under scripts/, and how many of its arguments are keys. */
 export const scriptFiles = {
   taskqueueAdd: { file: 'add', numberOfKeys: 3 },
-  taskqueueAddTick: { file: 'add-tick', numberOfKeys: 5 },
+  taskqueueAddTick: { file: 'add-tick', numberOfKeys: 4 },
   taskqueueAckAndReserve: { file: 'ack-and-reserve', numberOfKeys: 12 },
   taskqueueBury: { file: 'bury', numberOfKeys: 6 },
   taskqueueRequeue: { file: 'requeue', numberOfKeys: 4 },

@@ -9,12 +9,12 @@
 -- KEYS[2] tasks (hash)
 -- KEYS[3] waiting list
 -- KEYS[4] delayed set
--- KEYS[5] wake-up tokens (list, see scripts/lib/wake)
 -- ARGV[1] schedule name
 -- ARGV[2] tick (ms since the epoch)
 -- ARGV[3] task id
 -- ARGV[4] message
 -- ARGV[5] delay in ms (0 when due)
+-- ARGV[6] key base (`prefix:{queue}:v2:`), for the wake-up tokens
 -- Returns 1 when the tick was recorded (its task added, or live already under its id), 0 when
 -- this tick or a later one was recorded before. A task due now wakes an idle consumer.
 -- @include now-ms
@@ -31,7 +31,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4]) == 1 then
     redis.call('ZADD', KEYS[4], nowMs() + delay, ARGV[3])
   else
     redis.call('LPUSH', KEYS[3], ARGV[3])
-    wakeOne(KEYS[5])
+    wakeOne(ARGV[6] .. 'wake')
   end
 end
 return 1
