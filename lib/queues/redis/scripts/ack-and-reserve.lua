@@ -165,10 +165,9 @@ if got > 0 and not (rateMax > 0 and got == rateLeft) then
   if left then wakeOne(ARGV[6] .. 'wake') end
 end
 if rateMax > 0 and #reply > 1 then
-  local started = got
-  rateRecord(KEYS[11], started, rateMax, rateWindow, now)
+  rateRecord(KEYS[11], got, rateMax, rateWindow, now)
   -- A batch that filled the window says when it has room, so the consumer waits without asking.
-  if started == rateLeft and reply[1] == 'batch' then
+  if got == rateLeft and reply[1] == 'batch' then
     local _, waitMs = rateRoom(KEYS[11], rateMax, rateWindow, now)
     table.insert(reply, 2, tostring(waitMs))
     reply[1] = 'limited'
