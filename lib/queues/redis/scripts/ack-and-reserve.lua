@@ -55,6 +55,9 @@
 -- @include groups
 -- Grouped tasks live, or groups take turns (with tombstones left to drop): one check of both.
 local G = redis.call('EXISTS', KEYS[12], ARGV[6] .. 'group-turns') > 0 and groupKeysOf(ARGV[6]) or nil
+-- An acknowledgement that frees a group's slot wakes a consumer for the group's next task (see
+-- leaveGroup), which this call may reserve itself: known here, so that the token can be taken back.
+local ackMayWake = G ~= nil and #ARGV >= 8 and redis.call('LLEN', G.wake) == 0
 for i = 8, #ARGV do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its message and recovery count still belong to it.
@@ -127,6 +130,9 @@ local function reserveInTurn ()
   end
   -- No group can be served now: the tasks without a group fill the rest.
   while got < count and reserveFrom(KEYS[2]) do got = got + 1 end
+  -- The turn of the tasks without a group, alone in the turns, stands for no group: taken out now
+  -- rather than by the next reservation, so that it wakes no consumer for nothing meanwhile.
+  if redis.call('LLEN', G.turns) == 1 and redis.call('LINDEX', G.turns, 0) == groupTurnOfUngrouped then redis.call('DEL', G.turns) end
 end
 dropLeadingTombstones(KEYS[9], KEYS[5])
 if redis.call('LLEN', KEYS[9]) > 0 then
@@ -164,6 +170,9 @@ if got > 0 and not (rateMax > 0 and got == rateLeft) then
   end
   if left then wakeOne(ARGV[6] .. 'wake') end
 end
+-- The token the acknowledgements pushed, when this call took what it was for: another consumer
+-- woken by it would only find nothing and block again.
+if ackMayWake and redis.call('LLEN', G.wake) > 0 and not workMayWait(ARGV[6]) then redis.call('DEL', G.wake) end
 if rateMax > 0 and #reply > 1 then
   rateRecord(KEYS[11], got, rateMax, rateWindow, now)
   -- A batch that filled the window says when it has room, so the consumer waits without asking.
