@@ -55,9 +55,6 @@
 -- @include groups
 -- Grouped tasks live, or groups take turns (with tombstones left to drop): one check of both.
 local G = redis.call('EXISTS', KEYS[12], ARGV[6] .. 'group-turns') > 0 and groupKeysOf(ARGV[6]) or nil
--- An acknowledgement that frees a group's slot wakes a consumer for the group's next task (see
--- leaveGroup), which this call may reserve itself: known here, so that the token can be taken back.
-local ackMayWake = G ~= nil and #ARGV >= 8 and redis.call('LLEN', G.wake) == 0
 for i = 8, #ARGV do
   -- A task no longer in the list went back to the queue (or this is a second run of the call):
   -- its message and recovery count still belong to it.
@@ -170,9 +167,9 @@ if got > 0 and not (rateMax > 0 and got == rateLeft) then
   end
   if left then wakeOne(ARGV[6] .. 'wake') end
 end
--- The token the acknowledgements pushed, when this call took what it was for: another consumer
--- woken by it would only find nothing and block again.
-if ackMayWake and redis.call('LLEN', G.wake) > 0 and not workMayWait(ARGV[6]) then redis.call('DEL', G.wake) end
+-- An acknowledgement that frees a group's slot wakes a consumer for the group's next task (see
+-- leaveGroup), which this call may have reserved itself: with nothing left, no token stays.
+if G and #ARGV >= 8 and not workMayWait(ARGV[6]) then redis.call('DEL', G.wake) end
 if rateMax > 0 and #reply > 1 then
   rateRecord(KEYS[11], got, rateMax, rateWindow, now)
   -- A batch that filled the window says when it has room, so the consumer waits without asking.
